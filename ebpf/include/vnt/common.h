@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * What every vnt eBPF object shares: the ring buffer, the per-CPU counters,
+ * the filter and sampling settings the agent writes before loading, and the
+ * decision "does this packet get an event". Include it once per object,
+ * after vmlinux.h and the libbpf headers.
+ *
+ * Order of work per packet (cheapest first, nothing reserved until the end):
+ *   device and namespace filter -> header parse -> flow filter -> packet id ->
+ *   sampling -> bpf_ringbuf_reserve.
+ */
+#ifndef VNT_COMMON_H
+#define VNT_COMMON_H
+
+#include "event.h"
+
+#ifndef VNT_RINGBUF_BYTES
+#define VNT_RINGBUF_BYTES (4 * 1024 * 1024) /* the agent may resize it */
+#endif
+
+#define VNT_MAX_NETNS 8
+
+/* vnt_filter.flags */
+#define VNT_F_FAMILY (1u << 0)
+#define VNT_F_PROTO (1u << 1)
+#define VNT_F_HOST (1u << 2)
+#define VNT_F_SRC (1u << 3)
+#define VNT_F_DST (1u << 4)
+#define VNT_F_PORT (1u << 5)
+#define VNT_F_SPORT (1u << 6)
+#define VNT_F_DPORT (1u << 7)
+#define VNT_F_DEV (1u << 8)
+#define VNT_F_NETNS (1u << 9)
+
+struct vnt_cidr {
+	__u8 addr[16];
+	__u8 family; /* 4 or 6 */
+	__u8 prefix_len;
+	__u16 _pad;
+};
+
+/*
+ * Written by the agent into `.rodata` before load (aya override_global), so
+ * the verifier sees constants and prunes the checks that are switched off.
+ * Mirrored in agent/src/probes/filter.rs.
+ */
+struct vnt_filter {
+	__u32 sample_n; /* keep packets whose id % sample_n == 0; 0 and 1 keep all */
+	__u32 flags;    /* VNT_F_* */
+	__u8 family;
+	__u8 proto;
+	__u16 port;
+	__u16 sport;
+	__u16 dport;
+	struct vnt_cidr host;
+	struct vnt_cidr src;
+	struct vnt_cidr dst;
+	char dev[16];
+	__u32 netns_count;
+	__u32 netns[VNT_MAX_NETNS];
+};
+
+const volatile struct vnt_filter vnt_filter = {};
+
+/* Counters, one slot per enum value, summed over CPUs by the agent. */
+enum vnt_stat {
+	VNT_STAT_SEEN = 0,      /* hook invocations */
+	VNT_STAT_FILTERED = 1,  /* rejected by the filter */
+	VNT_STAT_UNSAMPLED = 2, /* passed the filter, not in the sample */
+	VNT_STAT_EMITTED = 3,   /* records written to the ring buffer */
+	VNT_STAT_LOST = 4,      /* ring buffer full: record lost */
+	VNT_STAT_NOT_IP = 5,    /* not IPv4/IPv6, or headers unreadable */
+	VNT_STAT__MAX = 6,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, VNT_RINGBUF_BYTES);
+} vnt_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VNT_STAT__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} vnt_stats SEC(".maps");
+
+static __always_inline void vnt_count(enum vnt_stat stat)
+{
+	__u32 key = stat;
+	__u64 *v = bpf_map_lookup_elem(&vnt_stats, &key);
+
+	if (v)
+		*v += 1;
+}
+
+/* Reserve a record, counting the loss when the buffer is full. */
+static __always_inline void *vnt_reserve(__u32 size)
+{
+	void *e = bpf_ringbuf_reserve(&vnt_events, size, 0);
+
+	if (!e) {
+		vnt_count(VNT_STAT_LOST);
+		return 0;
+	}
+	vnt_count(VNT_STAT_EMITTED);
+	return e;
+}
+
+static __always_inline void vnt_fill_hdr(struct vnt_event_hdr *h, __u16 kind, __u16 hook, __u32 len)
+{
+	h->ts_ns = bpf_ktime_get_ns();
+	h->kind = kind;
+	h->hook = hook;
+	h->cpu = bpf_get_smp_processor_id();
+	h->len = len;
+	h->wire_version = VNT_WIRE_VERSION;
+}
+
+/* ---- filter ------------------------------------------------------------ */
+
+static __always_inline bool vnt_dev_wanted(const char name[16], __u32 netns)
+{
+	if (vnt_filter.flags & VNT_F_DEV) {
+		for (int i = 0; i < 16; i++) {
+			if (name[i] != vnt_filter.dev[i])
+				return false;
+			if (name[i] == 0)
+				break;
+		}
+	}
+	if (vnt_filter.flags & VNT_F_NETNS) {
+		bool hit = false;
+
+		for (int i = 0; i < VNT_MAX_NETNS; i++) {
+			if (i < vnt_filter.netns_count && vnt_filter.netns[i] == netns)
+				hit = true;
+		}
+		if (!hit)
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool vnt_cidr_match(const volatile struct vnt_cidr *c, const __u8 addr[16], __u8 family)
+{
+	if (c->family != family)
+		return false;
+	__u32 bits = c->prefix_len;
+
+	for (int i = 0; i < 16; i++) {
+		if (bits == 0)
+			return true;
+		__u8 mask = bits >= 8 ? 0xff : (__u8)(0xff << (8 - bits));
+
+		if ((addr[i] & mask) != (c->addr[i] & mask))
+			return false;
+		bits = bits >= 8 ? bits - 8 : 0;
+	}
+	return true;
+}
+
+static __always_inline bool vnt_flow_wanted(const struct vnt_flow *f)
+{
+	__u32 fl = vnt_filter.flags;
+
+	if ((fl & VNT_F_FAMILY) && f->family != vnt_filter.family)
+		return false;
+	if ((fl & VNT_F_PROTO) && f->proto != vnt_filter.proto)
+		return false;
+	if ((fl & VNT_F_HOST) && !vnt_cidr_match(&vnt_filter.host, f->saddr, f->family) &&
+	    !vnt_cidr_match(&vnt_filter.host, f->daddr, f->family))
+		return false;
+	if ((fl & VNT_F_SRC) && !vnt_cidr_match(&vnt_filter.src, f->saddr, f->family))
+		return false;
+	if ((fl & VNT_F_DST) && !vnt_cidr_match(&vnt_filter.dst, f->daddr, f->family))
+		return false;
+	if ((fl & VNT_F_PORT) && f->sport != vnt_filter.port && f->dport != vnt_filter.port)
+		return false;
+	if ((fl & VNT_F_SPORT) && f->sport != vnt_filter.sport)
+		return false;
+	if ((fl & VNT_F_DPORT) && f->dport != vnt_filter.dport)
+		return false;
+	return true;
+}
+
+/* ---- packet id and sampling ------------------------------------------- */
+
+/*
+ * 64-bit hash of the identity key: a multiply-xor over its ten words, then
+ * the splitmix64 finaliser so that `id % N` is uniform for any N. The same
+ * function runs on every host, so every agent computes the same id.
+ */
+static __always_inline __u64 vnt_pkt_hash(const struct vnt_pkt_key *k)
+{
+	const __u64 *w = (const __u64 *)k;
+	__u64 h = 0x9e3779b97f4a7c15ULL;
+
+	for (int i = 0; i < (int)(sizeof(*k) / 8); i++) {
+		h ^= w[i];
+		h *= 0xff51afd7ed558ccdULL;
+		h ^= h >> 32;
+	}
+	h ^= h >> 30;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 27;
+	h *= 0x94d049bb133111ebULL;
+	h ^= h >> 31;
+	return h;
+}
+
+static __always_inline bool vnt_sampled(__u64 pkt_id)
+{
+	__u32 n = vnt_filter.sample_n;
+
+	return n <= 1 || pkt_id % n == 0;
+}
+
+#endif /* VNT_COMMON_H */

@@ -1,0 +1,351 @@
+//! The C ABI: what crosses between `vnt-agent` and a plugin library.
+//!
+//! Rules (Falco's plugin rules, which have held for years):
+//! - the host reads [`PluginTable::abi_major`], [`PluginTable::abi_minor`]
+//!   and [`PluginTable::struct_size`] before anything else, and accepts a
+//!   plugin only when the majors are equal and the plugin's minor is not newer
+//!   than the host's;
+//! - fields are only ever appended, and every append bumps [`ABI_MINOR`];
+//! - only `#[repr(C)]` data and `extern "C"` function pointers cross: no
+//!   `String`, `Vec`, `Result` or trait objects. Configuration crosses as
+//!   JSON bytes, logs as a host callback;
+//! - every function the plugin exports catches panics and returns a
+//!   [`Status`]; after [`Status::Panicked`] the host disables the plugin.
+
+use std::ffi::c_void;
+
+/// Major version of this ABI. A plugin with another major is refused.
+pub const ABI_MAJOR: u16 = 1;
+/// Minor version of this ABI. A plugin with a newer minor is refused.
+pub const ABI_MINOR: u16 = 0;
+
+/// Return code of every exported plugin function.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Success.
+    Ok = 0,
+    /// The call failed; [`PluginTable::last_error`] says why. The plugin
+    /// stays usable (a malformed record, say).
+    Error = 1,
+    /// The plugin panicked. The host disables it.
+    Panicked = 2,
+}
+
+impl Status {
+    /// Interpret a raw return code; unknown codes are treated as errors.
+    pub fn from_raw(code: i32) -> Status {
+        match code {
+            0 => Status::Ok,
+            2 => Status::Panicked,
+            _ => Status::Error,
+        }
+    }
+}
+
+/// A borrowed UTF-8 string: pointer and length, not NUL-terminated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Str {
+    /// First byte; may be null when `len` is 0.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Str {
+    /// The empty string.
+    pub const EMPTY: Str = Str {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Borrow a Rust string. The caller keeps `s` alive while the `Str` is used.
+    pub fn new(s: &str) -> Str {
+        Str {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+}
+
+/// Borrowed bytes: pointer and length.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Bytes {
+    /// First byte; may be null when `len` is 0.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Bytes {
+    /// Borrow a byte slice. The caller keeps `b` alive while the `Bytes` is used.
+    pub fn new(b: &[u8]) -> Bytes {
+        Bytes {
+            ptr: b.as_ptr(),
+            len: b.len(),
+        }
+    }
+}
+
+/// Hook kinds a probe alternative can use, in the order the agent usually
+/// prefers them.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawHookKind {
+    /// BTF-typed raw tracepoint (`tp_btf/<name>`); target: tracepoint name.
+    TpBtf = 1,
+    /// Raw tracepoint (`raw_tp/<name>`); target: tracepoint name.
+    RawTp = 2,
+    /// fentry on a kernel function; target: function name.
+    FEntry = 3,
+    /// kprobe on a kernel function; target: function name.
+    KProbe = 4,
+    /// TC classifier (clsact); target: `ingress` or `egress`.
+    Tc = 5,
+    /// uprobe or USDT; target: `binary:symbol`.
+    UProbe = 6,
+    /// Classic tracepoint; target: `category:name`.
+    TracePoint = 7,
+}
+
+/// One way to attach a probe.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeAlternative {
+    /// A [`RawHookKind`] value.
+    pub kind: u32,
+    /// Name of the program in the plugin's eBPF object.
+    pub program: Str,
+    /// What to attach to; its meaning depends on `kind`.
+    pub target: Str,
+}
+
+/// A probe: one observation point, with alternatives in preference order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Probe {
+    /// Probe name, unique within the plugin (`veth_xmit`).
+    pub name: Str,
+    /// When true, the plugin cannot work unless one alternative attaches.
+    pub required: bool,
+    /// First alternative.
+    pub alternatives: *const ProbeAlternative,
+    /// Number of alternatives.
+    pub alternatives_len: usize,
+}
+
+/// A hook id that appears in the plugin's records and observations.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    /// Id carried in `vnt_event_hdr.hook` and [`Observation::hook`].
+    pub id: u16,
+    /// When true, an observation at this hook ends the packet's journey.
+    pub terminal: bool,
+    /// Kernel name of the hook point (`net:net_dev_start_xmit`).
+    pub name: Str,
+    /// Short label for people (`xmit`).
+    pub label: Str,
+}
+
+/// Services the host offers a plugin instance. Valid until `destroy`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    /// `size_of::<Host>()` as the host built it.
+    pub struct_size: u32,
+    /// Opaque host pointer passed back to the callbacks.
+    pub ctx: *mut c_void,
+    /// Log a message. `level`: 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+    pub log: extern "C" fn(ctx: *mut c_void, level: u32, message: Str),
+}
+
+/// Where a decoder delivers observations. Valid during one `decode` call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Sink {
+    /// Opaque host pointer passed back to `emit`.
+    pub ctx: *mut c_void,
+    /// Take one observation; the pointer is valid only during the call.
+    pub emit: extern "C" fn(ctx: *mut c_void, observation: *const Observation),
+}
+
+/// [`Observation::kind`] values.
+pub mod observation_kind {
+    /// A packet seen at a hook (a hop).
+    pub const PACKET: u32 = 1;
+    /// A step nested inside a hop, with a start and an end.
+    pub const SUBSTEP: u32 = 2;
+    /// A CPU interval not tied to a packet (a vCPU descheduled from t1 to t2).
+    pub const INTERVAL: u32 = 3;
+    /// Per-connection counters.
+    pub const CONNECTION: u32 = 4;
+}
+
+/// One observation, flattened for the boundary: `kind` says which fields
+/// mean something; the others are zero. No pointers, so the host copies it
+/// without trusting the plugin's memory beyond the call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observation {
+    /// `size_of::<Observation>()` as the plugin built it.
+    pub struct_size: u32,
+    /// An [`observation_kind`] value.
+    pub kind: u32,
+    /// Hook id (see [`Hook`]).
+    pub hook: u16,
+    /// For a substep: the hook id of the hop it is nested in.
+    pub parent_hook: u16,
+    /// CPU the event happened on.
+    pub cpu: u32,
+    /// Start, CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// End for substeps and intervals, CLOCK_MONOTONIC nanoseconds; else 0.
+    pub end_ns: u64,
+    /// Packet id (hash of the packet's invariant header fields).
+    pub pkt_id: u64,
+    /// skb address: a hint, meaningful on one host only.
+    pub skb: u64,
+    /// Source address, network order; IPv4 in the first 4 bytes.
+    pub saddr: [u8; 16],
+    /// Destination address, network order.
+    pub daddr: [u8; 16],
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// 4, 6, or 0 when not IP.
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 0 none, 1 transmit, 2 receive.
+    pub direction: u8,
+    /// 1 when a packet observation ends the journey.
+    pub terminal: u8,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Interface name, NUL-padded.
+    pub ifname: [u8; 16],
+    /// Packet length in bytes (skb->len).
+    pub len: u32,
+    /// Kernel drop reason (`enum skb_drop_reason`); 0 when not dropped.
+    pub drop_reason: u32,
+    /// Process id, where the plugin knows one.
+    pub pid: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// Connection: bytes sent.
+    pub bytes_sent: u64,
+    /// Connection: bytes received.
+    pub bytes_received: u64,
+    /// Connection: segments sent.
+    pub packets_sent: u64,
+    /// Connection: segments received.
+    pub packets_received: u64,
+    /// Connection: retransmitted segments.
+    pub retransmits: u64,
+    /// Connection: smoothed RTT, microseconds.
+    pub srtt_us: u32,
+    /// Connection: RTT variance, microseconds.
+    pub rttvar_us: u32,
+    /// A plugin-defined code refining the kind (interval: 1 run-queue wait,
+    /// 2 steal; substep: plugin's own).
+    pub detail: u32,
+    /// Reserved, zero.
+    pub _reserved2: u32,
+}
+
+/// The table a plugin's [`crate::ENTRY_SYMBOL`] returns. Static for the
+/// library's lifetime.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PluginTable {
+    /// Must equal the host's [`ABI_MAJOR`].
+    pub abi_major: u16,
+    /// Must not be newer than the host's [`ABI_MINOR`].
+    pub abi_minor: u16,
+    /// `size_of::<PluginTable>()` as the plugin built it.
+    pub struct_size: u32,
+    /// Plugin name (`veth`), as used in `--plugins`.
+    pub name: Str,
+    /// Plugin version (semver).
+    pub version: Str,
+    /// One line for `vnt-agent plugins` and errors.
+    pub description: Str,
+    /// The eBPF ELF object (clang-built, CO-RE).
+    pub bpf_object: Bytes,
+    /// First probe.
+    pub probes: *const Probe,
+    /// Number of probes.
+    pub probes_len: usize,
+    /// First hook id description.
+    pub hooks: *const Hook,
+    /// Number of hooks.
+    pub hooks_len: usize,
+    /// Create an instance from JSON config; writes it to `*out`.
+    pub create: extern "C" fn(config_json: Bytes, host: *const Host, out: *mut *mut c_void) -> i32,
+    /// Decode one ring-buffer record into zero or more observations.
+    pub decode: extern "C" fn(instance: *mut c_void, record: Bytes, sink: *const Sink) -> i32,
+    /// Destroy an instance made by `create`.
+    pub destroy: extern "C" fn(instance: *mut c_void),
+    /// The last error of `instance` (or of `create` when null). Valid until
+    /// the next call on that instance.
+    pub last_error: extern "C" fn(instance: *mut c_void) -> Str,
+}
+
+/// Size of the fixed header every version of the table starts with.
+pub const TABLE_HEADER_SIZE: usize = 8;
+
+/// Check a plugin's declared ABI against this host's.
+pub fn check_abi(major: u16, minor: u16) -> Result<(), String> {
+    if major != ABI_MAJOR {
+        return Err(format!(
+            "plugin ABI {major}.{minor} is incompatible with the agent's ABI {ABI_MAJOR}.{ABI_MINOR} (majors differ)"
+        ));
+    }
+    if minor > ABI_MINOR {
+        return Err(format!(
+            "plugin ABI {major}.{minor} is newer than the agent's ABI {ABI_MAJOR}.{ABI_MINOR}; upgrade the agent"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_major_older_or_equal_minor_is_accepted() {
+        assert!(check_abi(ABI_MAJOR, ABI_MINOR).is_ok());
+        if ABI_MINOR > 0 {
+            assert!(check_abi(ABI_MAJOR, ABI_MINOR - 1).is_ok());
+        }
+    }
+
+    #[test]
+    fn other_major_is_refused_naming_both_versions() {
+        let err = check_abi(ABI_MAJOR + 1, 0).unwrap_err();
+        assert!(err.contains(&format!("{}.0", ABI_MAJOR + 1)), "{err}");
+        assert!(err.contains(&format!("{ABI_MAJOR}.{ABI_MINOR}")), "{err}");
+        assert!(check_abi(0, 0).is_err());
+    }
+
+    #[test]
+    fn newer_minor_is_refused() {
+        let err = check_abi(ABI_MAJOR, ABI_MINOR + 1).unwrap_err();
+        assert!(err.contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn table_header_is_stable() {
+        assert_eq!(std::mem::offset_of!(PluginTable, abi_major), 0);
+        assert_eq!(std::mem::offset_of!(PluginTable, abi_minor), 2);
+        assert_eq!(std::mem::offset_of!(PluginTable, struct_size), 4);
+        assert_eq!(std::mem::offset_of!(PluginTable, name), TABLE_HEADER_SIZE);
+    }
+}

@@ -1,0 +1,237 @@
+//! The plugin side of the boundary: turns a [`Plugin`] impl into the
+//! `#[repr(C)]` table and `extern "C"` functions the host calls. All of the
+//! plugin side's `unsafe` is in this file.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use crate::abi::{self, Status};
+use crate::observation::Observation;
+use crate::plugin::{HostLog, InitContext, Plugin};
+
+/// The exported table and the arrays it points into. Built once per library
+/// (see `export_plugin!`) and never mutated, so sharing it is sound.
+#[derive(Debug)]
+pub struct Exported {
+    table: abi::PluginTable,
+    _probes: Vec<abi::Probe>,
+    _alternatives: Vec<Vec<abi::ProbeAlternative>>,
+    _hooks: Vec<abi::Hook>,
+}
+
+// SAFETY: `Exported` is immutable after `build_table`; its raw pointers point
+// into its own heap arrays and into `'static` data, which are never freed
+// while the library is loaded.
+unsafe impl Send for Exported {}
+// SAFETY: as above, nothing is written through these pointers after build.
+unsafe impl Sync for Exported {}
+
+impl Exported {
+    /// Pointer handed to the host.
+    pub fn table(&self) -> *const abi::PluginTable {
+        &self.table
+    }
+}
+
+/// Build the table for `P`. Called once by the code `export_plugin!` expands to.
+pub fn build_table<P: Plugin>() -> Exported {
+    let info = P::info();
+    let alternatives: Vec<Vec<abi::ProbeAlternative>> = info
+        .probes
+        .iter()
+        .map(|p| {
+            p.alternatives
+                .iter()
+                .map(|a| abi::ProbeAlternative {
+                    kind: a.kind.to_raw(),
+                    program: abi::Str::new(a.program),
+                    target: abi::Str::new(a.target),
+                })
+                .collect()
+        })
+        .collect();
+    let probes: Vec<abi::Probe> = info
+        .probes
+        .iter()
+        .zip(&alternatives)
+        .map(|(p, alts)| abi::Probe {
+            name: abi::Str::new(p.name),
+            required: p.required,
+            alternatives: alts.as_ptr(),
+            alternatives_len: alts.len(),
+        })
+        .collect();
+    let hooks: Vec<abi::Hook> = info
+        .hooks
+        .iter()
+        .map(|h| abi::Hook {
+            id: h.id,
+            terminal: h.terminal,
+            name: abi::Str::new(h.name),
+            label: abi::Str::new(h.label),
+        })
+        .collect();
+    Exported {
+        table: abi::PluginTable {
+            abi_major: abi::ABI_MAJOR,
+            abi_minor: abi::ABI_MINOR,
+            struct_size: std::mem::size_of::<abi::PluginTable>() as u32,
+            name: abi::Str::new(info.name),
+            version: abi::Str::new(info.version),
+            description: abi::Str::new(info.description),
+            bpf_object: abi::Bytes::new(info.bpf_object),
+            probes: probes.as_ptr(),
+            probes_len: probes.len(),
+            hooks: hooks.as_ptr(),
+            hooks_len: hooks.len(),
+            create: create::<P>,
+            decode: decode::<P>,
+            destroy: destroy::<P>,
+            last_error: last_error::<P>,
+        },
+        _probes: probes,
+        _alternatives: alternatives,
+        _hooks: hooks,
+    }
+}
+
+/// One live plugin instance and its last error message.
+struct Instance<P> {
+    plugin: P,
+    last_error: String,
+}
+
+/// Error of the last failed `create`, returned by `last_error(null)`.
+static CREATE_ERROR: Mutex<String> = Mutex::new(String::new());
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
+
+fn set_create_error(msg: String) {
+    if let Ok(mut e) = CREATE_ERROR.lock() {
+        *e = msg;
+    }
+}
+
+// Called by the host only: `config` readable for its length, `host` null or
+// valid for the instance's life, `out` writable.
+extern "C" fn create<P: Plugin>(config: abi::Bytes, host: *const abi::Host, out: *mut *mut c_void) -> i32 {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if out.is_null() {
+            return Err((Status::Error, "create: null output pointer".to_string()));
+        }
+        let json = if config.len == 0 || config.ptr.is_null() {
+            serde_json::Value::Null
+        } else {
+            // SAFETY: the host passes a pointer/length pair to bytes it owns
+            // for the duration of this call.
+            let bytes = unsafe { std::slice::from_raw_parts(config.ptr, config.len) };
+            serde_json::from_slice(bytes)
+                .map_err(|e| (Status::Error, format!("plugin config is not valid JSON: {e}")))?
+        };
+        let log = if host.is_null() {
+            HostLog::discard()
+        } else {
+            // SAFETY: non-null `host` points to a `Host` the host keeps alive
+            // for the instance's lifetime.
+            let h = unsafe { &*host };
+            HostLog {
+                ctx: h.ctx,
+                log: Some(h.log),
+            }
+        };
+        let plugin = P::new(InitContext { config: json, log }).map_err(|e| (Status::Error, e.0))?;
+        let inst = Box::new(Instance {
+            plugin,
+            last_error: String::new(),
+        });
+        // SAFETY: `out` was checked non-null and the host provides a writable slot.
+        unsafe { *out = Box::into_raw(inst).cast() };
+        Ok(())
+    }));
+    match result {
+        Ok(Ok(())) => Status::Ok as i32,
+        Ok(Err((status, msg))) => {
+            set_create_error(msg);
+            status as i32
+        }
+        Err(payload) => {
+            set_create_error(panic_message(payload.as_ref()));
+            Status::Panicked as i32
+        }
+    }
+}
+
+extern "C" fn decode<P: Plugin>(instance: *mut c_void, record: abi::Bytes, sink: *const abi::Sink) -> i32 {
+    if instance.is_null() || sink.is_null() {
+        return Status::Error as i32;
+    }
+    // SAFETY: `instance` came from `create::<P>` and the host serialises calls
+    // on one instance, so this is the only live reference.
+    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
+    // SAFETY: the host keeps `sink` valid for this call.
+    let sink = unsafe { *sink };
+    let bytes = if record.len == 0 || record.ptr.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the host passes a record it owns for the duration of this call.
+        unsafe { std::slice::from_raw_parts(record.ptr, record.len) }
+    };
+    let plugin = &mut inst.plugin;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        plugin.decode(bytes, &mut |o: &Observation| {
+            let raw = abi::Observation::from(o);
+            (sink.emit)(sink.ctx, &raw);
+        })
+    }));
+    match result {
+        Ok(Ok(())) => Status::Ok as i32,
+        Ok(Err(e)) => {
+            inst.last_error = e.0;
+            Status::Error as i32
+        }
+        Err(payload) => {
+            inst.last_error = panic_message(payload.as_ref());
+            Status::Panicked as i32
+        }
+    }
+}
+
+extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
+    if instance.is_null() {
+        return;
+    }
+    // SAFETY: `instance` came from `Box::into_raw` in `create::<P>` and the
+    // host calls `destroy` once.
+    let inst = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
+    // A panicking Drop must not unwind into the host.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(inst)));
+}
+
+extern "C" fn last_error<P: Plugin>(instance: *mut c_void) -> abi::Str {
+    if instance.is_null() {
+        // The string lives in a static; the host copies it before calling again.
+        return match CREATE_ERROR.lock() {
+            Ok(e) => abi::Str::new(leak_copy(&e)),
+            Err(_) => abi::Str::new("create failed"),
+        };
+    }
+    // SAFETY: `instance` came from `create::<P>`; calls are serialised.
+    let inst = unsafe { &*instance.cast::<Instance<P>>() };
+    abi::Str::new(&inst.last_error)
+}
+
+/// Create errors are rare (once per start-up), so a small leak keeps the
+/// returned pointer valid without a lock held across the boundary.
+fn leak_copy(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}

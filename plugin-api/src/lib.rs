@@ -1,0 +1,53 @@
+//! The contract between `vnt-agent` and its plugins.
+//!
+//! A plugin is a shared library that owns one component of a virtual network
+//! path (veth pairs, Open vSwitch, a VXLAN overlay, ...). It hands the agent
+//! an eBPF object, a table of probes with hook alternatives, and a decoder
+//! that turns the records its programs write into [`Observation`]s.
+//!
+//! Plugin authors implement [`Plugin`] and write one line:
+//!
+//! ```ignore
+//! vnt_plugin_api::export_plugin!(MyPlugin);
+//! ```
+//!
+//! Everything that crosses the library boundary is in [`abi`]: `#[repr(C)]`
+//! data and `extern "C"` function pointers, versioned by
+//! [`abi::ABI_MAJOR`]/[`abi::ABI_MINOR`]. The only `unsafe` on the plugin side
+//! is in `export.rs`; the host's is in the agent's `plugin_host`.
+//!
+//! [`wire`] mirrors the C event layout in `ebpf/include/vnt/event.h` that the
+//! decoders read.
+
+pub mod abi;
+mod export;
+mod observation;
+mod plugin;
+pub mod wire;
+
+pub use export::{build_table, Exported};
+pub use observation::{
+    ConnectionObservation, Direction, Flow, IntervalObservation, Observation, PacketObservation,
+};
+pub use plugin::{
+    DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,
+    PluginInfo, ProbeAlternative, ProbeSpec,
+};
+
+/// The symbol every plugin exports; it returns `*const abi::PluginTable`.
+pub const ENTRY_SYMBOL: &str = "vnt_plugin_entry";
+
+/// Export a [`Plugin`] implementation as this library's plugin table.
+///
+/// Use exactly once per `cdylib`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        /// Entry point read by vnt-agent: the plugin's versioned table.
+        #[no_mangle]
+        pub extern "C" fn vnt_plugin_entry() -> *const $crate::abi::PluginTable {
+            static TABLE: ::std::sync::OnceLock<$crate::Exported> = ::std::sync::OnceLock::new();
+            TABLE.get_or_init($crate::build_table::<$plugin>).table()
+        }
+    };
+}

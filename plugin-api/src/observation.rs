@@ -1,0 +1,400 @@
+//! What decoders produce: safe, owned observations, and their flat
+//! `#[repr(C)]` form for the boundary ([`crate::abi::Observation`]).
+
+use std::net::IpAddr;
+
+use crate::abi::{self, observation_kind};
+
+/// A packet's flow: addresses, ports, protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flow {
+    /// 4, 6, or 0 when not IP.
+    pub family: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source address, network order; IPv4 in the first 4 bytes.
+    pub saddr: [u8; 16],
+    /// Destination address, network order.
+    pub daddr: [u8; 16],
+    /// Source port (0 when the protocol has none).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+impl Flow {
+    fn addr(&self, raw: &[u8; 16]) -> Option<IpAddr> {
+        match self.family {
+            4 => Some(IpAddr::from([raw[0], raw[1], raw[2], raw[3]])),
+            6 => Some(IpAddr::from(*raw)),
+            _ => None,
+        }
+    }
+
+    /// Source address, when the packet is IP.
+    pub fn src(&self) -> Option<IpAddr> {
+        self.addr(&self.saddr)
+    }
+
+    /// Destination address, when the packet is IP.
+    pub fn dst(&self) -> Option<IpAddr> {
+        self.addr(&self.daddr)
+    }
+
+    /// Protocol name (`tcp`, `udp`, `icmp`, `icmpv6`) or its number.
+    pub fn proto_name(&self) -> String {
+        match self.proto {
+            1 => "icmp".into(),
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            58 => "icmpv6".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// Direction of a packet at a device hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Not tied to a device direction (a drop, a socket).
+    #[default]
+    None,
+    /// The device transmits.
+    Tx,
+    /// The device receives.
+    Rx,
+}
+
+impl Direction {
+    fn from_raw(v: u8) -> Direction {
+        match v {
+            1 => Direction::Tx,
+            2 => Direction::Rx,
+            _ => Direction::None,
+        }
+    }
+
+    fn to_raw(self) -> u8 {
+        match self {
+            Direction::None => 0,
+            Direction::Tx => 1,
+            Direction::Rx => 2,
+        }
+    }
+
+    /// `tx`, `rx` or `-`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::None => "-",
+            Direction::Tx => "tx",
+            Direction::Rx => "rx",
+        }
+    }
+}
+
+/// A packet seen at a hook: one hop of its journey, or a step nested in one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PacketObservation {
+    /// Hook id, see [`crate::HookSpec`].
+    pub hook: u16,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// CPU.
+    pub cpu: u32,
+    /// Packet id: the hash of its invariant header fields.
+    pub pkt_id: u64,
+    /// skb address, meaningful on this host only.
+    pub skb: u64,
+    /// Addresses, ports, protocol.
+    pub flow: Flow,
+    /// Interface index (0 when unknown).
+    pub ifindex: u32,
+    /// Interface name.
+    pub ifname: String,
+    /// Network namespace inode (0 when unknown).
+    pub netns: u32,
+    /// Bytes (skb->len).
+    pub len: u32,
+    /// Transmit or receive.
+    pub direction: Direction,
+    /// Kernel drop reason when the packet was dropped here.
+    pub drop_reason: Option<u32>,
+    /// This hook ends the journey (delivery to a socket, say).
+    pub terminal: bool,
+    /// For a substep nested in a hop: (parent hook id, end timestamp).
+    pub substep: Option<(u16, u64)>,
+}
+
+/// A CPU interval not tied to a packet, joined to journeys by CPU and time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IntervalObservation {
+    /// Hook id.
+    pub hook: u16,
+    /// CPU the interval happened on.
+    pub cpu: u32,
+    /// Start, CLOCK_MONOTONIC nanoseconds.
+    pub start_ns: u64,
+    /// End, CLOCK_MONOTONIC nanoseconds.
+    pub end_ns: u64,
+    /// Task involved, if any.
+    pub pid: u32,
+    /// Plugin-defined refinement (1 run-queue wait, 2 steal).
+    pub detail: u32,
+}
+
+/// Counters of one connection at a point in time.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConnectionObservation {
+    /// Hook id.
+    pub hook: u16,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Addresses and ports.
+    pub flow: Flow,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// Owning process.
+    pub pid: u32,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Segments sent.
+    pub packets_sent: u64,
+    /// Segments received.
+    pub packets_received: u64,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Smoothed RTT, microseconds.
+    pub srtt_us: u32,
+    /// RTT variance, microseconds.
+    pub rttvar_us: u32,
+}
+
+/// Everything a decoder can report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// A packet at a hook (a hop, or a substep inside one).
+    Packet(PacketObservation),
+    /// A CPU interval.
+    Interval(IntervalObservation),
+    /// Connection counters.
+    Connection(ConnectionObservation),
+}
+
+fn name_bytes(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// Interface names arrive NUL-padded from the kernel.
+pub fn name_from_bytes(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+impl From<&Observation> for abi::Observation {
+    fn from(o: &Observation) -> abi::Observation {
+        let mut r = abi::Observation {
+            struct_size: std::mem::size_of::<abi::Observation>() as u32,
+            ..Default::default()
+        };
+        let set_flow = |r: &mut abi::Observation, f: &Flow| {
+            r.family = f.family;
+            r.proto = f.proto;
+            r.saddr = f.saddr;
+            r.daddr = f.daddr;
+            r.sport = f.sport;
+            r.dport = f.dport;
+        };
+        match o {
+            Observation::Packet(p) => {
+                r.kind = if p.substep.is_some() {
+                    observation_kind::SUBSTEP
+                } else {
+                    observation_kind::PACKET
+                };
+                r.hook = p.hook;
+                r.ts_ns = p.ts_ns;
+                r.cpu = p.cpu;
+                r.pkt_id = p.pkt_id;
+                r.skb = p.skb;
+                set_flow(&mut r, &p.flow);
+                r.ifindex = p.ifindex;
+                r.ifname = name_bytes(&p.ifname);
+                r.netns = p.netns;
+                r.len = p.len;
+                r.direction = p.direction.to_raw();
+                r.drop_reason = p.drop_reason.unwrap_or(0);
+                r.terminal = u8::from(p.terminal);
+                if let Some((parent, end)) = p.substep {
+                    r.parent_hook = parent;
+                    r.end_ns = end;
+                }
+            }
+            Observation::Interval(i) => {
+                r.kind = observation_kind::INTERVAL;
+                r.hook = i.hook;
+                r.cpu = i.cpu;
+                r.ts_ns = i.start_ns;
+                r.end_ns = i.end_ns;
+                r.pid = i.pid;
+                r.detail = i.detail;
+            }
+            Observation::Connection(c) => {
+                r.kind = observation_kind::CONNECTION;
+                r.hook = c.hook;
+                r.ts_ns = c.ts_ns;
+                set_flow(&mut r, &c.flow);
+                r.netns = c.netns;
+                r.pid = c.pid;
+                r.bytes_sent = c.bytes_sent;
+                r.bytes_received = c.bytes_received;
+                r.packets_sent = c.packets_sent;
+                r.packets_received = c.packets_received;
+                r.retransmits = c.retransmits;
+                r.srtt_us = c.srtt_us;
+                r.rttvar_us = c.rttvar_us;
+            }
+        }
+        r
+    }
+}
+
+impl TryFrom<&abi::Observation> for Observation {
+    type Error = String;
+
+    fn try_from(r: &abi::Observation) -> Result<Observation, String> {
+        let flow = Flow {
+            family: r.family,
+            proto: r.proto,
+            saddr: r.saddr,
+            daddr: r.daddr,
+            sport: r.sport,
+            dport: r.dport,
+        };
+        Ok(match r.kind {
+            observation_kind::PACKET | observation_kind::SUBSTEP => {
+                Observation::Packet(PacketObservation {
+                    hook: r.hook,
+                    ts_ns: r.ts_ns,
+                    cpu: r.cpu,
+                    pkt_id: r.pkt_id,
+                    skb: r.skb,
+                    flow,
+                    ifindex: r.ifindex,
+                    ifname: name_from_bytes(&r.ifname),
+                    netns: r.netns,
+                    len: r.len,
+                    direction: Direction::from_raw(r.direction),
+                    drop_reason: (r.drop_reason != 0).then_some(r.drop_reason),
+                    terminal: r.terminal != 0,
+                    substep: (r.kind == observation_kind::SUBSTEP)
+                        .then_some((r.parent_hook, r.end_ns)),
+                })
+            }
+            observation_kind::INTERVAL => Observation::Interval(IntervalObservation {
+                hook: r.hook,
+                cpu: r.cpu,
+                start_ns: r.ts_ns,
+                end_ns: r.end_ns,
+                pid: r.pid,
+                detail: r.detail,
+            }),
+            observation_kind::CONNECTION => Observation::Connection(ConnectionObservation {
+                hook: r.hook,
+                ts_ns: r.ts_ns,
+                flow,
+                netns: r.netns,
+                pid: r.pid,
+                bytes_sent: r.bytes_sent,
+                bytes_received: r.bytes_received,
+                packets_sent: r.packets_sent,
+                packets_received: r.packets_received,
+                retransmits: r.retransmits,
+                srtt_us: r.srtt_us,
+                rttvar_us: r.rttvar_us,
+            }),
+            other => return Err(format!("unknown observation kind {other}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(o: Observation) {
+        let raw = abi::Observation::from(&o);
+        assert_eq!(Observation::try_from(&raw).unwrap(), o);
+    }
+
+    #[test]
+    fn every_kind_survives_the_boundary() {
+        roundtrip(Observation::Packet(PacketObservation {
+            hook: 3,
+            ts_ns: 42,
+            cpu: 1,
+            pkt_id: 0xdead_beef,
+            skb: 0xffff_8880_0000_1000,
+            flow: Flow {
+                family: 4,
+                proto: 17,
+                saddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                daddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                sport: 1000,
+                dport: 2000,
+            },
+            ifindex: 7,
+            ifname: "veth0".into(),
+            netns: 4026531840,
+            len: 128,
+            direction: Direction::Tx,
+            drop_reason: Some(12),
+            terminal: false,
+            substep: None,
+        }));
+        roundtrip(Observation::Packet(PacketObservation {
+            hook: 9,
+            substep: Some((2, 99)),
+            ..Default::default()
+        }));
+        roundtrip(Observation::Interval(IntervalObservation {
+            hook: 1,
+            cpu: 1,
+            start_ns: 10,
+            end_ns: 20,
+            pid: 5,
+            detail: 2,
+        }));
+        roundtrip(Observation::Connection(ConnectionObservation {
+            hook: 1,
+            ts_ns: 5,
+            bytes_sent: 1,
+            bytes_received: 2,
+            packets_sent: 3,
+            packets_received: 4,
+            retransmits: 5,
+            srtt_us: 6,
+            rttvar_us: 7,
+            ..Default::default()
+        }));
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error_not_a_panic() {
+        let raw = abi::Observation {
+            kind: 99,
+            ..Default::default()
+        };
+        assert!(Observation::try_from(&raw).is_err());
+    }
+
+    #[test]
+    fn long_interface_names_are_truncated_to_kernel_size() {
+        let raw = name_bytes("a-very-long-interface-name");
+        assert_eq!(name_from_bytes(&raw), "a-very-long-int");
+    }
+}

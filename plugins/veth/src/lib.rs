@@ -1,0 +1,206 @@
+//! veth: packets crossing veth pairs, bridges and container network
+//! namespaces, and where they are dropped.
+//!
+//! Hooks (see `bpf/veth.bpf.c`): the device transmit
+//! (`net:net_dev_start_xmit`), the peer queueing it to its backlog
+//! (`net:netif_rx`), the stack or bridge taking it (`net:netif_receive_skb`),
+//! and drops with the kernel's reason (`skb:kfree_skb`). Each has a tp_btf and
+//! a raw_tp program; the agent picks the first the kernel supports.
+
+use vnt_plugin_api::{
+    export_plugin, wire, DecodeError, HookKind, HookSpec, InitContext, LogLevel, Observation,
+    Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec,
+};
+
+static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veth.bpf.o"));
+
+/// Hook ids, as `enum veth_hook` in the C.
+pub mod hook {
+    /// `net:net_dev_start_xmit`.
+    pub const XMIT: u16 = 1;
+    /// `net:netif_rx`.
+    pub const RX: u16 = 2;
+    /// `net:netif_receive_skb`.
+    pub const RECEIVE: u16 = 3;
+    /// `skb:kfree_skb`.
+    pub const DROP: u16 = 4;
+}
+
+const fn tp(name: &'static str, btf: &'static str, raw: &'static str) -> [ProbeAlternative; 2] {
+    [
+        ProbeAlternative {
+            kind: HookKind::TpBtf,
+            program: btf,
+            target: name,
+        },
+        ProbeAlternative {
+            kind: HookKind::RawTp,
+            program: raw,
+            target: name,
+        },
+    ]
+}
+
+static XMIT: [ProbeAlternative; 2] = tp("net_dev_start_xmit", "veth_xmit_btf", "veth_xmit_raw");
+static RX: [ProbeAlternative; 2] = tp("netif_rx", "veth_rx_btf", "veth_rx_raw");
+static RECEIVE: [ProbeAlternative; 2] =
+    tp("netif_receive_skb", "veth_receive_btf", "veth_receive_raw");
+static DROP: [ProbeAlternative; 2] = tp("kfree_skb", "veth_drop_btf", "veth_drop_raw");
+
+static PROBES: [ProbeSpec; 4] = [
+    ProbeSpec {
+        name: "veth_xmit",
+        required: true,
+        alternatives: &XMIT,
+    },
+    ProbeSpec {
+        name: "veth_rx",
+        required: false,
+        alternatives: &RX,
+    },
+    ProbeSpec {
+        name: "veth_receive",
+        required: true,
+        alternatives: &RECEIVE,
+    },
+    ProbeSpec {
+        name: "veth_drop",
+        required: false,
+        alternatives: &DROP,
+    },
+];
+
+static HOOKS: [HookSpec; 4] = [
+    HookSpec {
+        id: hook::XMIT,
+        name: "net:net_dev_start_xmit",
+        label: "xmit",
+        terminal: false,
+    },
+    HookSpec {
+        id: hook::RX,
+        name: "net:netif_rx",
+        label: "backlog",
+        terminal: false,
+    },
+    HookSpec {
+        id: hook::RECEIVE,
+        name: "net:netif_receive_skb",
+        label: "receive",
+        terminal: false,
+    },
+    HookSpec {
+        id: hook::DROP,
+        name: "skb:kfree_skb",
+        label: "drop",
+        terminal: true,
+    },
+];
+
+/// The veth plugin. It has no configuration of its own yet.
+#[derive(Debug)]
+pub struct Veth;
+
+impl Plugin for Veth {
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "veth",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "veth pairs, bridges and container network namespaces: per-hop latency and drops",
+            bpf_object: BPF_OBJECT,
+            probes: &PROBES,
+            hooks: &HOOKS,
+        }
+    }
+
+    fn new(ctx: InitContext) -> Result<Self, PluginError> {
+        match &ctx.config {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(m) if m.is_empty() => {}
+            other => {
+                return Err(PluginError(format!(
+                    "veth takes no configuration, got {other}"
+                )))
+            }
+        }
+        ctx.log.log(LogLevel::Debug, "veth decoder ready");
+        Ok(Veth)
+    }
+
+    fn decode(
+        &mut self,
+        record: &[u8],
+        emit: &mut dyn FnMut(&Observation),
+    ) -> Result<(), DecodeError> {
+        let hdr = wire::header(record)?;
+        if !(hook::XMIT..=hook::DROP).contains(&hdr.hook) {
+            return Err(DecodeError(format!("unknown veth hook id {}", hdr.hook)));
+        }
+        let p = wire::packet(record, false)?;
+        emit(&Observation::Packet(p));
+        Ok(())
+    }
+}
+
+export_plugin!(Veth);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnt_plugin_api::HostLog;
+
+    fn decode_one(record: &[u8]) -> Result<Vec<Observation>, DecodeError> {
+        let mut v = Veth::new(InitContext {
+            config: serde_json::Value::Null,
+            log: HostLog::discard(),
+        })
+        .unwrap();
+        let mut out = vec![];
+        v.decode(record, &mut |o| out.push(o.clone()))?;
+        Ok(out)
+    }
+
+    #[test]
+    fn xmit_record_becomes_one_hop() {
+        let r = wire::fixture::packet_record(wire::kind::PACKET, hook::XMIT, 5, 9, "veth-a", 3, 77, 0);
+        let out = decode_one(&r).unwrap();
+        assert_eq!(out.len(), 1);
+        let Observation::Packet(p) = &out[0] else { panic!("not a packet") };
+        assert_eq!((p.hook, p.pkt_id, p.ifname.as_str(), p.netns), (hook::XMIT, 9, "veth-a", 77));
+    }
+
+    #[test]
+    fn drop_record_keeps_the_reason() {
+        let r = wire::fixture::packet_record(wire::kind::DROP, hook::DROP, 5, 9, "veth-a", 3, 77, 12);
+        let out = decode_one(&r).unwrap();
+        let Observation::Packet(p) = &out[0] else { panic!("not a packet") };
+        assert_eq!(p.drop_reason, Some(12));
+    }
+
+    #[test]
+    fn unknown_hook_and_garbage_are_errors() {
+        let r = wire::fixture::packet_record(wire::kind::PACKET, 42, 5, 9, "x", 3, 77, 0);
+        assert!(decode_one(&r).is_err());
+        assert!(decode_one(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn every_probe_program_exists_in_the_object() {
+        let obj = String::from_utf8_lossy(BPF_OBJECT);
+        for p in &PROBES {
+            for a in p.alternatives {
+                assert!(obj.contains(a.program), "program {} missing from veth.bpf.o", a.program);
+            }
+        }
+    }
+
+    #[test]
+    fn config_is_rejected_when_unexpected() {
+        let err = Veth::new(InitContext {
+            config: serde_json::json!({"nope": 1}),
+            log: HostLog::discard(),
+        })
+        .unwrap_err();
+        assert!(err.0.contains("no configuration"));
+    }
+}
