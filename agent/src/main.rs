@@ -1,1 +1,186 @@
-fn main(){}
+//! `vnt-agent`: parse the command line, load the configuration, set up
+//! logging, run; errors become short messages and exit codes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vnt_agent::config::{self, Config, FlagLayer, OutputFormat};
+use vnt_agent::plugin_host;
+use vnt_agent::run::{self, RunError};
+
+const AFTER_HELP: &str = "\
+FILTER (--filter): primitives joined by `and`, checked in the kernel before any event is made:
+  host ADDR[/LEN]  src ADDR[/LEN]  dst ADDR[/LEN]  port N  sport N  dport N
+  proto tcp|udp|icmp|icmpv6|N  ip  ip6  dev IFNAME  netns INODE[,INODE..]
+  e.g. --filter 'host 10.0.0.0/24 and proto udp and dport 53'
+
+SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, decided in the
+  kernel the same way at every hook and on every host, so a kept packet is kept everywhere.
+
+CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
+  Keys: plugins, plugin_dirs, filter, sample, output, duration, ready_file, btf,
+  [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME).
+  Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
+
+PLUGINS are found as libvnt_plugin_NAME.so in: --plugin-dir, $VNT_PLUGIN_PATH, the agent's own
+  directory and ../lib/vnt/plugins beside it, /usr/local/lib/vnt/plugins, /usr/lib/vnt/plugins.
+
+EXIT CODES: 0 ok, 1 runtime error, 2 bad configuration or usage, 3 plugin error,
+  4 kernel/eBPF error (permissions, missing BTF, probe that cannot attach).
+
+Logs go to stderr (level: VNT_LOG or --log-level); journeys to stdout.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vnt-agent",
+    version,
+    about = "Follow every packet through a virtual network: per-hop latency and drops from eBPF probes",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Plugins to load, comma-separated names (veth,ovs) or paths to .so files.
+    #[arg(short, long, value_name = "LIST")]
+    plugins: Option<String>,
+
+    /// TOML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Keep only matching packets (see FILTER below).
+    #[arg(short, long, value_name = "EXPR")]
+    filter: Option<String>,
+
+    /// Keep one packet in N: `1/N`, `N` or `all` [default: 1/1].
+    #[arg(short, long, value_name = "1/N")]
+    sample: Option<String>,
+
+    /// Output format [default: pretty].
+    #[arg(short, long, value_enum)]
+    output: Option<OutputFormat>,
+
+    /// Stop after SECS seconds (0: run until SIGINT/SIGTERM).
+    #[arg(short, long, value_name = "SECS")]
+    duration: Option<u64>,
+
+    /// Also search DIR for plugins (repeatable; searched first).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dirs: Vec<String>,
+
+    /// Write this file (JSON: pid, probes in use) once every probe is attached; removed at exit.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
+    #[arg(long, value_name = "PATH")]
+    btf: Option<PathBuf>,
+
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, value_name = "LEVEL", env = "VNT_LOG", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the plugins found on the search path, with their probes.
+    Plugins,
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .compact()
+        .init();
+}
+
+fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
+    let dirs = plugin_host::search_path(cfg_dirs);
+    let found = plugin_host::discover(&dirs);
+    if found.is_empty() {
+        eprintln!(
+            "no plugins found; searched: {}",
+            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+        );
+        return ExitCode::from(3);
+    }
+    for (name, path) in found {
+        match plugin_host::inspect(&path) {
+            Ok(m) => {
+                println!("{name} {} (ABI {}.{}) - {}", m.version, m.abi_major, m.abi_minor, m.description);
+                println!("  {}", path.display());
+                for p in &m.probes {
+                    let alts: Vec<String> = p
+                        .alternatives
+                        .iter()
+                        .map(|a| format!("{}:{}", a.kind.map(|k| k.as_str()).unwrap_or("?"), a.target))
+                        .collect();
+                    println!(
+                        "  probe {}{}: {}",
+                        p.name,
+                        if p.required { " (required)" } else { "" },
+                        alts.join(" | ")
+                    );
+                }
+            }
+            Err(e) => println!("{name}: unusable: {e}"),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+
+    let flags = FlagLayer {
+        plugins: cli.plugins.clone(),
+        plugin_dirs: (!cli.plugin_dirs.is_empty()).then(|| cli.plugin_dirs.clone()),
+        filter: cli.filter.clone(),
+        sample: cli.sample.clone(),
+        output: cli.output,
+        duration: cli.duration,
+        ready_file: cli.ready_file.clone(),
+        btf: cli.btf.clone(),
+    };
+    let cfg = match config::figment(cli.config.as_deref(), &flags).and_then(|f| Config::from_figment(&f)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vnt-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    if let Some(Command::Plugins) = cli.command {
+        return list_plugins(&cfg.plugin_dirs);
+    }
+
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vnt-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let stdout = Box::new(std::io::BufWriter::new(std::io::stdout()));
+    match local.block_on(&rt, run::run(cfg, stdout)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnt-agent: {e}");
+            ExitCode::from(match e {
+                RunError::Plugin(_) | RunError::NoPlugins => 3,
+                RunError::Probe(_) | RunError::Kernel(_) => 4,
+                RunError::Io(_) => 1,
+            })
+        }
+    }
+}

@@ -60,6 +60,8 @@ struct vnt_filter {
 	__u32 netns[VNT_MAX_NETNS];
 };
 
+_Static_assert(sizeof(struct vnt_filter) == 128, "vnt_filter size: see agent/src/probes/filter.rs");
+
 const volatile struct vnt_filter vnt_filter = {};
 
 /* Counters, one slot per enum value, summed over CPUs by the agent. */

@@ -1,0 +1,56 @@
+//! Journeys to the outside world: JSON lines and the terminal. (OTLP comes
+//! next; see docs/architecture.md.) No `unsafe` here.
+
+pub mod ids;
+mod json;
+mod pretty;
+pub mod view;
+
+use std::io::{self, Write};
+
+pub use view::{JourneyView, Names, Summary};
+
+use crate::config::OutputFormat;
+
+/// Where journeys and the summary go.
+pub struct Output {
+    format: OutputFormat,
+    out: Box<dyn Write>,
+}
+
+impl Output {
+    /// Write to `out` in `format`.
+    pub fn new(format: OutputFormat, out: Box<dyn Write>) -> Output {
+        Output { format, out }
+    }
+
+    /// One journey.
+    pub fn journey(&mut self, j: &JourneyView) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => json::journey(&mut self.out, j),
+            OutputFormat::Pretty => pretty::journey(&mut self.out, j),
+        }
+    }
+
+    /// Connection counters from a plugin.
+    pub fn connection(&mut self, c: &serde_json::Value) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => json::value(&mut self.out, c),
+            OutputFormat::Pretty => writeln!(self.out, "connection {c}"),
+        }
+    }
+
+    /// The exit summary: a JSON line on stdout in JSON mode, text on stderr
+    /// otherwise.
+    pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        match self.format {
+            OutputFormat::Json => json::summary(&mut self.out, s),
+            OutputFormat::Pretty => pretty::summary(&mut io::stderr(), s),
+        }
+    }
+
+    /// Flush buffered lines.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

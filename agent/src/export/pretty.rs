@@ -1,0 +1,121 @@
+//! `--output pretty`: a block per journey, readable at a glance.
+//!
+//! ```text
+//! udp 10.1.2.1:40000 -> 10.1.2.2:7777  128 B  6 hops  14.2us  idle  trace 3f1c…
+//!          +0ns  xmit     vt1c1    tx  netns vt1-c1 (pid 812 vnt-traffic)  net:net_dev_start_xmit
+//!       +1.20us  backlog  vt1h1    rx  netns vt1-h                       net:netif_rx
+//!   ...
+//!   DROPPED at vt1h1 (netns vt1-h): NETFILTER_DROP
+//! ```
+
+use std::io::{self, Write};
+
+use super::view::{JourneyView, Summary};
+
+/// Human duration: ns, us, ms, s.
+pub fn duration(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{:.2}us", ns as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+fn endpoint(addr: &str, port: u16, family: u8) -> String {
+    match (family, port) {
+        (_, 0) => addr.to_string(),
+        (6, p) => format!("[{addr}]:{p}"),
+        (_, p) => format!("{addr}:{p}"),
+    }
+}
+
+pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
+    let f = &j.flow;
+    let hops = j.hops.iter().filter(|h| h.parent_hook.is_none()).count();
+    writeln!(
+        out,
+        "{} {} -> {}  {} B  {} hops  {}  {}  trace {}",
+        f.proto,
+        endpoint(&f.src, f.sport, f.family),
+        endpoint(&f.dst, f.dport, f.family),
+        j.len,
+        hops,
+        duration(j.duration_ns),
+        j.end,
+        &j.trace_id[..12],
+    )?;
+    for h in &j.hops {
+        let ns = match (&h.netns_name, &h.netns_owner) {
+            (Some(n), Some(o)) => format!("netns {n} (pid {} {})", o.pid, o.comm.as_deref().unwrap_or("?")),
+            (Some(n), None) => format!("netns {n}"),
+            (None, Some(o)) => format!("netns {} (pid {} {})", h.netns, o.pid, o.comm.as_deref().unwrap_or("?")),
+            (None, None) => format!("netns {}", h.netns),
+        };
+        let when = if let Some(d) = h.duration_ns {
+            format!("  ({})", duration(d))
+        } else {
+            format!("+{}", duration(h.latency_ns))
+        };
+        writeln!(
+            out,
+            "  {:>12}  {:<8} {:<15} {:<2}  {:<40} {}",
+            when, h.label, h.interface, h.direction, ns, h.hook
+        )?;
+        if let Some(d) = &h.drop {
+            writeln!(out, "  DROPPED at {} ({ns}): {} ({})", h.interface, d.reason, d.code)?;
+        }
+    }
+    for i in &j.cpu_intervals {
+        writeln!(
+            out,
+            "  cpu{} {} for {} ({}, detail {})",
+            i.cpu,
+            i.hook,
+            duration(i.duration_ns),
+            i.plugin,
+            i.detail
+        )?;
+    }
+    Ok(())
+}
+
+pub fn summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    writeln!(
+        out,
+        "vnt-agent: {} journeys ({} dropped, {} idle, {} evicted), {} observations, {} records, {} lost in the kernel, {} decode errors",
+        s.journeys, s.journeys_dropped, s.journeys_idle, s.journeys_evicted, s.observations, s.records, s.events_lost, s.decode_errors
+    )?;
+    for (name, p) in &s.plugins {
+        let probes: Vec<String> = p.probes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(
+            out,
+            "  {name}: seen {} filtered {} unsampled {} emitted {} lost {} not-ip {}; probes {}{}",
+            p.kernel.seen,
+            p.kernel.filtered,
+            p.kernel.unsampled,
+            p.kernel.emitted,
+            p.kernel.lost,
+            p.kernel.not_ip,
+            probes.join(" "),
+            p.disabled_reason
+                .as_ref()
+                .map(|r| format!("; DISABLED: {r}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(duration(0), "0ns");
+        assert_eq!(duration(1500), "1.50us");
+        assert_eq!(duration(2_500_000), "2.50ms");
+        assert_eq!(duration(3_000_000_000), "3.00s");
+    }
+}

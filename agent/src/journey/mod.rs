@@ -1,0 +1,453 @@
+//! Observations in, packet journeys out. Pure: no I/O, no clocks of its own
+//! (the caller passes `now`), so every rule here is unit-tested.
+//!
+//! A journey is every observation of one packet id on this host, in time
+//! order. It ends when
+//! - a hook reports a drop ([`End::Dropped`]),
+//! - a terminal hook sees it, e.g. delivery to a socket ([`End::Terminal`]),
+//! - no hook has seen it for the idle timeout ([`End::Idle`]),
+//! - the same hook on the same device sees the same id again: a retransmit
+//!   or an identical packet starts a new journey ([`End::Idle`] for the old),
+//! - too many journeys are open: the one idle longest ends early
+//!   ([`End::Evicted`]),
+//! - the agent stops ([`End::Shutdown`]).
+//!
+//! CPU intervals (a vCPU descheduled from t1 to t2) are kept per CPU for a
+//! while and attached to the journeys whose hops ran on that CPU during them.
+
+use std::collections::{HashMap, VecDeque};
+
+use vnt_plugin_api::{Flow, IntervalObservation, PacketObservation};
+
+/// Why a journey ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// No hook saw the packet for the idle timeout.
+    Idle,
+    /// Dropped, with a reason on the last hop.
+    Dropped,
+    /// Reached a terminal hook.
+    Terminal,
+    /// Ended early: too many journeys in flight.
+    Evicted,
+    /// The agent stopped.
+    Shutdown,
+}
+
+impl End {
+    /// Lowercase name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Idle => "idle",
+            End::Dropped => "dropped",
+            End::Terminal => "terminal",
+            End::Evicted => "evicted",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One observation of the packet, with the index of the plugin that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// Index of the plugin in the agent's plugin list.
+    pub plugin: u16,
+    /// What the plugin saw.
+    pub obs: PacketObservation,
+}
+
+/// A finished journey.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    /// Packet id.
+    pub pkt_id: u64,
+    /// Hops (and substeps) in time order.
+    pub hops: Vec<Hop>,
+    /// Why it ended.
+    pub end: End,
+    /// CPU intervals that overlapped the journey on a CPU one of its hops ran on.
+    pub intervals: Vec<(u16, IntervalObservation)>,
+}
+
+impl Journey {
+    /// Flow of the first hop.
+    pub fn flow(&self) -> Flow {
+        self.hops.first().map(|h| h.obs.flow).unwrap_or_default()
+    }
+
+    /// First and last timestamps.
+    pub fn span_ns(&self) -> (u64, u64) {
+        let first = self.hops.first().map(|h| h.obs.ts_ns).unwrap_or(0);
+        let last = self
+            .hops
+            .iter()
+            .map(|h| h.obs.substep.map_or(h.obs.ts_ns, |(_, end)| end.max(h.obs.ts_ns)))
+            .max()
+            .unwrap_or(first);
+        (first, last)
+    }
+
+    /// The hop where the packet was dropped.
+    pub fn drop_hop(&self) -> Option<&Hop> {
+        self.hops.iter().rev().find(|h| h.obs.drop_reason.is_some())
+    }
+}
+
+/// Counters of the builder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BuilderStats {
+    /// Packet observations taken.
+    pub observations: u64,
+    /// Interval observations taken.
+    pub intervals: u64,
+    /// Journeys ended, by reason.
+    pub idle: u64,
+    /// Dropped.
+    pub dropped: u64,
+    /// Terminal.
+    pub terminal: u64,
+    /// Evicted.
+    pub evicted: u64,
+    /// Shutdown.
+    pub shutdown: u64,
+}
+
+impl BuilderStats {
+    /// All journeys ended.
+    pub fn journeys(&self) -> u64 {
+        self.idle + self.dropped + self.terminal + self.evicted + self.shutdown
+    }
+}
+
+struct Open {
+    hops: Vec<Hop>,
+    /// Generation of the newest deadline entry; older entries are stale.
+    gen: u64,
+}
+
+/// How long CPU intervals are kept for joining.
+const INTERVAL_KEEP_NS: u64 = 5_000_000_000;
+/// At most this many intervals per CPU.
+const INTERVAL_KEEP_MAX: usize = 4096;
+
+/// The journey builder.
+pub struct Builder {
+    idle_ns: u64,
+    max_open: usize,
+    open: HashMap<u64, Open>,
+    /// (deadline, pkt_id, gen), in deadline order because `now` never decreases.
+    deadlines: VecDeque<(u64, u64, u64)>,
+    next_gen: u64,
+    intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>>,
+    stats: BuilderStats,
+}
+
+impl Builder {
+    /// A builder ending journeys after `idle_ns` without observations and
+    /// following at most `max_open` at once.
+    pub fn new(idle_ns: u64, max_open: usize) -> Builder {
+        Builder {
+            idle_ns,
+            max_open: max_open.max(1),
+            open: HashMap::new(),
+            deadlines: VecDeque::new(),
+            next_gen: 0,
+            intervals: HashMap::new(),
+            stats: BuilderStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> BuilderStats {
+        self.stats
+    }
+
+    /// Journeys currently open.
+    pub fn in_flight(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Take a packet observation seen at `now_ns` (CLOCK_MONOTONIC).
+    pub fn packet(&mut self, plugin: u16, obs: PacketObservation, now_ns: u64, out: &mut Vec<Journey>) {
+        self.stats.observations += 1;
+        let id = obs.pkt_id;
+        let repeat = self.open.get(&id).is_some_and(|j| {
+            obs.substep.is_none()
+                && j.hops.iter().any(|h| {
+                    h.plugin == plugin
+                        && h.obs.substep.is_none()
+                        && h.obs.hook == obs.hook
+                        && h.obs.ifindex == obs.ifindex
+                        && h.obs.netns == obs.netns
+                })
+        });
+        if repeat {
+            self.finish(id, End::Idle, out);
+        }
+        if !self.open.contains_key(&id) && self.open.len() >= self.max_open {
+            self.evict_one(out);
+        }
+        let ends = if obs.drop_reason.is_some() {
+            Some(End::Dropped)
+        } else if obs.terminal {
+            Some(End::Terminal)
+        } else {
+            None
+        };
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let j = self.open.entry(id).or_insert_with(|| Open { hops: Vec::with_capacity(8), gen });
+        j.gen = gen;
+        j.hops.push(Hop { plugin, obs });
+        match ends {
+            Some(end) => self.finish(id, end, out),
+            None => self.deadlines.push_back((now_ns.saturating_add(self.idle_ns), id, gen)),
+        }
+    }
+
+    /// Take a CPU interval.
+    pub fn interval(&mut self, plugin: u16, obs: IntervalObservation) {
+        self.stats.intervals += 1;
+        let q = self.intervals.entry(obs.cpu).or_default();
+        q.push_back((plugin, obs));
+        while q.len() > INTERVAL_KEEP_MAX {
+            q.pop_front();
+        }
+    }
+
+    /// End the journeys idle since before `now_ns - idle`.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
+        while let Some(&(deadline, id, gen)) = self.deadlines.front() {
+            if deadline > now_ns {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.open.get(&id).is_some_and(|j| j.gen == gen) {
+                self.finish(id, End::Idle, out);
+            }
+        }
+        for q in self.intervals.values_mut() {
+            while q
+                .front()
+                .is_some_and(|(_, i)| i.end_ns.saturating_add(INTERVAL_KEEP_NS) < now_ns)
+            {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// End every open journey (the agent is stopping).
+    pub fn flush(&mut self, out: &mut Vec<Journey>) {
+        let mut ids: Vec<(u64, u64)> = self.open.iter().map(|(id, j)| (j.gen, *id)).collect();
+        ids.sort_unstable();
+        for (_, id) in ids {
+            self.finish(id, End::Shutdown, out);
+        }
+        self.deadlines.clear();
+    }
+
+    fn evict_one(&mut self, out: &mut Vec<Journey>) {
+        while let Some((_, id, gen)) = self.deadlines.pop_front() {
+            if self.open.get(&id).is_some_and(|j| j.gen == gen) {
+                self.finish(id, End::Evicted, out);
+                return;
+            }
+        }
+        // Every open journey without a deadline entry: end any one.
+        if let Some(&id) = self.open.keys().next() {
+            self.finish(id, End::Evicted, out);
+        }
+    }
+
+    fn finish(&mut self, id: u64, end: End, out: &mut Vec<Journey>) {
+        let Some(open) = self.open.remove(&id) else { return };
+        let mut hops = open.hops;
+        hops.sort_by_key(|h| h.obs.ts_ns);
+        match end {
+            End::Idle => self.stats.idle += 1,
+            End::Dropped => self.stats.dropped += 1,
+            End::Terminal => self.stats.terminal += 1,
+            End::Evicted => self.stats.evicted += 1,
+            End::Shutdown => self.stats.shutdown += 1,
+        }
+        let mut j = Journey {
+            pkt_id: id,
+            hops,
+            end,
+            intervals: vec![],
+        };
+        self.join_intervals(&mut j);
+        out.push(j);
+    }
+
+    fn join_intervals(&self, j: &mut Journey) {
+        if self.intervals.is_empty() {
+            return;
+        }
+        let (start, end) = j.span_ns();
+        let mut cpus: Vec<u32> = j.hops.iter().map(|h| h.obs.cpu).collect();
+        cpus.sort_unstable();
+        cpus.dedup();
+        for cpu in cpus {
+            if let Some(q) = self.intervals.get(&cpu) {
+                j.intervals.extend(
+                    q.iter()
+                        .filter(|(_, i)| i.start_ns < end && i.end_ns > start)
+                        .cloned(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(id: u64, hook: u16, ts: u64, ifindex: u32) -> PacketObservation {
+        PacketObservation {
+            hook,
+            ts_ns: ts,
+            pkt_id: id,
+            ifindex,
+            netns: 1,
+            ..Default::default()
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn hops_of_one_packet_form_one_journey_in_time_order() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        b.packet(0, obs(7, 1, 300, 2), 1000, &mut out);
+        b.packet(0, obs(7, 3, 100, 1), 1001, &mut out);
+        b.packet(0, obs(7, 2, 200, 1), 1002, &mut out);
+        b.packet(0, obs(8, 1, 250, 1), 1003, &mut out);
+        assert!(out.is_empty());
+        b.expire(1000 + 100 * MS - 1, &mut out);
+        assert!(out.is_empty(), "not idle yet");
+        b.expire(1003 + 100 * MS, &mut out);
+        assert_eq!(out.len(), 2);
+        let j = out.iter().find(|j| j.pkt_id == 7).unwrap();
+        let ts: Vec<u64> = j.hops.iter().map(|h| h.obs.ts_ns).collect();
+        assert_eq!(ts, vec![100, 200, 300]);
+        assert_eq!(j.end, End::Idle);
+        assert_eq!(b.stats().observations, 4);
+        assert_eq!(b.stats().idle, 2);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_new_observation_postpones_the_idle_end() {
+        let mut b = Builder::new(10, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 0, 1), 0, &mut out);
+        b.packet(0, obs(1, 2, 5, 1), 8, &mut out);
+        b.expire(12, &mut out);
+        assert!(out.is_empty(), "the second hop arrived at 8, deadline 18");
+        b.expire(18, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 2);
+    }
+
+    #[test]
+    fn a_drop_ends_the_journey_at_once() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        let mut d = obs(1, 4, 20, 1);
+        d.drop_reason = Some(12);
+        b.packet(0, d, 1, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end, End::Dropped);
+        assert_eq!(out[0].drop_hop().unwrap().obs.drop_reason, Some(12));
+        // the stale deadline of the first hop does nothing later
+        b.expire(u64::MAX, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_terminal_hook_ends_the_journey() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        let mut t = obs(1, 9, 10, 1);
+        t.terminal = true;
+        b.packet(0, t, 0, &mut out);
+        assert_eq!(out[0].end, End::Terminal);
+    }
+
+    #[test]
+    fn the_same_hook_twice_starts_a_new_journey() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        b.packet(0, obs(1, 2, 20, 1), 0, &mut out);
+        b.packet(0, obs(1, 1, 30, 1), 0, &mut out); // retransmit
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 2);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].hops.len(), 1);
+        assert_eq!(out[1].end, End::Shutdown);
+    }
+
+    #[test]
+    fn the_same_hook_on_another_device_is_a_new_hop() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        b.packet(0, obs(1, 1, 20, 2), 0, &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 2);
+    }
+
+    #[test]
+    fn beyond_the_limit_the_oldest_is_evicted() {
+        let mut b = Builder::new(100 * MS, 2);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        b.packet(0, obs(2, 1, 10, 1), 1, &mut out);
+        b.packet(0, obs(1, 2, 11, 1), 2, &mut out); // 1 is now the freshest
+        b.packet(0, obs(3, 1, 10, 1), 3, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].pkt_id, 2);
+        assert_eq!(out[0].end, End::Evicted);
+        assert_eq!(b.in_flight(), 2);
+        assert_eq!(b.stats().evicted, 1);
+    }
+
+    #[test]
+    fn intervals_join_journeys_by_cpu_and_time() {
+        let mut b = Builder::new(100, 10);
+        let mut out = vec![];
+        b.interval(1, IntervalObservation { cpu: 0, start_ns: 150, end_ns: 180, detail: 2, ..Default::default() });
+        b.interval(1, IntervalObservation { cpu: 1, start_ns: 150, end_ns: 180, ..Default::default() });
+        b.interval(1, IntervalObservation { cpu: 0, start_ns: 500, end_ns: 600, ..Default::default() });
+        let mut h1 = obs(1, 1, 100, 1);
+        h1.cpu = 0;
+        let mut h2 = obs(1, 2, 200, 1);
+        h2.cpu = 0;
+        b.packet(0, h1, 0, &mut out);
+        b.packet(0, h2, 0, &mut out);
+        b.flush(&mut out);
+        assert_eq!(out[0].intervals.len(), 1);
+        assert_eq!(out[0].intervals[0].1.detail, 2);
+    }
+
+    #[test]
+    fn substeps_do_not_count_as_repeats() {
+        let mut b = Builder::new(100, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        let mut s = obs(1, 1, 12, 1);
+        s.substep = Some((1, 15));
+        b.packet(0, s, 0, &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 2);
+        assert_eq!(out[0].span_ns(), (10, 15));
+    }
+}

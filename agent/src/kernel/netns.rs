@@ -1,0 +1,141 @@
+//! Who owns a network namespace: its `ip netns` name and a process in it
+//! (pid, command, cgroup), found by inode number. Containers are processes
+//! in a namespace, so this names the container a hop happened in.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What is known about one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetnsInfo {
+    /// Name under /run/netns, if any.
+    pub name: Option<String>,
+    /// Lowest pid whose network namespace it is.
+    pub pid: Option<u32>,
+    /// That process's command name.
+    pub comm: Option<String>,
+    /// That process's cgroup (v2 path).
+    pub cgroup: Option<String>,
+}
+
+/// Inode -> info, rescanned at most once per `min_rescan` when asked about an
+/// unknown inode.
+#[derive(Debug)]
+pub struct NetnsResolver {
+    known: HashMap<u32, NetnsInfo>,
+    last_scan: Option<Instant>,
+    min_rescan: Duration,
+    proc_root: std::path::PathBuf,
+    run_netns: std::path::PathBuf,
+}
+
+impl Default for NetnsResolver {
+    fn default() -> Self {
+        NetnsResolver::new("/proc", "/run/netns")
+    }
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+}
+
+impl NetnsResolver {
+    /// Resolver over the given /proc and /run/netns (tests pass fakes).
+    pub fn new(proc_root: impl Into<std::path::PathBuf>, run_netns: impl Into<std::path::PathBuf>) -> Self {
+        NetnsResolver {
+            known: HashMap::new(),
+            last_scan: None,
+            min_rescan: Duration::from_secs(1),
+            proc_root: proc_root.into(),
+            run_netns: run_netns.into(),
+        }
+    }
+
+    /// Info for `inode`, rescanning if it is unknown and the last scan is old.
+    pub fn lookup(&mut self, inode: u32) -> Option<&NetnsInfo> {
+        if inode == 0 {
+            return None;
+        }
+        if !self.known.contains_key(&inode)
+            && self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan)
+        {
+            self.scan();
+        }
+        self.known.get(&inode)
+    }
+
+    /// Rebuild the table from /run/netns and /proc/*/ns/net.
+    pub fn scan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let mut known: HashMap<u32, NetnsInfo> = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir(&self.run_netns) {
+            for e in entries.flatten() {
+                if let (Ok(meta), Some(name)) = (std::fs::metadata(e.path()), e.file_name().to_str()) {
+                    known.entry(meta.ino() as u32).or_default().name = Some(name.to_string());
+                }
+            }
+        }
+        let mut pids: Vec<u32> = std::fs::read_dir(&self.proc_root)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pids.sort_unstable();
+        for pid in pids {
+            let dir = self.proc_root.join(pid.to_string());
+            let Ok(link) = std::fs::read_link(dir.join("ns/net")) else { continue };
+            let Some(inode) = link
+                .to_str()
+                .and_then(|s| s.strip_prefix("net:["))
+                .and_then(|s| s.strip_suffix(']'))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let info = known.entry(inode).or_default();
+            if info.pid.is_none() {
+                info.pid = Some(pid);
+                info.comm = read_trim(&dir.join("comm"));
+                info.cgroup = read_trim(&dir.join("cgroup"))
+                    .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(String::from)));
+            }
+        }
+        self.known = known;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_is_found_with_a_process() {
+        let inode = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
+        let mut r = NetnsResolver::default();
+        let info = r.lookup(inode).expect("own netns");
+        assert!(info.pid.is_some());
+        assert!(info.comm.is_some());
+    }
+
+    #[test]
+    fn fake_proc_and_run_netns() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_root = dir.path().join("proc");
+        let p = proc_root.join("42");
+        std::fs::create_dir_all(p.join("ns")).unwrap();
+        std::os::unix::fs::symlink("net:[777]", p.join("ns/net")).unwrap();
+        std::fs::write(p.join("comm"), "nginx\n").unwrap();
+        std::fs::write(p.join("cgroup"), "0::/kubepods/pod1/c1\n").unwrap();
+        let mut r = NetnsResolver::new(&proc_root, dir.path().join("none"));
+        let info = r.lookup(777).unwrap().clone();
+        assert_eq!(info.pid, Some(42));
+        assert_eq!(info.comm.as_deref(), Some("nginx"));
+        assert_eq!(info.cgroup.as_deref(), Some("/kubepods/pod1/c1"));
+        assert!(r.lookup(778).is_none());
+        assert!(r.lookup(0).is_none());
+    }
+}

@@ -1,0 +1,312 @@
+//! Finding, opening and talking to plugin libraries. The only module that
+//! uses libloading; all of its `unsafe` is in `ffi.rs`.
+//!
+//! Search path for a plugin named `NAME` (file `libvnt_plugin_NAME.so`, with
+//! `-` in the name written `_`), first match wins:
+//! 1. `--plugin-dir` / `plugin_dirs` entries, in order;
+//! 2. `VNT_PLUGIN_PATH` (colon-separated);
+//! 3. the agent executable's directory, then `<exe dir>/../lib/vnt/plugins`;
+//! 4. `/usr/local/lib/vnt/plugins`, `/usr/lib/vnt/plugins`.
+//!
+//! A plugin given as a path (it contains `/`) is opened as is.
+
+mod ffi;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use vnt_plugin_api::{HookKind, Observation};
+
+pub use ffi::DecodeOutcome;
+
+const PREFIX: &str = "libvnt_plugin_";
+const SUFFIX: &str = ".so";
+
+/// Plugin loading failures.
+#[derive(Debug, Error)]
+pub enum PluginError {
+    /// No file for this name on the search path.
+    #[error("unknown plugin `{name}`; available: {available}\n  searched: {searched}")]
+    Unknown {
+        /// Requested name.
+        name: String,
+        /// Plugins found, comma-separated, or "none".
+        available: String,
+        /// Directories searched.
+        searched: String,
+    },
+    /// A path that does not exist.
+    #[error("plugin file not found: {path}")]
+    Missing {
+        /// Path given.
+        path: String,
+    },
+    /// dlopen failed.
+    #[error("cannot open plugin {path}: {reason}")]
+    Open {
+        /// Path.
+        path: String,
+        /// dlerror text.
+        reason: String,
+    },
+    /// The library has no entry symbol.
+    #[error("{path} is not a vnt plugin: it does not export `{symbol}`")]
+    NotAPlugin {
+        /// Path.
+        path: String,
+        /// Symbol looked for.
+        symbol: &'static str,
+    },
+    /// Incompatible ABI.
+    #[error("refusing plugin {path}: {reason}")]
+    Abi {
+        /// Path.
+        path: String,
+        /// Both versions.
+        reason: String,
+    },
+    /// `create` failed.
+    #[error("plugin `{name}` failed to start: {reason}")]
+    Create {
+        /// Plugin name.
+        name: String,
+        /// Its message.
+        reason: String,
+    },
+    /// Config could not be serialised for the plugin.
+    #[error("plugin `{name}`: {reason}")]
+    Config {
+        /// Plugin name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One alternative of a probe, as the plugin declared it.
+#[derive(Debug, Clone)]
+pub struct ProbeAltInfo {
+    /// Known kind, or `None` for a kind newer than this agent.
+    pub kind: Option<HookKind>,
+    /// Raw kind value.
+    pub raw_kind: u32,
+    /// Program name.
+    pub program: String,
+    /// Attach target.
+    pub target: String,
+}
+
+/// A probe as the plugin declared it.
+#[derive(Debug, Clone)]
+pub struct ProbeInfo {
+    /// Name.
+    pub name: String,
+    /// Must attach.
+    pub required: bool,
+    /// In preference order.
+    pub alternatives: Vec<ProbeAltInfo>,
+}
+
+/// A hook id as the plugin declared it.
+#[derive(Debug, Clone)]
+pub struct HookInfo {
+    /// Id in records.
+    pub id: u16,
+    /// Ends the journey.
+    pub terminal: bool,
+    /// Kernel name.
+    pub name: String,
+    /// Short label.
+    pub label: String,
+}
+
+/// Everything static a plugin declares, copied out of its library.
+#[derive(Debug, Clone)]
+pub struct PluginMeta {
+    /// ABI major it was built for.
+    pub abi_major: u16,
+    /// ABI minor it was built for.
+    pub abi_minor: u16,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// One line.
+    pub description: String,
+    /// eBPF ELF object.
+    pub bpf_object: Vec<u8>,
+    /// Probes.
+    pub probes: Vec<ProbeInfo>,
+    /// Hooks.
+    pub hooks: Vec<HookInfo>,
+}
+
+impl PluginMeta {
+    /// The hook with this id.
+    pub fn hook(&self, id: u16) -> Option<&HookInfo> {
+        self.hooks.iter().find(|h| h.id == id)
+    }
+}
+
+/// A loaded plugin: its library, metadata and one instance.
+pub struct LoadedPlugin {
+    // Field order matters: the instance is destroyed before the library unloads.
+    instance: ffi::Instance,
+    /// Static description.
+    pub meta: PluginMeta,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    _lib: ffi::PluginLibrary,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.meta.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// Decode one ring-buffer record.
+    pub fn decode(&mut self, record: &[u8], out: &mut Vec<Observation>) -> (DecodeOutcome, u64) {
+        self.instance.decode(record, out)
+    }
+}
+
+/// The ordered list of directories searched for plugins.
+pub fn search_path(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = extra.to_vec();
+    if let Ok(p) = std::env::var("VNT_PLUGIN_PATH") {
+        dirs.extend(p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(exe_dir.join("../lib/vnt/plugins"));
+        dirs.insert(dirs.len() - 1, exe_dir);
+    }
+    dirs.push("/usr/local/lib/vnt/plugins".into());
+    dirs.push("/usr/lib/vnt/plugins".into());
+    dirs
+}
+
+/// File name of a plugin: `veth` -> `libvnt_plugin_veth.so`.
+pub fn file_name(name: &str) -> String {
+    format!("{PREFIX}{}{SUFFIX}", name.replace('-', "_"))
+}
+
+/// Plugins available on the search path: name -> first path found.
+pub fn discover(dirs: &[PathBuf]) -> BTreeMap<String, PathBuf> {
+    let mut found = BTreeMap::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            let Some(f) = path.file_name().and_then(|f| f.to_str()) else { continue };
+            if let Some(name) = f.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) {
+                found.entry(name.replace('_', "-")).or_insert(path);
+            }
+        }
+    }
+    found
+}
+
+/// Resolve a `--plugins` entry to a file.
+pub fn resolve(entry: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
+    if entry.contains('/') {
+        let p = PathBuf::from(entry);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(PluginError::Missing { path: entry.into() })
+        };
+    }
+    let file = file_name(entry);
+    for dir in dirs {
+        let p = dir.join(&file);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    let available = discover(dirs);
+    Err(PluginError::Unknown {
+        name: entry.into(),
+        available: if available.is_empty() {
+            "none".into()
+        } else {
+            available.keys().cloned().collect::<Vec<_>>().join(", ")
+        },
+        searched: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+    })
+}
+
+/// Open a plugin library and read its description (ABI checked).
+pub fn inspect(path: &Path) -> Result<PluginMeta, PluginError> {
+    ffi::open(path).map(|(_, meta)| meta)
+}
+
+/// Open, check and instantiate a plugin.
+pub fn load(path: &Path, config: &serde_json::Value) -> Result<LoadedPlugin, PluginError> {
+    let (lib, meta) = ffi::open(path)?;
+    let json = serde_json::to_vec(config).map_err(|e| PluginError::Config {
+        name: meta.name.clone(),
+        reason: e.to_string(),
+    })?;
+    let instance = lib.create(&meta.name, &json).map_err(|reason| PluginError::Create {
+        name: meta.name.clone(),
+        reason,
+    })?;
+    Ok(LoadedPlugin {
+        instance,
+        meta,
+        path: path.to_path_buf(),
+        _lib: lib,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_files_and_back() {
+        assert_eq!(file_name("veth"), "libvnt_plugin_veth.so");
+        assert_eq!(file_name("xen-sched"), "libvnt_plugin_xen_sched.so");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libvnt_plugin_xen_sched.so"), b"").unwrap();
+        std::fs::write(dir.path().join("libother.so"), b"").unwrap();
+        let found = discover(&[dir.path().to_path_buf()]);
+        assert_eq!(found.keys().collect::<Vec<_>>(), vec!["xen-sched"]);
+    }
+
+    #[test]
+    fn unknown_plugin_lists_the_available_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libvnt_plugin_veth.so"), b"").unwrap();
+        let err = resolve("ovs", &[dir.path().to_path_buf()]).unwrap_err().to_string();
+        assert!(err.contains("unknown plugin `ovs`"), "{err}");
+        assert!(err.contains("available: veth"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn missing_path_is_named() {
+        let err = resolve("/nonexistent/libvnt_plugin_x.so", &[]).unwrap_err().to_string();
+        assert_eq!(err, "plugin file not found: /nonexistent/libvnt_plugin_x.so");
+    }
+
+    #[test]
+    fn a_non_library_is_refused_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("libvnt_plugin_junk.so");
+        std::fs::write(&p, b"not an ELF").unwrap();
+        let err = inspect(&p).unwrap_err().to_string();
+        assert!(err.starts_with("cannot open plugin"), "{err}");
+    }
+}

@@ -1,0 +1,387 @@
+//! The agent's main loop: load plugins, attach their probes, read their ring
+//! buffers, build journeys, write them out, and stop cleanly.
+//!
+//! One thread. Each plugin has a reader task that drains its ring buffer
+//! when the kernel signals data, decodes records through the plugin, and
+//! sends batches of observations to the builder loop over a bounded channel.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+use vnt_plugin_api::Observation;
+
+use crate::config::Config;
+use crate::export::view::PluginSummary;
+use crate::export::{JourneyView, Names, Output, Summary};
+use crate::journey::Builder;
+use crate::kernel::clock::{monotonic_ns, WallClock};
+use crate::kernel::drop_reason::DropReasons;
+use crate::kernel::netns::NetnsResolver;
+use crate::plugin_host::{self, DecodeOutcome, LoadedPlugin, PluginError, PluginMeta};
+use crate::probes::{self, KernelStats, ProbeError};
+
+/// Fatal errors of a run.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// Plugin could not be found, opened or started.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// eBPF could not be loaded or attached.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// Kernel prerequisites missing (BTF).
+    #[error("{0}")]
+    Kernel(String),
+    /// No plugin requested.
+    #[error("no plugins requested: pass --plugins NAME[,NAME..] (see `vnt-agent plugins` for the available ones)")]
+    NoPlugins,
+    /// I/O on the ready file or the output.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What reader tasks send to the builder loop.
+enum Batch {
+    Observations {
+        plugin: u16,
+        obs: Vec<Observation>,
+        records: u64,
+        decode_errors: u64,
+    },
+    Disabled {
+        plugin: u16,
+        reason: String,
+    },
+}
+
+const TICK: Duration = Duration::from_millis(10);
+const BATCH_MAX: usize = 4096;
+
+fn write_ready_file(path: &Path, plugins: &BTreeMap<String, PluginSummary>) -> Result<(), RunError> {
+    let probes: BTreeMap<&String, &BTreeMap<String, String>> =
+        plugins.iter().map(|(n, p)| (n, &p.probes)).collect();
+    let body = serde_json::json!({ "pid": std::process::id(), "probes": probes });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| RunError::Io(format!("cannot write ready file {}: {e}", path.display())))
+}
+
+/// Drain the ring buffer, decoding each record, in batches.
+async fn read_plugin(
+    idx: u16,
+    mut plugin: LoadedPlugin,
+    ebpf: aya::Ebpf,
+    ringbuf: aya::maps::RingBuf<aya::maps::MapData>,
+    tx: mpsc::Sender<Batch>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = plugin.meta.name.clone();
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same
+    // for as long as the `RingBuf` lives, i.e. as long as the `AsyncFd`.
+    let registered = unsafe { AsyncFd::register_with_interest(ringbuf, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = tx
+                .send(Batch::Disabled {
+                    plugin: idx,
+                    reason: format!("cannot poll the ring buffer: {e}"),
+                })
+                .await;
+            return;
+        }
+    };
+    let mut obs = Vec::with_capacity(BATCH_MAX);
+    let mut last_error_logged = false;
+    loop {
+        let stopping = tokio::select! {
+            r = fd.readable_mut() => match r {
+                Ok(mut guard) => { guard.clear_ready(); false }
+                Err(_) => true,
+            },
+            _ = stop.changed() => true,
+        };
+        // Drain everything available, also once more when stopping.
+        loop {
+            let mut records = 0u64;
+            let mut decode_errors = 0u64;
+            let mut disabled = None;
+            {
+                let rb = fd.get_mut();
+                while obs.len() < BATCH_MAX {
+                    let Some(item) = rb.next() else { break };
+                    records += 1;
+                    let (outcome, malformed) = plugin.decode(&item, &mut obs);
+                    decode_errors += malformed;
+                    match outcome {
+                        DecodeOutcome::Ok => {}
+                        DecodeOutcome::Error(e) => {
+                            decode_errors += 1;
+                            if !last_error_logged {
+                                tracing::warn!(plugin = %name, error = %e, "decoder rejected a record (counted; further ones only counted)");
+                                last_error_logged = true;
+                            }
+                        }
+                        DecodeOutcome::Panicked(e) => {
+                            disabled = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if records == 0 && disabled.is_none() {
+                break;
+            }
+            let batch = Batch::Observations {
+                plugin: idx,
+                obs: std::mem::replace(&mut obs, Vec::with_capacity(BATCH_MAX)),
+                records,
+                decode_errors,
+            };
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+            if let Some(reason) = disabled {
+                tracing::error!(plugin = %name, error = %reason, "plugin decoder panicked; plugin disabled, its probes detached; tracing goes on with the others");
+                // Detach before reporting, so "disabled" means "no probes attached".
+                drop(fd);
+                drop(ebpf);
+                drop(plugin);
+                let _ = tx.send(Batch::Disabled { plugin: idx, reason }).await;
+                return;
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Run until SIGINT/SIGTERM or `duration`; return the summary.
+pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> {
+    if cfg.plugins.is_empty() {
+        return Err(RunError::NoPlugins);
+    }
+    // Resolve every plugin before touching the kernel, so a typo costs nothing.
+    let dirs = plugin_host::search_path(&cfg.plugin_dirs);
+    let mut loaded = Vec::new();
+    for entry in &cfg.plugins {
+        let path: PathBuf = plugin_host::resolve(entry, &dirs)?;
+        let plugin_cfg = cfg
+            .plugin_config
+            .get(entry.as_str())
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let p = plugin_host::load(&path, &plugin_cfg)?;
+        tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
+        loaded.push(p);
+    }
+
+    let btf = probes::kernel_btf(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
+    let btf_path = cfg.btf.clone().unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+    let drops = DropReasons::from_btf(&btf_path).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "drop reasons will be shown as numbers");
+        DropReasons::default()
+    });
+    let kfilter = cfg.filter.to_kernel(cfg.sample_n);
+
+    let mut metas: Vec<PluginMeta> = Vec::new();
+    let mut stats: Vec<KernelStats> = Vec::new();
+    let mut summary = Summary {
+        kind: "summary",
+        ..Default::default()
+    };
+    let (tx, mut rx) = mpsc::channel::<Batch>(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut readers = Vec::new();
+    let mut attached_all = Vec::new();
+    for p in loaded {
+        let attached = probes::load_and_attach(&p.meta, &btf, &kfilter, cfg.ringbuf_bytes)?;
+        attached_all.push((p, attached));
+    }
+    // Everything attached: start reading.
+    for (idx, (p, attached)) in attached_all.into_iter().enumerate() {
+        let probes::Attached {
+            ebpf,
+            ringbuf,
+            stats: kstats,
+            choices,
+        } = attached;
+        let ps = summary.plugins.entry(p.meta.name.clone()).or_default();
+        for c in &choices {
+            ps.probes.insert(c.probe.clone(), c.to_string());
+        }
+        metas.push(p.meta.clone());
+        // The counters stay with the loop: readable even after a plugin is disabled.
+        stats.push(kstats);
+        readers.push(tokio::task::spawn_local(read_plugin(
+            idx as u16,
+            p,
+            ebpf,
+            ringbuf,
+            tx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    drop(tx);
+    if let Some(path) = &cfg.ready_file {
+        write_ready_file(path, &summary.plugins)?;
+    }
+    tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
+
+    let mut output = Output::new(cfg.output, out);
+    let mut netns = NetnsResolver::default();
+    let mut clock = WallClock::measure();
+    let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight);
+    let mut done = Vec::new();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| RunError::Io(format!("cannot handle SIGTERM: {e}")))?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| RunError::Io(format!("cannot handle SIGINT: {e}")))?;
+    let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock_refresh = tokio::time::Instant::now();
+    let mut output_broken = false;
+
+    let emit = |done: &mut Vec<_>, output: &mut Output, netns: &mut NetnsResolver, clock: WallClock, metas: &[PluginMeta], broken: &mut bool| {
+        if done.is_empty() {
+            return;
+        }
+        let mut names = Names {
+            plugins: metas,
+            drops: &drops,
+            netns,
+            clock,
+        };
+        for j in done.drain(..) {
+            if *broken {
+                continue;
+            }
+            let view = JourneyView::new(&j, &mut names);
+            if output.journey(&view).is_err() {
+                *broken = true;
+            }
+        }
+        if output.flush().is_err() {
+            *broken = true;
+        }
+    };
+
+    let mut channel_open = true;
+    loop {
+        let sleep_until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            b = rx.recv(), if channel_open => match b {
+                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut done),
+                None => channel_open = false,
+            },
+            _ = tick.tick() => {
+                builder.expire(monotonic_ns(), &mut done);
+                if clock_refresh.elapsed() > Duration::from_secs(10) {
+                    clock = WallClock::measure();
+                    clock_refresh = tokio::time::Instant::now();
+                }
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sleep_until_deadline => { tracing::info!("duration reached: stopping"); break; }
+        }
+        emit(&mut done, &mut output, &mut netns, clock, &metas, &mut output_broken);
+        if output_broken {
+            tracing::warn!("output closed: stopping");
+            break;
+        }
+    }
+
+    // Stop readers (they drain what is left and detach), then finish.
+    let _ = stop_tx.send(true);
+    while let Some(b) = rx.recv().await {
+        handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut done);
+    }
+    for r in readers {
+        let _ = r.await;
+    }
+    builder.flush(&mut done);
+    emit(&mut done, &mut output, &mut netns, clock, &metas, &mut output_broken);
+
+    for (meta, s) in metas.iter().zip(&stats) {
+        let totals = s.read();
+        let ps = summary.plugins.entry(meta.name.clone()).or_default();
+        ps.kernel = totals;
+        summary.kernel += totals;
+    }
+    summary.events_lost = summary.kernel.lost;
+    summary.set_builder(builder.stats());
+    if !output_broken {
+        let _ = output.summary(&summary);
+        let _ = output.flush();
+    }
+    if let Some(path) = &cfg.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(summary)
+}
+
+fn handle_batch(
+    b: Batch,
+    builder: &mut Builder,
+    summary: &mut Summary,
+    metas: &[PluginMeta],
+    output: &mut Output,
+    done: &mut Vec<crate::journey::Journey>,
+) {
+    match b {
+        Batch::Observations {
+            plugin,
+            obs,
+            records,
+            decode_errors,
+        } => {
+            let name = &metas[plugin as usize].name;
+            summary.records += records;
+            summary.decode_errors += decode_errors;
+            if let Some(ps) = summary.plugins.get_mut(name) {
+                ps.records += records;
+                ps.decode_errors += decode_errors;
+            }
+            let now = monotonic_ns();
+            for o in obs {
+                match o {
+                    Observation::Packet(p) => builder.packet(plugin, p, now, done),
+                    Observation::Interval(i) => builder.interval(plugin, i),
+                    Observation::Connection(c) => {
+                        let v = serde_json::json!({
+                            "type": "connection", "plugin": name,
+                            "src": c.flow.src().map(|a| a.to_string()), "dst": c.flow.dst().map(|a| a.to_string()),
+                            "sport": c.flow.sport, "dport": c.flow.dport, "proto": c.flow.proto_name(),
+                            "netns": c.netns, "pid": c.pid,
+                            "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received,
+                            "packets_sent": c.packets_sent, "packets_received": c.packets_received,
+                            "retransmits": c.retransmits, "srtt_us": c.srtt_us, "rttvar_us": c.rttvar_us,
+                        });
+                        let _ = output.connection(&v);
+                    }
+                }
+            }
+        }
+        Batch::Disabled { plugin, reason } => {
+            let name = &metas[plugin as usize].name;
+            if let Some(ps) = summary.plugins.get_mut(name) {
+                ps.disabled = true;
+                ps.disabled_reason = Some(reason);
+            }
+        }
+    }
+}
