@@ -266,7 +266,11 @@ pub fn parse_sample(s: &str) -> Result<u32, String> {
     }
     let n = match s.split_once('/') {
         Some(("1", n)) => n,
-        Some(_) => return Err(format!("`{s}`: write the rate as 1/N (keep one packet in N)")),
+        Some(_) => {
+            return Err(format!(
+                "`{s}`: write the rate as 1/N (keep one packet in N)"
+            ))
+        }
         None => s,
     };
     match n.trim().parse::<u32>() {
@@ -281,8 +285,8 @@ impl Config {
     /// Extract and validate.
     pub fn from_figment(fig: &Figment) -> Result<Config, ConfigError> {
         let raw: RawConfig = fig.extract().map_err(figment_error)?;
-        let filter =
-            FilterSpec::parse(&raw.filter).map_err(|e: FilterError| invalid(fig, "filter", e.to_string()))?;
+        let filter = FilterSpec::parse(&raw.filter)
+            .map_err(|e: FilterError| invalid(fig, "filter", e.to_string()))?;
         let sample_n = parse_sample(&raw.sample).map_err(|m| invalid(fig, "sample", m))?;
         if raw.journey.idle_timeout_ms == 0 || raw.journey.idle_timeout_ms > 60_000 {
             return Err(invalid(
@@ -356,7 +360,10 @@ mod tests {
                 "plugins = [\"veth\"]\nsample = \"1/10\"\nfilter = \"port 1\"\n[journey]\nidle_timeout_ms = 50\n",
             )?;
             let c = load(Some("vnt.toml"), FlagLayer::default()).unwrap();
-            assert_eq!((c.sample_n, c.plugins.clone()), (10, vec!["veth".to_string()]));
+            assert_eq!(
+                (c.sample_n, c.plugins.clone()),
+                (10, vec!["veth".to_string()])
+            );
             assert_eq!(c.idle_timeout, Duration::from_millis(50));
 
             jail.set_env("VNT_SAMPLE", "1/20");
@@ -385,7 +392,9 @@ mod tests {
     fn type_error_names_key_and_file() {
         Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[journey]\nidle_timeout_ms = \"soon\"\n")?;
-            let err = load(Some("bad.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("bad.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("journey.idle_timeout_ms"), "{err}");
             assert!(err.contains("bad.toml"), "{err}");
             Ok(())
@@ -396,7 +405,9 @@ mod tests {
     fn unknown_key_is_named() {
         Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "sampel = \"1/2\"\n")?;
-            let err = load(Some("typo.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("typo.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("sampel"), "{err}");
             assert!(err.contains("typo.toml"), "{err}");
             Ok(())
@@ -407,11 +418,15 @@ mod tests {
     fn invalid_value_names_key_and_source() {
         Jail::expect_with(|jail| {
             jail.create_file("v.toml", "sample = \"1/0\"\n")?;
-            let err = load(Some("v.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("v.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("`sample`"), "{err}");
             assert!(err.contains("v.toml"), "{err}");
             jail.create_file("f.toml", "filter = \"prot 1\"\n")?;
-            let err = load(Some("f.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("f.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("`filter`") && err.contains("prot"), "{err}");
             Ok(())
         });
@@ -421,7 +436,9 @@ mod tests {
     fn toml_syntax_error_names_file() {
         Jail::expect_with(|jail| {
             jail.create_file("syntax.toml", "sample = \n")?;
-            let err = load(Some("syntax.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("syntax.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("syntax.toml"), "{err}");
             Ok(())
         });
@@ -430,7 +447,9 @@ mod tests {
     #[test]
     fn missing_file_is_a_clear_error() {
         Jail::expect_with(|_| {
-            let err = load(Some("nope.toml"), FlagLayer::default()).unwrap_err().to_string();
+            let err = load(Some("nope.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("nope.toml"), "{err}");
             Ok(())
         });

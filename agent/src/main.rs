@@ -108,20 +108,28 @@ fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
     if found.is_empty() {
         eprintln!(
             "no plugins found; searched: {}",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
         );
         return ExitCode::from(3);
     }
     for (name, path) in found {
         match plugin_host::inspect(&path) {
             Ok(m) => {
-                println!("{name} {} (ABI {}.{}) - {}", m.version, m.abi_major, m.abi_minor, m.description);
+                println!(
+                    "{name} {} (ABI {}.{}) - {}",
+                    m.version, m.abi_major, m.abi_minor, m.description
+                );
                 println!("  {}", path.display());
                 for p in &m.probes {
                     let alts: Vec<String> = p
                         .alternatives
                         .iter()
-                        .map(|a| format!("{}:{}", a.kind.map(|k| k.as_str()).unwrap_or("?"), a.target))
+                        .map(|a| {
+                            format!("{}:{}", a.kind.map(|k| k.as_str()).unwrap_or("?"), a.target)
+                        })
                         .collect();
                     println!(
                         "  probe {}{}: {}",
@@ -151,7 +159,9 @@ fn main() -> ExitCode {
         ready_file: cli.ready_file.clone(),
         btf: cli.btf.clone(),
     };
-    let cfg = match config::figment(cli.config.as_deref(), &flags).and_then(|f| Config::from_figment(&f)) {
+    let cfg = match config::figment(cli.config.as_deref(), &flags)
+        .and_then(|f| Config::from_figment(&f))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vnt-agent: {e}");
@@ -163,7 +173,10 @@ fn main() -> ExitCode {
         return list_plugins(&cfg.plugin_dirs);
     }
 
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vnt-agent: cannot start the runtime: {e}");

@@ -62,7 +62,10 @@ enum Batch {
 const TICK: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 4096;
 
-fn write_ready_file(path: &Path, plugins: &BTreeMap<String, PluginSummary>) -> Result<(), RunError> {
+fn write_ready_file(
+    path: &Path,
+    plugins: &BTreeMap<String, PluginSummary>,
+) -> Result<(), RunError> {
     let probes: BTreeMap<&String, &BTreeMap<String, String>> =
         plugins.iter().map(|(n, p)| (n, &p.probes)).collect();
     let body = serde_json::json!({ "pid": std::process::id(), "probes": probes });
@@ -84,7 +87,8 @@ async fn read_plugin(
     let name = plugin.meta.name.clone();
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
     // for as long as the `RingBuf` lives, i.e. as long as the `AsyncFd`.
-    let registered = unsafe { AsyncFd::register_with_interest(ringbuf, tokio::io::Interest::READABLE) };
+    let registered =
+        unsafe { AsyncFd::register_with_interest(ringbuf, tokio::io::Interest::READABLE) };
     let mut fd = match registered {
         Ok(fd) => fd,
         Err(e) => {
@@ -99,12 +103,17 @@ async fn read_plugin(
     };
     let mut obs = Vec::with_capacity(BATCH_MAX);
     let mut last_error_logged = false;
+    // Programs wake us only when a batch piled up (vnt_submit); the timer
+    // drains the rest.
+    let mut drain = tokio::time::interval(TICK);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stopping = tokio::select! {
             r = fd.readable_mut() => match r {
                 Ok(mut guard) => { guard.clear_ready(); false }
                 Err(_) => true,
             },
+            _ = drain.tick() => false,
             _ = stop.changed() => true,
         };
         // Drain everything available, also once more when stopping.
@@ -153,7 +162,12 @@ async fn read_plugin(
                 drop(fd);
                 drop(ebpf);
                 drop(plugin);
-                let _ = tx.send(Batch::Disabled { plugin: idx, reason }).await;
+                let _ = tx
+                    .send(Batch::Disabled {
+                        plugin: idx,
+                        reason,
+                    })
+                    .await;
                 return;
             }
         }
@@ -184,7 +198,10 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     }
 
     let btf = probes::kernel_btf(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
-    let btf_path = cfg.btf.clone().unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+    let btf_path = cfg
+        .btf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
     let drops = DropReasons::from_btf(&btf_path).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "drop reasons will be shown as numbers");
         DropReasons::default()
@@ -250,7 +267,12 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut clock_refresh = tokio::time::Instant::now();
     let mut output_broken = false;
 
-    let emit = |done: &mut Vec<_>, output: &mut Output, netns: &mut NetnsResolver, clock: WallClock, metas: &[PluginMeta], broken: &mut bool| {
+    let emit = |done: &mut Vec<_>,
+                output: &mut Output,
+                netns: &mut NetnsResolver,
+                clock: WallClock,
+                metas: &[PluginMeta],
+                broken: &mut bool| {
         if done.is_empty() {
             return;
         }
@@ -298,7 +320,14 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sleep_until_deadline => { tracing::info!("duration reached: stopping"); break; }
         }
-        emit(&mut done, &mut output, &mut netns, clock, &metas, &mut output_broken);
+        emit(
+            &mut done,
+            &mut output,
+            &mut netns,
+            clock,
+            &metas,
+            &mut output_broken,
+        );
         if output_broken {
             tracing::warn!("output closed: stopping");
             break;
@@ -308,13 +337,27 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     // Stop readers (they drain what is left and detach), then finish.
     let _ = stop_tx.send(true);
     while let Some(b) = rx.recv().await {
-        handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut done);
+        handle_batch(
+            b,
+            &mut builder,
+            &mut summary,
+            &metas,
+            &mut output,
+            &mut done,
+        );
     }
     for r in readers {
         let _ = r.await;
     }
     builder.flush(&mut done);
-    emit(&mut done, &mut output, &mut netns, clock, &metas, &mut output_broken);
+    emit(
+        &mut done,
+        &mut output,
+        &mut netns,
+        clock,
+        &metas,
+        &mut output_broken,
+    );
 
     for (meta, s) in metas.iter().zip(&stats) {
         let totals = s.read();

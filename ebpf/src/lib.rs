@@ -78,7 +78,11 @@ fn find_clang() -> Result<String, BuildError> {
         return Ok(c);
     }
     for c in CLANGS {
-        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return Ok((*c).to_string());
         }
     }

@@ -39,6 +39,9 @@ mod tests {
         assert_eq!(hex(&trace_id(0)).len(), 32);
         assert_ne!(trace_id(0), [0u8; 16]);
         // Pinned: agents of different versions must agree on the same packet.
-        assert_eq!(hex(&trace_id(1)), format!("{:016x}{:016x}", mix(1 ^ 0x7674_6e2d_7472_6163), mix(1)));
+        assert_eq!(
+            hex(&trace_id(1)),
+            format!("{:016x}{:016x}", mix(1 ^ 0x7674_6e2d_7472_6163), mix(1))
+        );
     }
 }

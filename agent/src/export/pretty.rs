@@ -47,9 +47,18 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
     )?;
     for h in &j.hops {
         let ns = match (&h.netns_name, &h.netns_owner) {
-            (Some(n), Some(o)) => format!("netns {n} (pid {} {})", o.pid, o.comm.as_deref().unwrap_or("?")),
+            (Some(n), Some(o)) => format!(
+                "netns {n} (pid {} {})",
+                o.pid,
+                o.comm.as_deref().unwrap_or("?")
+            ),
             (Some(n), None) => format!("netns {n}"),
-            (None, Some(o)) => format!("netns {} (pid {} {})", h.netns, o.pid, o.comm.as_deref().unwrap_or("?")),
+            (None, Some(o)) => format!(
+                "netns {} (pid {} {})",
+                h.netns,
+                o.pid,
+                o.comm.as_deref().unwrap_or("?")
+            ),
             (None, None) => format!("netns {}", h.netns),
         };
         let when = if let Some(d) = h.duration_ns {
@@ -63,7 +72,11 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
             when, h.label, h.interface, h.direction, ns, h.hook
         )?;
         if let Some(d) = &h.drop {
-            writeln!(out, "  DROPPED at {} ({ns}): {} ({})", h.interface, d.reason, d.code)?;
+            writeln!(
+                out,
+                "  DROPPED at {} ({ns}): {} ({})",
+                h.interface, d.reason, d.code
+            )?;
         }
     }
     for i in &j.cpu_intervals {

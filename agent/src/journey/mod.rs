@@ -81,7 +81,11 @@ impl Journey {
         let last = self
             .hops
             .iter()
-            .map(|h| h.obs.substep.map_or(h.obs.ts_ns, |(_, end)| end.max(h.obs.ts_ns)))
+            .map(|h| {
+                h.obs
+                    .substep
+                    .map_or(h.obs.ts_ns, |(_, end)| end.max(h.obs.ts_ns))
+            })
             .max()
             .unwrap_or(first);
         (first, last)
@@ -168,7 +172,13 @@ impl Builder {
     }
 
     /// Take a packet observation seen at `now_ns` (CLOCK_MONOTONIC).
-    pub fn packet(&mut self, plugin: u16, obs: PacketObservation, now_ns: u64, out: &mut Vec<Journey>) {
+    pub fn packet(
+        &mut self,
+        plugin: u16,
+        obs: PacketObservation,
+        now_ns: u64,
+        out: &mut Vec<Journey>,
+    ) {
         self.stats.observations += 1;
         let id = obs.pkt_id;
         let repeat = self.open.get(&id).is_some_and(|j| {
@@ -196,12 +206,17 @@ impl Builder {
         };
         self.next_gen += 1;
         let gen = self.next_gen;
-        let j = self.open.entry(id).or_insert_with(|| Open { hops: Vec::with_capacity(8), gen });
+        let j = self.open.entry(id).or_insert_with(|| Open {
+            hops: Vec::with_capacity(8),
+            gen,
+        });
         j.gen = gen;
         j.hops.push(Hop { plugin, obs });
         match ends {
             Some(end) => self.finish(id, end, out),
-            None => self.deadlines.push_back((now_ns.saturating_add(self.idle_ns), id, gen)),
+            None => self
+                .deadlines
+                .push_back((now_ns.saturating_add(self.idle_ns), id, gen)),
         }
     }
 
@@ -260,7 +275,9 @@ impl Builder {
     }
 
     fn finish(&mut self, id: u64, end: End, out: &mut Vec<Journey>) {
-        let Some(open) = self.open.remove(&id) else { return };
+        let Some(open) = self.open.remove(&id) else {
+            return;
+        };
         let mut hops = open.hops;
         hops.sort_by_key(|h| h.obs.ts_ns);
         match end {
@@ -423,9 +440,34 @@ mod tests {
     fn intervals_join_journeys_by_cpu_and_time() {
         let mut b = Builder::new(100, 10);
         let mut out = vec![];
-        b.interval(1, IntervalObservation { cpu: 0, start_ns: 150, end_ns: 180, detail: 2, ..Default::default() });
-        b.interval(1, IntervalObservation { cpu: 1, start_ns: 150, end_ns: 180, ..Default::default() });
-        b.interval(1, IntervalObservation { cpu: 0, start_ns: 500, end_ns: 600, ..Default::default() });
+        b.interval(
+            1,
+            IntervalObservation {
+                cpu: 0,
+                start_ns: 150,
+                end_ns: 180,
+                detail: 2,
+                ..Default::default()
+            },
+        );
+        b.interval(
+            1,
+            IntervalObservation {
+                cpu: 1,
+                start_ns: 150,
+                end_ns: 180,
+                ..Default::default()
+            },
+        );
+        b.interval(
+            1,
+            IntervalObservation {
+                cpu: 0,
+                start_ns: 500,
+                end_ns: 600,
+                ..Default::default()
+            },
+        );
         let mut h1 = obs(1, 1, 100, 1);
         h1.cpu = 0;
         let mut h2 = obs(1, 2, 200, 1);

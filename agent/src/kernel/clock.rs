@@ -2,7 +2,10 @@
 
 /// Nanoseconds of a clock.
 fn now(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; clock_gettime has no other effects.
     let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {

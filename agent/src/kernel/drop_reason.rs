@@ -17,7 +17,8 @@ pub struct DropReasons {
 impl DropReasons {
     /// Read the enum from a BTF file (usually /sys/kernel/btf/vmlinux).
     pub fn from_btf(path: &Path) -> Result<DropReasons, String> {
-        let btf = Btf::from_file(path).map_err(|e| format!("cannot parse BTF {}: {e}", path.display()))?;
+        let btf = Btf::from_file(path)
+            .map_err(|e| format!("cannot parse BTF {}: {e}", path.display()))?;
         let types = btf
             .resolve_types_by_name("skb_drop_reason")
             .map_err(|e| format!("no `enum skb_drop_reason` in {}: {e}", path.display()))?;
@@ -38,7 +39,10 @@ impl DropReasons {
             }
         }
         if names.is_empty() {
-            return Err(format!("`enum skb_drop_reason` in {} has no members", path.display()));
+            return Err(format!(
+                "`enum skb_drop_reason` in {} has no members",
+                path.display()
+            ));
         }
         Ok(DropReasons { names })
     }

@@ -38,12 +38,17 @@ impl Default for NetnsResolver {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 impl NetnsResolver {
     /// Resolver over the given /proc and /run/netns (tests pass fakes).
-    pub fn new(proc_root: impl Into<std::path::PathBuf>, run_netns: impl Into<std::path::PathBuf>) -> Self {
+    pub fn new(
+        proc_root: impl Into<std::path::PathBuf>,
+        run_netns: impl Into<std::path::PathBuf>,
+    ) -> Self {
         NetnsResolver {
             known: HashMap::new(),
             last_scan: None,
@@ -59,7 +64,9 @@ impl NetnsResolver {
             return None;
         }
         if !self.known.contains_key(&inode)
-            && self.last_scan.is_none_or(|t| t.elapsed() >= self.min_rescan)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_rescan)
         {
             self.scan();
         }
@@ -72,7 +79,9 @@ impl NetnsResolver {
         let mut known: HashMap<u32, NetnsInfo> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(&self.run_netns) {
             for e in entries.flatten() {
-                if let (Ok(meta), Some(name)) = (std::fs::metadata(e.path()), e.file_name().to_str()) {
+                if let (Ok(meta), Some(name)) =
+                    (std::fs::metadata(e.path()), e.file_name().to_str())
+                {
                     known.entry(meta.ino() as u32).or_default().name = Some(name.to_string());
                 }
             }
@@ -87,7 +96,9 @@ impl NetnsResolver {
         pids.sort_unstable();
         for pid in pids {
             let dir = self.proc_root.join(pid.to_string());
-            let Ok(link) = std::fs::read_link(dir.join("ns/net")) else { continue };
+            let Ok(link) = std::fs::read_link(dir.join("ns/net")) else {
+                continue;
+            };
             let Some(inode) = link
                 .to_str()
                 .and_then(|s| s.strip_prefix("net:["))
@@ -100,8 +111,10 @@ impl NetnsResolver {
             if info.pid.is_none() {
                 info.pid = Some(pid);
                 info.comm = read_trim(&dir.join("comm"));
-                info.cgroup = read_trim(&dir.join("cgroup"))
-                    .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(String::from)));
+                info.cgroup = read_trim(&dir.join("cgroup")).and_then(|c| {
+                    c.lines()
+                        .find_map(|l| l.strip_prefix("0::").map(String::from))
+                });
             }
         }
         self.known = known;

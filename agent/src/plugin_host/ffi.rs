@@ -93,13 +93,7 @@ pub fn open(path: &Path) -> Result<(PluginLibrary, PluginMeta), PluginError> {
     // SAFETY: every `Str`/`Bytes` and array in the table points into the
     // library's static data (ABI contract), alive while `lib` is.
     let meta = unsafe { read_meta(t) };
-    Ok((
-        PluginLibrary {
-            table,
-            _lib: lib,
-        },
-        meta,
-    ))
+    Ok((PluginLibrary { table, _lib: lib }, meta))
 }
 
 /// SAFETY (caller): `t` is a checked table whose pointers are valid.
@@ -288,7 +282,9 @@ impl Instance {
             // SAFETY: `last_error` on our live instance, copied before the next call.
             Status::Error => DecodeOutcome::Error(unsafe { copy_str((t.last_error)(self.ptr)) }),
             // SAFETY: as above.
-            Status::Panicked => DecodeOutcome::Panicked(unsafe { copy_str((t.last_error)(self.ptr)) }),
+            Status::Panicked => {
+                DecodeOutcome::Panicked(unsafe { copy_str((t.last_error)(self.ptr)) })
+            }
         };
         (outcome, state.malformed)
     }

@@ -182,7 +182,10 @@ pub fn search_path(extra: &[PathBuf]) -> Vec<PathBuf> {
     if let Ok(p) = std::env::var("VNT_PLUGIN_PATH") {
         dirs.extend(p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
     }
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(exe_dir.join("../lib/vnt/plugins"));
         dirs.insert(dirs.len() - 1, exe_dir);
     }
@@ -200,11 +203,15 @@ pub fn file_name(name: &str) -> String {
 pub fn discover(dirs: &[PathBuf]) -> BTreeMap<String, PathBuf> {
     let mut found = BTreeMap::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         names.sort();
         for path in names {
-            let Some(f) = path.file_name().and_then(|f| f.to_str()) else { continue };
+            let Some(f) = path.file_name().and_then(|f| f.to_str()) else {
+                continue;
+            };
             if let Some(name) = f.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(SUFFIX)) {
                 found.entry(name.replace('_', "-")).or_insert(path);
             }
@@ -258,10 +265,12 @@ pub fn load(path: &Path, config: &serde_json::Value) -> Result<LoadedPlugin, Plu
         name: meta.name.clone(),
         reason: e.to_string(),
     })?;
-    let instance = lib.create(&meta.name, &json).map_err(|reason| PluginError::Create {
-        name: meta.name.clone(),
-        reason,
-    })?;
+    let instance = lib
+        .create(&meta.name, &json)
+        .map_err(|reason| PluginError::Create {
+            name: meta.name.clone(),
+            reason,
+        })?;
     Ok(LoadedPlugin {
         instance,
         meta,
@@ -289,7 +298,9 @@ mod tests {
     fn unknown_plugin_lists_the_available_ones() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("libvnt_plugin_veth.so"), b"").unwrap();
-        let err = resolve("ovs", &[dir.path().to_path_buf()]).unwrap_err().to_string();
+        let err = resolve("ovs", &[dir.path().to_path_buf()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown plugin `ovs`"), "{err}");
         assert!(err.contains("available: veth"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
@@ -297,8 +308,13 @@ mod tests {
 
     #[test]
     fn missing_path_is_named() {
-        let err = resolve("/nonexistent/libvnt_plugin_x.so", &[]).unwrap_err().to_string();
-        assert_eq!(err, "plugin file not found: /nonexistent/libvnt_plugin_x.so");
+        let err = resolve("/nonexistent/libvnt_plugin_x.so", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "plugin file not found: /nonexistent/libvnt_plugin_x.so"
+        );
     }
 
     #[test]

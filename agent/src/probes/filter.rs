@@ -139,9 +139,13 @@ fn parse_proto(v: &str) -> Result<u8, FilterError> {
         "udp" => 17,
         "icmp" => 1,
         "icmpv6" | "icmp6" => 58,
-        n => n
-            .parse::<u8>()
-            .map_err(|_| bad("proto", v, "expected tcp, udp, icmp, icmpv6 or a protocol number"))?,
+        n => n.parse::<u8>().map_err(|_| {
+            bad(
+                "proto",
+                v,
+                "expected tcp, udp, icmp, icmpv6 or a protocol number",
+            )
+        })?,
     })
 }
 

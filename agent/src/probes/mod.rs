@@ -128,7 +128,9 @@ fn describe(e: &dyn std::error::Error) -> String {
 
 fn is_permission(e: &dyn std::error::Error) -> bool {
     let text = describe(e);
-    text.contains("Operation not permitted") || text.contains("os error 1)") || text.contains("EPERM")
+    text.contains("Operation not permitted")
+        || text.contains("os error 1)")
+        || text.contains("EPERM")
 }
 
 /// aya wants 8-byte aligned ELF data; a `Vec<u8>` from FFI may not be.
@@ -172,16 +174,17 @@ fn attach_one(ebpf: &mut Ebpf, alt: &ProbeAltInfo, btf: &Btf) -> Result<(), Stri
             p.attach(&alt.target, 0).map_err(|e| err(&e))?;
         }
         HookKind::TracePoint => {
-            let (cat, name) = alt
-                .target
-                .split_once(':')
-                .ok_or_else(|| format!("tracepoint target `{}` is not category:name", alt.target))?;
+            let (cat, name) = alt.target.split_once(':').ok_or_else(|| {
+                format!("tracepoint target `{}` is not category:name", alt.target)
+            })?;
             let p: &mut TracePoint = prog.try_into().map_err(|e| err(&e))?;
             p.load().map_err(|e| err(&e))?;
             p.attach(cat, name).map_err(|e| err(&e))?;
         }
         HookKind::Tc | HookKind::UProbe => {
-            return Err(format!("{kind} hooks are not supported by this agent version yet"));
+            return Err(format!(
+                "{kind} hooks are not supported by this agent version yet"
+            ));
         }
     }
     Ok(())
@@ -237,16 +240,25 @@ pub fn load_and_attach(
                     break;
                 }
                 Err(e) => {
-                    let kind = alt.kind.map(|k| k.to_string()).unwrap_or_else(|| alt.raw_kind.to_string());
+                    let kind = alt
+                        .kind
+                        .map(|k| k.to_string())
+                        .unwrap_or_else(|| alt.raw_kind.to_string());
                     tracing::debug!(plugin = %plugin, probe = %probe.name, alternative = %kind, error = %e, "alternative failed");
-                    choice.failures.push(format!("  {kind}:{} ({}): {e}", alt.target, alt.program));
+                    choice
+                        .failures
+                        .push(format!("  {kind}:{} ({}): {e}", alt.target, alt.program));
                 }
             }
         }
         if choice.chosen.is_none() {
             if probe.required {
                 let tried = choice.failures.join("\n");
-                if choice.failures.iter().any(|f| f.contains("Operation not permitted")) {
+                if choice
+                    .failures
+                    .iter()
+                    .any(|f| f.contains("Operation not permitted"))
+                {
                     return Err(ProbeError::Permission {
                         plugin,
                         detail: tried,

@@ -51,10 +51,7 @@ impl KernelStats {
     }
 
     fn sum(&self, slot: u32) -> u64 {
-        self.map
-            .get(&slot, 0)
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+        self.map.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     /// Read and sum every counter.

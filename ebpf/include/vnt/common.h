@@ -109,6 +109,24 @@ static __always_inline void *vnt_reserve(__u32 size)
 	return e;
 }
 
+/*
+ * Wake the agent only when a batch has piled up. A wakeup per event would
+ * make the agent runnable on the CPU that is forwarding the packet, and the
+ * scheduler may switch to it right there, adding tens of microseconds to the
+ * very path we measure. The agent also drains every ring buffer on a 10 ms
+ * timer, so nothing waits longer than that.
+ */
+#ifndef VNT_WAKEUP_BYTES
+#define VNT_WAKEUP_BYTES (64 * 1024)
+#endif
+
+static __always_inline void vnt_submit(void *e)
+{
+	__u64 avail = bpf_ringbuf_query(&vnt_events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(e, avail >= VNT_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline void vnt_fill_hdr(struct vnt_event_hdr *h, __u16 kind, __u16 hook, __u32 len)
 {
 	h->ts_ns = bpf_ktime_get_ns();

@@ -82,7 +82,7 @@ static __always_inline int veth_observe(struct sk_buff *skb, const struct net_de
 	e->_pad0 = 0;
 	e->ip_ident = p.key.ip_ident;
 	__builtin_memcpy(e->ifname, name, sizeof(name));
-	bpf_ringbuf_submit(e, 0);
+	vnt_submit(e);
 	return 0;
 }
 

@@ -106,7 +106,8 @@ impl Plugin for Veth {
         PluginInfo {
             name: "veth",
             version: env!("CARGO_PKG_VERSION"),
-            description: "veth pairs, bridges and container network namespaces: per-hop latency and drops",
+            description:
+                "veth pairs, bridges and container network namespaces: per-hop latency and drops",
             bpf_object: BPF_OBJECT,
             probes: &PROBES,
             hooks: &HOOKS,
@@ -162,18 +163,27 @@ mod tests {
 
     #[test]
     fn xmit_record_becomes_one_hop() {
-        let r = wire::fixture::packet_record(wire::kind::PACKET, hook::XMIT, 5, 9, "veth-a", 3, 77, 0);
+        let r =
+            wire::fixture::packet_record(wire::kind::PACKET, hook::XMIT, 5, 9, "veth-a", 3, 77, 0);
         let out = decode_one(&r).unwrap();
         assert_eq!(out.len(), 1);
-        let Observation::Packet(p) = &out[0] else { panic!("not a packet") };
-        assert_eq!((p.hook, p.pkt_id, p.ifname.as_str(), p.netns), (hook::XMIT, 9, "veth-a", 77));
+        let Observation::Packet(p) = &out[0] else {
+            panic!("not a packet")
+        };
+        assert_eq!(
+            (p.hook, p.pkt_id, p.ifname.as_str(), p.netns),
+            (hook::XMIT, 9, "veth-a", 77)
+        );
     }
 
     #[test]
     fn drop_record_keeps_the_reason() {
-        let r = wire::fixture::packet_record(wire::kind::DROP, hook::DROP, 5, 9, "veth-a", 3, 77, 12);
+        let r =
+            wire::fixture::packet_record(wire::kind::DROP, hook::DROP, 5, 9, "veth-a", 3, 77, 12);
         let out = decode_one(&r).unwrap();
-        let Observation::Packet(p) = &out[0] else { panic!("not a packet") };
+        let Observation::Packet(p) = &out[0] else {
+            panic!("not a packet")
+        };
         assert_eq!(p.drop_reason, Some(12));
     }
 
@@ -189,7 +199,11 @@ mod tests {
         let obj = String::from_utf8_lossy(BPF_OBJECT);
         for p in &PROBES {
             for a in p.alternatives {
-                assert!(obj.contains(a.program), "program {} missing from veth.bpf.o", a.program);
+                assert!(
+                    obj.contains(a.program),
+                    "program {} missing from veth.bpf.o",
+                    a.program
+                );
             }
         }
     }
