@@ -112,8 +112,12 @@ fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let c = cause.to_string();
+        // aya often repeats its cause in its own message.
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
         src = cause.source();
     }
     let lines: Vec<&str> = s.lines().collect();
