@@ -118,6 +118,8 @@ pub struct KernelCounters {
 #[serde(default)]
 pub struct PluginSummary {
     pub disabled: bool,
+    /// Why the plugin was disabled (a decoder panic), when it was.
+    pub disabled_reason: Option<String>,
     /// Program name -> the hook it was attached as, e.g. `tp_btf:net_dev_start_xmit`.
     pub probes: BTreeMap<String, String>,
 }

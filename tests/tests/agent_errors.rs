@@ -1,0 +1,155 @@
+//! Bad input gets a short clear error and a non-zero exit, never a panic
+//! (issue #2, acceptance 6): unknown plugin, missing plugin file, a plugin
+//! built for another ABI major, malformed configuration, no permission to
+//! load eBPF.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use vnt_tests::{locate_binary, require_root};
+
+fn agent() -> PathBuf {
+    locate_binary("vnt-agent", "VNT_AGENT_BIN")
+}
+
+/// A fixture plugin built next to the agent (cargo puts every cdylib there).
+fn fixture(file: &str) -> PathBuf {
+    let p = agent().parent().expect("agent dir").join(file);
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (cargo build --release --workspace)",
+        p.display()
+    );
+    p
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out: Output = Command::new(agent())
+        .args(args)
+        .env("VNT_LOG", "warn")
+        .output()
+        .expect("run vnt-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains("panicked"),
+        "the agent panicked:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "the agent panicked:\n{stderr}"
+    );
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn unknown_plugin_lists_the_available_ones() {
+    let (code, err) = run(&["--plugins", "no-such-plugin", "--duration", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("unknown plugin `no-such-plugin`"), "{err}");
+    assert!(err.contains("available: ") && err.contains("veth"), "{err}");
+    assert!(err.contains("searched: "), "{err}");
+    assert!(err.lines().count() <= 3, "short error expected:\n{err}");
+}
+
+#[test]
+fn missing_plugin_file_is_named() {
+    let (code, err) = run(&[
+        "--plugins",
+        "/nonexistent/dir/libvnt_plugin_x.so",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("plugin file not found: /nonexistent/dir/libvnt_plugin_x.so"),
+        "{err}"
+    );
+}
+
+#[test]
+fn plugin_for_another_abi_major_is_refused_with_both_versions() {
+    let so = fixture("libvnt_plugin_abi2.so");
+    let (code, err) = run(&["--plugins", so.to_str().unwrap(), "--duration", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("plugin ABI 2.0"), "{err}");
+    assert!(err.contains("agent's ABI 1.0"), "{err}");
+    assert!(err.contains(&so.display().to_string()), "{err}");
+}
+
+#[test]
+fn malformed_config_names_the_key_and_the_file() {
+    let dir = std::env::temp_dir().join(format!("vnt-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let bad_type = dir.join("bad-type.toml");
+    std::fs::write(
+        &bad_type,
+        "plugins = [\"veth\"]\n[journey]\nidle_timeout_ms = \"soon\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["--config", bad_type.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("journey.idle_timeout_ms"), "{err}");
+    assert!(err.contains("bad-type.toml"), "{err}");
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "plugins = [\"veth\"]\nsampel = \"1/10\"\n").unwrap();
+    let (code, err) = run(&["--config", typo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sampel") && err.contains("typo.toml"), "{err}");
+
+    let bad_value = dir.join("bad-value.toml");
+    std::fs::write(
+        &bad_value,
+        "plugins = [\"veth\"]\nfilter = \"port 99999\"\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["--config", bad_value.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`filter`") && err.contains("bad-value.toml"),
+        "{err}"
+    );
+
+    let (code, err) = run(&["--config", dir.join("absent.toml").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("absent.toml"), "{err}");
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_loaded() {
+    let (code, err) = run(&["--plugins", "veth", "--sample", "1/0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`sample`"), "{err}");
+    let (code, err) = run(&["--plugins", "veth", "--filter", "port 1 or port 2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only `and`"), "{err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no plugins requested"), "{err}");
+}
+
+#[test]
+fn no_permission_to_load_ebpf_is_a_clear_error() {
+    require_root(); // to drop privileges we must have them
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(agent())
+        .args(["--plugins", "veth", "--duration", "1"])
+        .env("VNT_LOG", "warn")
+        .output()
+        .expect("run setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("permission denied loading eBPF"), "{err}");
+    assert!(err.contains("CAP_BPF"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
