@@ -124,7 +124,11 @@ fn set_create_error(msg: String) {
 
 // Called by the host only: `config` readable for its length, `host` null or
 // valid for the instance's life, `out` writable.
-extern "C" fn create<P: Plugin>(config: abi::Bytes, host: *const abi::Host, out: *mut *mut c_void) -> i32 {
+extern "C" fn create<P: Plugin>(
+    config: abi::Bytes,
+    host: *const abi::Host,
+    out: *mut *mut c_void,
+) -> i32 {
     let result = catch_unwind(AssertUnwindSafe(|| {
         if out.is_null() {
             return Err((Status::Error, "create: null output pointer".to_string()));
@@ -135,8 +139,12 @@ extern "C" fn create<P: Plugin>(config: abi::Bytes, host: *const abi::Host, out:
             // SAFETY: the host passes a pointer/length pair to bytes it owns
             // for the duration of this call.
             let bytes = unsafe { std::slice::from_raw_parts(config.ptr, config.len) };
-            serde_json::from_slice(bytes)
-                .map_err(|e| (Status::Error, format!("plugin config is not valid JSON: {e}")))?
+            serde_json::from_slice(bytes).map_err(|e| {
+                (
+                    Status::Error,
+                    format!("plugin config is not valid JSON: {e}"),
+                )
+            })?
         };
         let log = if host.is_null() {
             HostLog::discard()
@@ -171,7 +179,11 @@ extern "C" fn create<P: Plugin>(config: abi::Bytes, host: *const abi::Host, out:
     }
 }
 
-extern "C" fn decode<P: Plugin>(instance: *mut c_void, record: abi::Bytes, sink: *const abi::Sink) -> i32 {
+extern "C" fn decode<P: Plugin>(
+    instance: *mut c_void,
+    record: abi::Bytes,
+    sink: *const abi::Sink,
+) -> i32 {
     if instance.is_null() || sink.is_null() {
         return Status::Error as i32;
     }
