@@ -277,14 +277,14 @@ impl Instance {
         // SAFETY: the table outlives the instance (the library is kept by the owner).
         let t = unsafe { &*self.table };
         let status = Status::from_raw((t.decode)(self.ptr, abi::Bytes::new(record), &sink));
+        let last_error = || {
+            // SAFETY: `last_error` on our live instance; copied before the next call.
+            unsafe { copy_str((t.last_error)(self.ptr)) }
+        };
         let outcome = match status {
             Status::Ok => DecodeOutcome::Ok,
-            // SAFETY: `last_error` on our live instance, copied before the next call.
-            Status::Error => DecodeOutcome::Error(unsafe { copy_str((t.last_error)(self.ptr)) }),
-            // SAFETY: as above.
-            Status::Panicked => {
-                DecodeOutcome::Panicked(unsafe { copy_str((t.last_error)(self.ptr)) })
-            }
+            Status::Error => DecodeOutcome::Error(last_error()),
+            Status::Panicked => DecodeOutcome::Panicked(last_error()),
         };
         (outcome, state.malformed)
     }
