@@ -239,7 +239,10 @@ pub fn figment(file: Option<&Path>, flags: &FlagLayer) -> Result<Figment, Config
     }
     let env = Env::prefixed("VNT_")
         .split("__")
-        .filter(|k| ENV_KEYS.contains(&k.as_str().split('.').next().unwrap_or_default()));
+        .filter(|k| {
+            let top = k.as_str().split('.').next().unwrap_or_default();
+            ENV_KEYS.iter().any(|e| e.eq_ignore_ascii_case(top))
+        });
     Ok(fig.merge(env).merge(Serialized::defaults(flags.clone())))
 }
 

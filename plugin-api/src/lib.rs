@@ -7,7 +7,7 @@
 //!
 //! Plugin authors implement [`Plugin`] and write one line:
 //!
-//! ```ignore
+//! ```text
 //! vnt_plugin_api::export_plugin!(MyPlugin);
 //! ```
 //!
