@@ -6,7 +6,7 @@
 # One flow is dropped by an nftables rule on the bridge to show a drop with
 # the kernel's reason. Everything created is removed at exit, also on failure.
 #
-#   sudo scripts/demo.sh [--json] [--seconds N] [-- extra vnt-agent flags]
+#   scripts/demo.sh (as root) [--json] [--seconds N] [-- extra vnt-agent flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-[ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (eBPF, network namespaces): sudo $0" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (eBPF, network namespaces)" >&2; exit 1; }
 
 scripts/install-deps.sh
 echo "==> building vnt-agent, the veth plugin and the traffic generator"

@@ -33,7 +33,7 @@ fi
 
 step "privileged preflight"
 if [ "$(id -u)" != 0 ]; then
-  echo "FAIL: the privileged tests need root (eBPF, network namespaces); run: sudo scripts/test.sh" >&2
+  echo "FAIL: the privileged tests need root (eBPF, network namespaces); run it as root" >&2
   exit 1
 fi
 if [ ! -r /sys/kernel/btf/vmlinux ]; then
