@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -27,6 +28,7 @@ const ENV_KEYS: &[&str] = &[
     "btf",
     "journey",
     "ringbuf",
+    "otlp",
 ];
 
 /// Output formats.
@@ -37,6 +39,8 @@ pub enum OutputFormat {
     Pretty,
     /// JSON lines, one object per journey (docs/output.md).
     Json,
+    /// No journeys on stdout (with OTLP export); the summary goes to stderr.
+    None,
 }
 
 /// A list given either as a TOML array or a comma-separated string
@@ -92,7 +96,7 @@ pub struct RawConfig {
     pub plugin_dirs: ListOrString,
     /// Filter expression (see `--help`).
     pub filter: String,
-    /// Sampling: `1/N`, `N`, or `all`.
+    /// Sampling: `1/N`, `N`, `all`, or `auto` (1/1 with a filter, 1/100 without).
     pub sample: String,
     /// `pretty` or `json`.
     pub output: OutputFormat,
@@ -108,6 +112,8 @@ pub struct RawConfig {
     pub ringbuf: RawRingbuf,
     /// Per-plugin tables, passed to each plugin as JSON.
     pub plugin: BTreeMap<String, serde_json::Value>,
+    /// OpenTelemetry export (docs/otel.md).
+    pub otlp: RawOtlp,
 }
 
 impl Default for RawConfig {
@@ -116,7 +122,7 @@ impl Default for RawConfig {
             plugins: ListOrString::List(vec![]),
             plugin_dirs: ListOrString::List(vec![]),
             filter: String::new(),
-            sample: "1/1".into(),
+            sample: "auto".into(),
             output: OutputFormat::Pretty,
             duration: 0,
             ready_file: None,
@@ -129,6 +135,7 @@ impl Default for RawConfig {
                 bytes: 4 * 1024 * 1024,
             },
             plugin: BTreeMap::new(),
+            otlp: RawOtlp::default(),
         }
     }
 }
@@ -160,6 +167,9 @@ pub struct FlagLayer {
     /// `--btf`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub btf: Option<PathBuf>,
+    /// `--otlp-*` flags.
+    #[serde(skip_serializing_if = "FlagOtlp::is_empty")]
+    pub otlp: FlagOtlp,
 }
 
 /// The validated configuration the agent runs with.
@@ -191,6 +201,8 @@ pub struct Config {
     pub ringbuf_bytes: u32,
     /// Per-plugin config.
     pub plugin_config: BTreeMap<String, serde_json::Value>,
+    /// OTLP export, when an endpoint is configured.
+    pub otlp: Option<OtlpConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -237,12 +249,13 @@ pub fn figment(file: Option<&Path>, flags: &FlagLayer) -> Result<Figment, Config
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    let env = Env::prefixed("VNT_")
-        .split("__")
-        .filter(|k| {
-            let top = k.as_str().split('.').next().unwrap_or_default();
-            ENV_KEYS.iter().any(|e| e.eq_ignore_ascii_case(top))
-        });
+    let env = Env::prefixed("VNT_").split("__").filter(|k| {
+        let top = k.as_str().split('.').next().unwrap_or_default();
+        ENV_KEYS.iter().any(|e| e.eq_ignore_ascii_case(top))
+    });
+    for layer in OtelEnv::from_process() {
+        fig = fig.merge(layer);
+    }
     Ok(fig.merge(env).merge(Serialized::defaults(flags.clone())))
 }
 
@@ -260,6 +273,22 @@ fn invalid(fig: &Figment, key: &str, message: impl Into<String>) -> ConfigError 
         message: message.into(),
     }
 }
+
+/// Sampling divisor when none is given: every packet when a filter narrows
+/// what is traced (the 3 a.m. case: one flow, every packet), one in
+/// [`AUTO_SAMPLE_UNFILTERED`] when the agent watches everything, so that an
+/// always-on agent does not cost the host a third of its throughput
+/// (BENCHMARKS.md).
+pub fn auto_sample(filter: &FilterSpec) -> u32 {
+    if *filter == FilterSpec::default() {
+        AUTO_SAMPLE_UNFILTERED
+    } else {
+        1
+    }
+}
+
+/// `auto` sampling without a filter keeps one packet in this many.
+pub const AUTO_SAMPLE_UNFILTERED: u32 = 100;
 
 /// Parse `1/N`, `N` or `all`.
 pub fn parse_sample(s: &str) -> Result<u32, String> {
@@ -290,7 +319,11 @@ impl Config {
         let raw: RawConfig = fig.extract().map_err(figment_error)?;
         let filter = FilterSpec::parse(&raw.filter)
             .map_err(|e: FilterError| invalid(fig, "filter", e.to_string()))?;
-        let sample_n = parse_sample(&raw.sample).map_err(|m| invalid(fig, "sample", m))?;
+        let sample_n = if raw.sample.trim().eq_ignore_ascii_case("auto") {
+            auto_sample(&filter)
+        } else {
+            parse_sample(&raw.sample).map_err(|m| invalid(fig, "sample", m))?
+        };
         if raw.journey.idle_timeout_ms == 0 || raw.journey.idle_timeout_ms > 60_000 {
             return Err(invalid(
                 fig,
@@ -310,6 +343,7 @@ impl Config {
             ));
         }
         let plugins = raw.plugins.items(',');
+        let otlp = OtlpConfig::from_raw(&raw.otlp, fig)?;
         Ok(Config {
             plugins,
             plugin_dirs: raw
@@ -329,7 +363,439 @@ impl Config {
             max_in_flight: raw.journey.max_in_flight,
             ringbuf_bytes: rb,
             plugin_config: raw.plugin,
+            otlp,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `[otlp]`: OpenTelemetry export (docs/otel.md). The standard `OTEL_*`
+// variables form a layer of their own: file < OTEL_* < VNT_* < flags.
+
+/// Default OTLP protocol when none is configured.
+pub const OTLP_DEFAULT_PROTOCOL: &str = "grpc";
+
+/// A string map given as a TOML table or as `k=v,k2=v2` (the format of
+/// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`; values may be
+/// percent-encoded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MapOrString {
+    /// `{ key = "value" }`
+    Map(BTreeMap<String, String>),
+    /// `"key=value,key2=value2"`
+    Str(String),
+}
+
+impl Default for MapOrString {
+    fn default() -> Self {
+        MapOrString::Map(BTreeMap::new())
+    }
+}
+
+impl MapOrString {
+    fn pairs(&self) -> Result<Vec<(String, String)>, String> {
+        match self {
+            MapOrString::Map(m) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            MapOrString::Str(s) => parse_key_values(s),
+        }
+    }
+}
+
+/// Parse `k=v,k2=v2`: keys and values trimmed, values percent-decoded, empty
+/// members skipped (the W3C baggage subset the OpenTelemetry environment
+/// variables use).
+pub fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for member in s.split(',') {
+        let member = member.trim();
+        if member.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = member.split_once('=') else {
+            return Err(format!("`{member}` is not key=value"));
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(format!("`{member}` has an empty key"));
+        }
+        out.push((k.to_string(), percent_decode(v.trim())?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("`{s}`: bad percent escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}`: percent escapes are not UTF-8"))
+}
+
+/// `[otlp.tls]`: PEM files for authenticated collectors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlpTls {
+    /// CA certificate(s) to verify the collector with, instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (mutual TLS); needs `key`.
+    pub cert: Option<PathBuf>,
+    /// Client private key (mutual TLS); needs `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// `[otlp]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    /// Collector URL (`http://host:4317`); OTLP export is on when it is set.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: String,
+    /// Request headers (gRPC metadata), e.g. for authentication.
+    pub headers: MapOrString,
+    /// Timeout of one export request.
+    pub timeout_ms: u64,
+    /// `service.name` (default `vnt-agent`, or `service.name` in `resource`).
+    pub service_name: Option<String>,
+    /// Extra resource attributes (`host.name = "node-a"`).
+    pub resource: MapOrString,
+    /// Export journeys as traces.
+    pub traces: bool,
+    /// Export metrics.
+    pub metrics: bool,
+    /// Interval between metric exports.
+    pub metrics_interval_ms: u64,
+    /// Bound of the export queue, in spans; beyond it journeys are dropped and counted.
+    pub queue_spans: usize,
+    /// Spans per export request.
+    pub batch_spans: usize,
+    /// Longest wait before a partial batch is sent.
+    pub batch_delay_ms: u64,
+    /// Distinct interface names used as metric labels; the rest become `other`.
+    pub max_interfaces: usize,
+    /// How long the agent may spend exporting what is queued when it stops.
+    pub shutdown_timeout_ms: u64,
+    /// TLS files.
+    pub tls: RawOtlpTls,
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        RawOtlp {
+            endpoint: None,
+            protocol: OTLP_DEFAULT_PROTOCOL.into(),
+            headers: MapOrString::default(),
+            timeout_ms: 10_000,
+            service_name: None,
+            resource: MapOrString::default(),
+            traces: true,
+            metrics: true,
+            metrics_interval_ms: 10_000,
+            queue_spans: 32_768,
+            batch_spans: 512,
+            batch_delay_ms: 1_000,
+            max_interfaces: 64,
+            shutdown_timeout_ms: 5_000,
+            tls: RawOtlpTls::default(),
+        }
+    }
+}
+
+/// `--otlp-*` flags.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOtlp {
+    /// `--otlp-endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `--otlp-protocol`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `--otlp-header` (repeatable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+impl FlagOtlp {
+    fn is_empty(&self) -> bool {
+        self.endpoint.is_none() && self.protocol.is_none() && self.headers.is_none()
+    }
+}
+
+/// The standard OpenTelemetry environment variables and the `[otlp]` keys
+/// they set. Empty values count as unset.
+pub const OTEL_ENV: &[(&str, &str)] = &[
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "endpoint"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "protocol"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "headers"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "timeout_ms"),
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "tls.ca"),
+    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "tls.cert"),
+    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "tls.key"),
+    ("OTEL_SERVICE_NAME", "service_name"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "resource"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "metrics_interval_ms"),
+    ("OTEL_TRACES_EXPORTER", "traces"),
+    ("OTEL_METRICS_EXPORTER", "metrics"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "queue_spans"),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "batch_spans"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "batch_delay_ms"),
+];
+
+/// One `OTEL_*` variable as a configuration layer, so that errors name it.
+#[derive(Debug, Clone)]
+pub struct OtelEnv {
+    var: &'static str,
+    key: &'static str,
+    value: String,
+}
+
+impl OtelEnv {
+    /// The layers for the variables set in this process's environment.
+    pub fn from_process() -> Vec<OtelEnv> {
+        OtelEnv::from_vars(|v| std::env::var(v).ok())
+    }
+
+    /// The layers for the variables `get` knows (tests pass a map).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Vec<OtelEnv> {
+        OTEL_ENV
+            .iter()
+            .filter_map(|(var, key)| {
+                let value = get(var)?;
+                (!value.trim().is_empty()).then(|| OtelEnv {
+                    var,
+                    key,
+                    value: value.trim().to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        let v = &self.value;
+        let leaf = match self.key {
+            "timeout_ms"
+            | "metrics_interval_ms"
+            | "queue_spans"
+            | "batch_spans"
+            | "batch_delay_ms" => v
+                .parse::<u64>()
+                .map_or_else(|_| J::from(v.as_str()), J::from),
+            // `none` turns a signal off, `otlp` on; anything else is a type error naming the variable.
+            "traces" | "metrics" => match v.as_str() {
+                "none" => J::Bool(false),
+                "otlp" => J::Bool(true),
+                other => J::from(other),
+            },
+            _ => J::from(v.as_str()),
+        };
+        let mut node = leaf;
+        for part in self.key.rsplit('.') {
+            node = serde_json::json!({ part: node });
+        }
+        serde_json::json!({ "otlp": node })
+    }
+}
+
+impl Provider for OtelEnv {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment variable {}", self.var))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(self.json()).data()
+    }
+}
+
+/// `otlp.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// As written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// The validated `[otlp]` table.
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    /// Collector base URL (`http(s)://host:port[/path]`).
+    pub endpoint: String,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Headers / gRPC metadata.
+    pub headers: Vec<(String, String)>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// `service.name` override.
+    pub service_name: Option<String>,
+    /// Extra resource attributes, in order (later wins).
+    pub resource: Vec<(String, String)>,
+    /// Export traces.
+    pub traces: bool,
+    /// Export metrics.
+    pub metrics: bool,
+    /// Metric export interval.
+    pub metrics_interval: Duration,
+    /// Queue bound in spans.
+    pub queue_spans: usize,
+    /// Spans per request.
+    pub batch_spans: usize,
+    /// Longest wait for a partial batch.
+    pub batch_delay: Duration,
+    /// Interface label values kept before folding into `other`.
+    pub max_interfaces: usize,
+    /// Time allowed to export the queue at exit.
+    pub shutdown_timeout: Duration,
+    /// CA file.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate file.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key file.
+    pub tls_key: Option<PathBuf>,
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl OtlpConfig {
+    /// Validate `raw`; `None` when no endpoint is configured.
+    pub fn from_raw(raw: &RawOtlp, fig: &Figment) -> Result<Option<OtlpConfig>, ConfigError> {
+        let Some(endpoint) = raw
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(None);
+        };
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(invalid(
+                fig,
+                "otlp.endpoint",
+                format!("`{endpoint}` is not a URL: write http://HOST:PORT or https://HOST:PORT"),
+            ));
+        }
+        let protocol = match raw.protocol.trim().to_ascii_lowercase().as_str() {
+            "grpc" => OtlpProtocol::Grpc,
+            "http/protobuf" => OtlpProtocol::HttpProtobuf,
+            other => {
+                return Err(invalid(
+                    fig,
+                    "otlp.protocol",
+                    format!("`{other}` is not supported: use grpc or http/protobuf"),
+                ))
+            }
+        };
+        let headers = raw
+            .headers
+            .pairs()
+            .map_err(|m| invalid(fig, "otlp.headers", m))?;
+        for (k, v) in &headers {
+            if !is_header_name(k) {
+                return Err(invalid(
+                    fig,
+                    "otlp.headers",
+                    format!("`{k}` is not a valid header name"),
+                ));
+            }
+            if v.bytes().any(|b| b.is_ascii_control()) {
+                return Err(invalid(
+                    fig,
+                    "otlp.headers",
+                    format!("the value of `{k}` has control characters"),
+                ));
+            }
+        }
+        let resource = raw
+            .resource
+            .pairs()
+            .map_err(|m| invalid(fig, "otlp.resource", m))?;
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(invalid(fig, key, format!("{v} is outside {lo}..={hi}")))
+            } else {
+                Ok(v)
+            }
+        };
+        let timeout_ms = range("otlp.timeout_ms", raw.timeout_ms, 1, 600_000)?;
+        let interval_ms = range(
+            "otlp.metrics_interval_ms",
+            raw.metrics_interval_ms,
+            100,
+            3_600_000,
+        )?;
+        let queue = range("otlp.queue_spans", raw.queue_spans as u64, 1, 10_000_000)?;
+        range("otlp.batch_spans", raw.batch_spans as u64, 1, queue)?;
+        let delay_ms = range("otlp.batch_delay_ms", raw.batch_delay_ms, 1, 60_000)?;
+        range("otlp.max_interfaces", raw.max_interfaces as u64, 1, 100_000)?;
+        let shutdown_ms = range(
+            "otlp.shutdown_timeout_ms",
+            raw.shutdown_timeout_ms,
+            0,
+            600_000,
+        )?;
+        if raw.tls.cert.is_some() != raw.tls.key.is_some() {
+            return Err(invalid(
+                fig,
+                if raw.tls.cert.is_some() {
+                    "otlp.tls.cert"
+                } else {
+                    "otlp.tls.key"
+                },
+                "mutual TLS needs both otlp.tls.cert and otlp.tls.key",
+            ));
+        }
+        Ok(Some(OtlpConfig {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            protocol,
+            headers,
+            timeout: Duration::from_millis(timeout_ms),
+            service_name: raw.service_name.clone().filter(|s| !s.trim().is_empty()),
+            resource,
+            traces: raw.traces,
+            metrics: raw.metrics,
+            metrics_interval: Duration::from_millis(interval_ms),
+            queue_spans: raw.queue_spans,
+            batch_spans: raw.batch_spans,
+            batch_delay: Duration::from_millis(delay_ms),
+            max_interfaces: raw.max_interfaces,
+            shutdown_timeout: Duration::from_millis(shutdown_ms),
+            tls_ca: raw.tls.ca.clone(),
+            tls_cert: raw.tls.cert.clone(),
+            tls_key: raw.tls.key.clone(),
+        }))
     }
 }
 
@@ -349,7 +815,16 @@ mod tests {
     fn defaults_are_sensible() {
         Jail::expect_with(|_| {
             let c = load(None, FlagLayer::default()).unwrap();
-            assert_eq!(c.sample_n, 1);
+            assert_eq!(c.sample_n, AUTO_SAMPLE_UNFILTERED, "no filter: sampled");
+            let filtered = FlagLayer {
+                filter: Some("port 53".into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                load(None, filtered).unwrap().sample_n,
+                1,
+                "a filter: every packet"
+            );
             assert_eq!(c.output, OutputFormat::Pretty);
             assert_eq!(c.idle_timeout, Duration::from_millis(100));
             assert!(c.duration.is_none());
@@ -469,5 +944,191 @@ mod tests {
         assert!(parse_sample("2/3").is_err());
         assert!(parse_sample("1/0").is_err());
         assert!(parse_sample("x").is_err());
+    }
+
+    #[test]
+    fn otlp_is_off_without_an_endpoint() {
+        Jail::expect_with(|jail| {
+            jail.clear_env(); // OTEL_* of the machine running the tests must not leak in
+            let c = load(None, FlagLayer::default()).unwrap();
+            assert!(c.otlp.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn otel_environment_variables_configure_otlp() {
+        Jail::expect_with(|jail| {
+            jail.clear_env(); // OTEL_* of the machine running the tests must not leak in
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/");
+            jail.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+            jail.set_env(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20abc,x-team=net",
+            );
+            jail.set_env("OTEL_EXPORTER_OTLP_TIMEOUT", "2500");
+            jail.set_env("OTEL_SERVICE_NAME", "vnt-lab");
+            jail.set_env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "host.name=node-a, k8s.node.name=n1",
+            );
+            jail.set_env("OTEL_METRICS_EXPORTER", "none");
+            jail.set_env("OTEL_BSP_MAX_QUEUE_SIZE", "1000");
+            jail.set_env("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem");
+            jail.set_env("OTEL_TRACES_EXPORTER", ""); // empty: unset
+            let o = load(None, FlagLayer::default()).unwrap().otlp.unwrap();
+            assert_eq!(o.endpoint, "http://collector:4318");
+            assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+            assert_eq!(
+                o.headers,
+                vec![
+                    ("authorization".to_string(), "Bearer abc".to_string()),
+                    ("x-team".to_string(), "net".to_string())
+                ]
+            );
+            assert_eq!(o.timeout, Duration::from_millis(2500));
+            assert_eq!(o.service_name.as_deref(), Some("vnt-lab"));
+            assert_eq!(
+                o.resource,
+                vec![
+                    ("host.name".to_string(), "node-a".to_string()),
+                    ("k8s.node.name".to_string(), "n1".to_string())
+                ]
+            );
+            assert!(o.traces && !o.metrics);
+            assert_eq!(o.queue_spans, 1000);
+            assert_eq!(o.tls_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn otlp_layers_file_then_otel_env_then_vnt_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.clear_env(); // OTEL_* of the machine running the tests must not leak in
+            jail.create_file(
+                "vnt.toml",
+                "[otlp]\nendpoint = \"http://file:4317\"\nqueue_spans = 2048\nmetrics_interval_ms = 500\n[otlp.resource]\n\"host.name\" = \"from-file\"\n[otlp.tls]\nca = \"ca.pem\"\n",
+            )?;
+            let o = load(Some("vnt.toml"), FlagLayer::default())
+                .unwrap()
+                .otlp
+                .unwrap();
+            assert_eq!(o.endpoint, "http://file:4317");
+            assert_eq!(o.protocol, OtlpProtocol::Grpc, "grpc by default");
+            assert_eq!(
+                (o.queue_spans, o.metrics_interval),
+                (2048, Duration::from_millis(500))
+            );
+            assert_eq!(
+                o.resource,
+                vec![("host.name".to_string(), "from-file".to_string())]
+            );
+
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-env:4317");
+            let o = load(Some("vnt.toml"), FlagLayer::default())
+                .unwrap()
+                .otlp
+                .unwrap();
+            assert_eq!(o.endpoint, "http://otel-env:4317");
+            assert_eq!(o.queue_spans, 2048, "other file keys stay");
+
+            jail.set_env("VNT_OTLP__ENDPOINT", "http://vnt-env:4317");
+            let o = load(Some("vnt.toml"), FlagLayer::default())
+                .unwrap()
+                .otlp
+                .unwrap();
+            assert_eq!(o.endpoint, "http://vnt-env:4317");
+
+            let flags = FlagLayer {
+                otlp: FlagOtlp {
+                    endpoint: Some("https://flag:4317".into()),
+                    protocol: Some("http/protobuf".into()),
+                    headers: Some([("api-key".to_string(), "k".to_string())].into()),
+                },
+                ..Default::default()
+            };
+            let o = load(Some("vnt.toml"), flags).unwrap().otlp.unwrap();
+            assert_eq!(o.endpoint, "https://flag:4317");
+            assert_eq!(o.protocol, OtlpProtocol::HttpProtobuf);
+            assert_eq!(o.headers, vec![("api-key".to_string(), "k".to_string())]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn otlp_errors_name_the_key_and_where_it_came_from() {
+        Jail::expect_with(|jail| {
+            jail.clear_env(); // OTEL_* of the machine running the tests must not leak in
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317");
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("otlp.endpoint") && err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                "{err}"
+            );
+            assert!(err.contains("http://"), "says how to write it: {err}");
+
+            jail.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317");
+            jail.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json");
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("otlp.protocol") && err.contains("http/json"),
+                "{err}"
+            );
+
+            jail.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+            jail.set_env("OTEL_EXPORTER_OTLP_TIMEOUT", "soon");
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(err.contains("OTEL_EXPORTER_OTLP_TIMEOUT"), "{err}");
+
+            jail.set_env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000");
+            jail.set_env("OTEL_TRACES_EXPORTER", "zipkin");
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(err.contains("OTEL_TRACES_EXPORTER"), "{err}");
+
+            jail.set_env("OTEL_TRACES_EXPORTER", "otlp");
+            jail.create_file("t.toml", "[otlp.tls]\ncert = \"c.pem\"\n")?;
+            let err = load(Some("t.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("otlp.tls.cert") && err.contains("otlp.tls.key"),
+                "{err}"
+            );
+
+            jail.create_file(
+                "h.toml",
+                "[otlp]\nheaders = \"bad header=1\"\nbatch_spans = 0\n",
+            )?;
+            let err = load(Some("h.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("otlp.headers") && err.contains("h.toml"),
+                "{err}"
+            );
+
+            jail.create_file("u.toml", "[otlp]\nendpont = \"http://x:1\"\n")?;
+            let err = load(Some("u.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("endpont"), "unknown keys are named: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn key_values_are_percent_decoded() {
+        assert_eq!(
+            parse_key_values("a=1, b = x%2Cy ,,c=%E2%9C%93").unwrap(),
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x,y".to_string()),
+                ("c".to_string(), "\u{2713}".to_string())
+            ]
+        );
+        assert!(parse_key_values("novalue").is_err());
+        assert!(parse_key_values("=v").is_err());
+        assert!(parse_key_values("a=%zz").is_err());
     }
 }

@@ -136,6 +136,14 @@ pub struct Summary {
     pub events_lost: u64,
     pub kernel: KernelCounters,
     pub plugins: BTreeMap<String, PluginSummary>,
+    /// Ring-buffer records read.
+    pub records: u64,
+    /// Spans delivered over OTLP (0 without OTLP).
+    pub spans_exported: u64,
+    /// Spans not delivered over OTLP.
+    pub spans_dropped: u64,
+    /// OTLP details (`spans_dropped_queue_full`, ...), when OTLP is on.
+    pub otlp: Option<serde_json::Value>,
 }
 
 /// A hop a packet must take: hook, interface and namespace.

@@ -1,14 +1,15 @@
-//! Journeys to the outside world: JSON lines and the terminal. (OTLP comes
-//! next; see docs/architecture.md.) No `unsafe` here.
+//! Journeys to the outside world: JSON lines, the terminal, and OTLP traces
+//! and metrics (`otlp`, docs/otel.md). No `unsafe` here.
 
 pub mod ids;
 mod json;
+pub mod otlp;
 mod pretty;
 pub mod view;
 
 use std::io::{self, Write};
 
-pub use view::{JourneyView, Names, Summary};
+pub use view::{JourneyView, Names, OtlpSummary, Summary};
 
 use crate::config::OutputFormat;
 
@@ -29,6 +30,7 @@ impl Output {
         match self.format {
             OutputFormat::Json => json::journey(&mut self.out, j),
             OutputFormat::Pretty => pretty::journey(&mut self.out, j),
+            OutputFormat::None => Ok(()),
         }
     }
 
@@ -37,6 +39,7 @@ impl Output {
         match self.format {
             OutputFormat::Json => json::value(&mut self.out, c),
             OutputFormat::Pretty => writeln!(self.out, "connection {c}"),
+            OutputFormat::None => Ok(()),
         }
     }
 
@@ -45,7 +48,7 @@ impl Output {
     pub fn summary(&mut self, s: &Summary) -> io::Result<()> {
         match self.format {
             OutputFormat::Json => json::summary(&mut self.out, s),
-            OutputFormat::Pretty => pretty::summary(&mut io::stderr(), s),
+            OutputFormat::Pretty | OutputFormat::None => pretty::summary(&mut io::stderr(), s),
         }
     }
 

@@ -99,6 +99,21 @@ pub fn summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         "vnt-agent: {} journeys ({} dropped, {} idle, {} evicted), {} observations, {} records, {} lost in the kernel, {} decode errors",
         s.journeys, s.journeys_dropped, s.journeys_idle, s.journeys_evicted, s.observations, s.records, s.events_lost, s.decode_errors
     )?;
+    if let Some(o) = &s.otlp {
+        writeln!(
+            out,
+            "  otlp {} ({}): {} spans exported, {} dropped ({} queue full, {} export failed, {} at shutdown), {} metric exports ({} failed)",
+            o.endpoint,
+            o.protocol,
+            s.spans_exported,
+            s.spans_dropped,
+            o.spans_dropped_queue_full,
+            o.spans_dropped_export_failed,
+            o.spans_dropped_shutdown,
+            o.metric_exports,
+            o.metric_export_errors
+        )?;
+    }
     for (name, p) in &s.plugins {
         let probes: Vec<String> = p.probes.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(

@@ -133,6 +133,9 @@ pub struct JourneyView {
     pub trace_id: String,
     /// 16 hex digits.
     pub pkt_id: String,
+    /// The packet id as a number (for span ids; not serialised).
+    #[serde(skip)]
+    pub id: u64,
     /// `idle`, `dropped`, `terminal`, `evicted`, `shutdown`.
     pub end: &'static str,
     /// Addresses, ports, protocol.
@@ -221,6 +224,7 @@ impl JourneyView {
             kind: "journey",
             trace_id: ids::hex(&ids::trace_id(j.pkt_id)),
             pkt_id: format!("{:016x}", j.pkt_id),
+            id: j.pkt_id,
             end: j.end.as_str(),
             flow: FlowView {
                 src: flow.src().map(|a| a.to_string()).unwrap_or_default(),
@@ -287,6 +291,37 @@ pub struct Summary {
     pub kernel: StatTotals,
     /// Per plugin.
     pub plugins: BTreeMap<String, PluginSummary>,
+    /// Spans delivered to the OTLP collector (0 without OTLP).
+    pub spans_exported: u64,
+    /// Spans not delivered: export queue full, export failed, or still queued
+    /// when the shutdown timeout ran out (0 without OTLP).
+    pub spans_dropped: u64,
+    /// OTLP export details, when OTLP is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpSummary>,
+}
+
+/// The OTLP part of the summary (docs/otel.md).
+#[derive(Debug, Serialize, Clone, Default)]
+pub struct OtlpSummary {
+    /// Collector URL.
+    pub endpoint: String,
+    /// `grpc` or `http/protobuf`.
+    pub protocol: &'static str,
+    /// Spans accepted into the export queue.
+    pub spans_queued: u64,
+    /// Of the dropped spans: the queue was full (collector slow or down).
+    pub spans_dropped_queue_full: u64,
+    /// Of the dropped spans: their export request failed after retries.
+    pub spans_dropped_export_failed: u64,
+    /// Of the dropped spans: still queued when the shutdown timeout ran out.
+    pub spans_dropped_shutdown: u64,
+    /// Span export requests that failed.
+    pub trace_export_errors: u64,
+    /// Metric export requests that succeeded.
+    pub metric_exports: u64,
+    /// Metric export requests that failed.
+    pub metric_export_errors: u64,
 }
 
 impl Summary {
@@ -299,5 +334,13 @@ impl Summary {
         self.journeys_evicted = b.evicted;
         self.journeys_shutdown = b.shutdown;
         self.observations = b.observations + b.intervals;
+    }
+
+    /// Fill the OTLP counters from the exporter's report.
+    pub fn set_otlp(&mut self, o: OtlpSummary, spans_exported: u64) {
+        self.spans_exported = spans_exported;
+        self.spans_dropped =
+            o.spans_dropped_queue_full + o.spans_dropped_export_failed + o.spans_dropped_shutdown;
+        self.otlp = Some(o);
     }
 }

@@ -1,0 +1,476 @@
+//! A journey as OpenTelemetry spans (the span model of docs/otel.md).
+//!
+//! One trace per packet: the trace id comes from the packet id alone
+//! (`ids::trace_id`), so every agent that sees the packet writes into the same
+//! trace without talking to the others. Per agent and journey there is one
+//! root span (`<proto> journey`, from the first hop to the last) and one child
+//! span per hop, in time order, that starts at the previous hop and ends at
+//! this one: its duration is the hop's `latency_ns` in `--output json`. The
+//! first hop, which has no latency, is a 1 ns span at its own time (zero-length
+//! spans are rejected as invalid by backends). Substeps (an OVS upcall)
+//! are children of the hop they are nested in; CPU intervals are children of
+//! the root. A drop sets the error status on the hop and the root, with the
+//! kernel's reason in `error.type` and in a `packet dropped` event.
+//!
+//! Span ids are deterministic too: the root's from the packet id, the host
+//! identity and the journey's start, the hops' from the root's and their
+//! index; so two hosts never collide while sharing the packet's trace.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+use crate::export::ids;
+use crate::export::view::{HopView, JourneyView};
+
+/// Number of spans `j` becomes.
+pub fn span_count(j: &JourneyView) -> usize {
+    1 + j.hops.len() + j.cpu_intervals.len()
+}
+
+fn time(unix_ns: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_ns)
+}
+
+/// `container.id` from a cgroup path: the 64-hex-digit id that docker,
+/// containerd, CRI-O and podman put in their scopes
+/// (`/system.slice/docker-<id>.scope`, `/kubepods/.../cri-containerd-<id>.scope`).
+pub fn container_id(cgroup: &str) -> Option<&str> {
+    cgroup
+        .split(['/', '-', '.', ':'])
+        .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn hop_attributes(h: &HopView) -> Vec<KeyValue> {
+    let mut a = Vec::with_capacity(16);
+    a.push(KeyValue::new("vnt.hook", h.hook.clone()));
+    a.push(KeyValue::new("vnt.hook.label", h.label.clone()));
+    a.push(KeyValue::new("vnt.plugin", h.plugin.clone()));
+    a.push(KeyValue::new("network.interface.name", h.interface.clone()));
+    a.push(KeyValue::new("vnt.ifindex", i64::from(h.ifindex)));
+    a.push(KeyValue::new("vnt.netns", i64::from(h.netns)));
+    if let Some(n) = &h.netns_name {
+        a.push(KeyValue::new("vnt.netns.name", n.clone()));
+    }
+    if let Some(o) = &h.netns_owner {
+        a.push(KeyValue::new("vnt.netns.pid", i64::from(o.pid)));
+        if let Some(c) = &o.comm {
+            a.push(KeyValue::new("vnt.netns.comm", c.clone()));
+        }
+        if let Some(cg) = &o.cgroup {
+            a.push(KeyValue::new("vnt.netns.cgroup", cg.clone()));
+            if let Some(id) = container_id(cg) {
+                a.push(KeyValue::new("container.id", id.to_string()));
+            }
+        }
+    }
+    a.push(KeyValue::new("vnt.direction", h.direction));
+    match h.direction {
+        "tx" => a.push(KeyValue::new("network.io.direction", "transmit")),
+        "rx" => a.push(KeyValue::new("network.io.direction", "receive")),
+        _ => {}
+    }
+    a.push(KeyValue::new("cpu.logical_number", i64::from(h.cpu)));
+    a.push(KeyValue::new("vnt.packet.length", i64::from(h.len)));
+    a.push(KeyValue::new("vnt.latency_ns", h.latency_ns as i64));
+    if let Some(d) = &h.drop {
+        a.push(KeyValue::new("error.type", d.reason.clone()));
+        a.push(KeyValue::new("vnt.drop.reason", d.reason.clone()));
+        a.push(KeyValue::new("vnt.drop.code", i64::from(d.code)));
+    }
+    a
+}
+
+fn root_attributes(j: &JourneyView) -> Vec<KeyValue> {
+    let f = &j.flow;
+    let mut a = Vec::with_capacity(14);
+    a.push(KeyValue::new("network.transport", f.proto.clone()));
+    a.push(KeyValue::new(
+        "network.type",
+        if f.family == 6 { "ipv6" } else { "ipv4" },
+    ));
+    a.push(KeyValue::new("source.address", f.src.clone()));
+    if f.sport != 0 {
+        a.push(KeyValue::new("source.port", i64::from(f.sport)));
+    }
+    a.push(KeyValue::new("destination.address", f.dst.clone()));
+    if f.dport != 0 {
+        a.push(KeyValue::new("destination.port", i64::from(f.dport)));
+    }
+    a.push(KeyValue::new("vnt.packet.id", j.pkt_id.clone()));
+    a.push(KeyValue::new("vnt.packet.length", i64::from(j.len)));
+    a.push(KeyValue::new("vnt.journey.end", j.end));
+    let hops = j.hops.iter().filter(|h| h.parent_hook.is_none()).count();
+    a.push(KeyValue::new("vnt.journey.hops", hops as i64));
+    if let Some(first) = j.hops.first() {
+        a.push(KeyValue::new("vnt.plugin", first.plugin.clone()));
+    }
+    if let Some(d) = j.hops.iter().rev().find_map(|h| h.drop.as_ref()) {
+        a.push(KeyValue::new("error.type", d.reason.clone()));
+    }
+    a
+}
+
+#[allow(clippy::too_many_arguments)]
+fn span(
+    trace: TraceId,
+    id: [u8; 8],
+    parent: SpanId,
+    name: Cow<'static, str>,
+    start: u64,
+    end: u64,
+    attributes: Vec<KeyValue>,
+    events: Vec<Event>,
+    status: Status,
+    scope: &InstrumentationScope,
+) -> SpanData {
+    let mut span_events = SpanEvents::default();
+    span_events.events = events;
+    SpanData {
+        span_context: SpanContext::new(
+            trace,
+            SpanId::from_bytes(id),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name,
+        start_time: time(start),
+        // Backends treat zero-length spans as broken (Jaeger rewrites them
+        // with a warning): a hop with no time since the previous one (the
+        // first hop) lasts 1 ns. `vnt.latency_ns` keeps the exact value.
+        end_time: time(end.max(start + 1)),
+        attributes,
+        dropped_attributes_count: 0,
+        events: span_events,
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+/// Append the spans of `j`, seen by the host whose key is `host`, to `out`
+/// (root first, then hops in time order, then CPU intervals).
+pub fn journey_spans(
+    j: &JourneyView,
+    host: u64,
+    scope: &InstrumentationScope,
+    out: &mut Vec<SpanData>,
+) {
+    let trace = TraceId::from_bytes(ids::trace_id(j.id));
+    let root_id = ids::root_span_id(j.id, host, j.start_unix_nano);
+    let root = SpanId::from_bytes(root_id);
+    let drop_hop = j.hops.iter().rev().find(|h| h.drop.is_some());
+    let root_status = match drop_hop.and_then(|h| h.drop.as_ref().map(|d| (h, d))) {
+        Some((h, d)) => Status::Error {
+            description: format!("dropped at {}: {}", h.interface, d.reason).into(),
+        },
+        None => Status::Unset,
+    };
+    out.push(span(
+        trace,
+        root_id,
+        SpanId::INVALID,
+        format!("{} journey", j.flow.proto).into(),
+        j.start_unix_nano,
+        j.start_unix_nano.saturating_add(j.duration_ns),
+        root_attributes(j),
+        vec![],
+        root_status,
+        scope,
+    ));
+
+    // Span ids of the hops so far, to nest substeps under their parent hop.
+    let mut hop_ids: Vec<(&str, SpanId)> = Vec::with_capacity(j.hops.len());
+    for (i, h) in j.hops.iter().enumerate() {
+        let id = ids::child_span_id(root_id, i as u32 + 1);
+        let name: Cow<'static, str> = if h.label.is_empty() {
+            format!("{} {}", h.plugin, h.hook).into()
+        } else {
+            format!("{} {}", h.plugin, h.label).into()
+        };
+        let (parent, start, end) = match (&h.parent_hook, h.duration_ns) {
+            (Some(parent_hook), d) => {
+                let parent = hop_ids
+                    .iter()
+                    .rev()
+                    .find(|(hook, _)| *hook == parent_hook.as_str())
+                    .map_or(root, |(_, id)| *id);
+                (
+                    parent,
+                    h.ts_unix_nano,
+                    h.ts_unix_nano.saturating_add(d.unwrap_or(0)),
+                )
+            }
+            (None, _) => (
+                root,
+                h.ts_unix_nano.saturating_sub(h.latency_ns),
+                h.ts_unix_nano,
+            ),
+        };
+        let (status, events) = match &h.drop {
+            Some(d) => (
+                Status::Error {
+                    description: d.reason.clone().into(),
+                },
+                vec![Event::new(
+                    "packet dropped",
+                    time(h.ts_unix_nano),
+                    vec![
+                        KeyValue::new("vnt.drop.reason", d.reason.clone()),
+                        KeyValue::new("vnt.drop.code", i64::from(d.code)),
+                        KeyValue::new("network.interface.name", h.interface.clone()),
+                    ],
+                    0,
+                )],
+            ),
+            None => (Status::Unset, vec![]),
+        };
+        out.push(span(
+            trace,
+            id,
+            parent,
+            name,
+            start,
+            end,
+            hop_attributes(h),
+            events,
+            status,
+            scope,
+        ));
+        if h.parent_hook.is_none() {
+            hop_ids.push((h.hook.as_str(), SpanId::from_bytes(id)));
+        }
+    }
+
+    let base = j.hops.len() as u32 + 1;
+    for (k, iv) in j.cpu_intervals.iter().enumerate() {
+        out.push(span(
+            trace,
+            ids::child_span_id(root_id, base + k as u32),
+            root,
+            format!("{} cpu {}", iv.plugin, iv.hook).into(),
+            iv.start_unix_nano,
+            iv.start_unix_nano.saturating_add(iv.duration_ns),
+            vec![
+                KeyValue::new("vnt.plugin", iv.plugin.clone()),
+                KeyValue::new("vnt.hook", iv.hook.clone()),
+                KeyValue::new("cpu.logical_number", i64::from(iv.cpu)),
+                KeyValue::new("vnt.interval.detail", i64::from(iv.detail)),
+            ],
+            vec![],
+            Status::Unset,
+            scope,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::view::{DropView, FlowView, IntervalView, OwnerView};
+    use opentelemetry::Value;
+
+    fn hop(hook: &str, label: &str, iface: &str, ts: u64, latency: u64) -> HopView {
+        HopView {
+            hook: hook.into(),
+            label: label.into(),
+            plugin: "veth".into(),
+            interface: iface.into(),
+            ifindex: 7,
+            netns: 4026532000,
+            netns_name: Some("c1".into()),
+            netns_owner: Some(OwnerView {
+                pid: 42,
+                comm: Some("nginx".into()),
+                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+            }),
+            direction: "tx",
+            cpu: 1,
+            len: 100,
+            ts_unix_nano: ts,
+            latency_ns: latency,
+            drop: None,
+            parent_hook: None,
+            duration_ns: None,
+        }
+    }
+
+    fn journey() -> JourneyView {
+        let mut drop = hop("skb:kfree_skb", "drop", "h2", 1_000_900, 400);
+        drop.drop = Some(DropView {
+            reason: "NETFILTER_DROP".into(),
+            code: 12,
+        });
+        let mut sub = hop("ovs:upcall", "upcall", "h1", 1_000_200, 0);
+        sub.parent_hook = Some("net:netif_rx".into());
+        sub.duration_ns = Some(50);
+        JourneyView {
+            kind: "journey",
+            trace_id: ids::hex(&ids::trace_id(99)),
+            pkt_id: format!("{:016x}", 99),
+            id: 99,
+            end: "dropped",
+            flow: FlowView {
+                src: "10.0.0.1".into(),
+                dst: "10.0.0.2".into(),
+                sport: 4000,
+                dport: 53,
+                proto: "udp".into(),
+                family: 4,
+            },
+            len: 100,
+            start_unix_nano: 1_000_000,
+            duration_ns: 900,
+            hops: vec![
+                hop("net:net_dev_start_xmit", "xmit", "c1", 1_000_000, 0),
+                hop("net:netif_rx", "backlog", "h1", 1_000_100, 100),
+                sub,
+                hop("net:netif_receive_skb", "receive", "h1", 1_000_500, 400),
+                drop,
+            ],
+            cpu_intervals: vec![IntervalView {
+                plugin: "xen-sched".into(),
+                hook: "steal".into(),
+                cpu: 1,
+                start_unix_nano: 1_000_010,
+                duration_ns: 20,
+                detail: 2,
+            }],
+        }
+    }
+
+    fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
+    }
+
+    fn ns(t: SystemTime) -> u64 {
+        t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
+
+    #[test]
+    fn one_root_and_one_span_per_hop_timed_by_hop_latency() {
+        let j = journey();
+        let scope = InstrumentationScope::builder("vnt-agent").build();
+        let mut out = vec![];
+        journey_spans(&j, 5, &scope, &mut out);
+        assert_eq!(out.len(), span_count(&j));
+        let trace = TraceId::from_bytes(ids::trace_id(99));
+        assert!(out.iter().all(|s| s.span_context.trace_id() == trace));
+        let root = &out[0];
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        assert_eq!(root.name, "udp journey");
+        assert_eq!(ns(root.start_time), 1_000_000);
+        assert_eq!(ns(root.end_time), 1_000_900);
+        let root_id = root.span_context.span_id();
+        // hops: parent is the root, duration is latency_ns, time order kept
+        for (s, h) in out[1..].iter().zip(&j.hops) {
+            if h.parent_hook.is_some() {
+                continue;
+            }
+            assert_eq!(s.parent_span_id, root_id);
+            assert_eq!(ns(s.start_time), h.ts_unix_nano - h.latency_ns);
+            assert_eq!(ns(s.end_time) - ns(s.start_time), h.latency_ns.max(1));
+            assert_eq!(
+                attr(s, "network.interface.name"),
+                Some(&Value::from(h.interface.clone()))
+            );
+            assert_eq!(attr(s, "vnt.hook"), Some(&Value::from(h.hook.clone())));
+            assert_eq!(attr(s, "vnt.plugin"), Some(&Value::from("veth")));
+            assert_eq!(attr(s, "vnt.netns"), Some(&Value::from(4026532000i64)));
+        }
+        assert_eq!(out[1].name, "veth xmit");
+        assert_eq!(ns(out[1].start_time), 1_000_000);
+        assert_eq!(ns(out[1].end_time), 1_000_001, "first hop: 1 ns, not 0");
+        // the substep nests under the netif_rx hop and lasts its duration
+        assert_eq!(out[3].parent_span_id, out[2].span_context.span_id());
+        assert_eq!(ns(out[3].end_time) - ns(out[3].start_time), 50);
+        // the CPU interval hangs off the root
+        assert_eq!(out[6].parent_span_id, root_id);
+        // ids are unique within the trace
+        let ids: std::collections::HashSet<_> =
+            out.iter().map(|s| s.span_context.span_id()).collect();
+        assert_eq!(ids.len(), out.len());
+        assert_eq!(
+            attr(&out[1], "container.id"),
+            Some(&Value::from("ab".repeat(32)))
+        );
+        assert_eq!(
+            attr(&out[1], "network.io.direction"),
+            Some(&Value::from("transmit"))
+        );
+        assert_eq!(attr(root, "destination.port"), Some(&Value::from(53i64)));
+    }
+
+    #[test]
+    fn a_drop_is_an_error_with_the_reason_in_an_event() {
+        let j = journey();
+        let scope = InstrumentationScope::builder("vnt-agent").build();
+        let mut out = vec![];
+        journey_spans(&j, 5, &scope, &mut out);
+        let drop = &out[5];
+        assert_eq!(
+            drop.status,
+            Status::Error {
+                description: "NETFILTER_DROP".into()
+            }
+        );
+        assert_eq!(
+            attr(drop, "error.type"),
+            Some(&Value::from("NETFILTER_DROP"))
+        );
+        let ev = &drop.events.events[0];
+        assert_eq!(ev.name, "packet dropped");
+        assert!(ev
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "vnt.drop.reason"
+                && kv.value == Value::from("NETFILTER_DROP")));
+        assert!(
+            matches!(&out[0].status, Status::Error { description } if description.contains("NETFILTER_DROP") && description.contains("h2"))
+        );
+        // hops before the drop are not errors
+        assert_eq!(out[1].status, Status::Unset);
+    }
+
+    #[test]
+    fn two_hosts_share_the_trace_but_no_span_id() {
+        let j = journey();
+        let scope = InstrumentationScope::builder("vnt-agent").build();
+        let (mut a, mut b) = (vec![], vec![]);
+        journey_spans(&j, ids::host_key(&["a"]), &scope, &mut a);
+        journey_spans(&j, ids::host_key(&["b"]), &scope, &mut b);
+        assert_eq!(a[0].span_context.trace_id(), b[0].span_context.trace_id());
+        let ids_a: std::collections::HashSet<_> =
+            a.iter().map(|s| s.span_context.span_id()).collect();
+        assert!(b.iter().all(|s| !ids_a.contains(&s.span_context.span_id())));
+    }
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "0123456789abcdef".repeat(4);
+        for path in [
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/kubepods/besteffort/pod1/cri-containerd-{id}.scope"),
+            format!("/docker/{id}"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+        ] {
+            assert_eq!(container_id(&path), Some(id.as_str()), "{path}");
+        }
+        assert_eq!(
+            container_id("/user.slice/user-0.slice/session-1.scope"),
+            None
+        );
+    }
+}
