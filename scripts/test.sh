@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every test: unit, plugin conformance, privileged end-to-end on real eBPF
-# and real namespaces. Needs root (eBPF, namespaces). With CI=true nothing may
-# skip: a machine that cannot load eBPF fails here, loudly.
+# and real namespaces, then the same inside Debian's 6.1 and 6.12 kernels in VMs
+# (scripts/vm-test.sh). Needs root (eBPF, namespaces). With CI=true nothing may
+# skip: a machine that cannot load eBPF, or a guest that cannot boot, fails here, loudly.
 #   scripts/test.sh            all tiers
 #   scripts/test.sh --quick    unit tests only (no root needed)
 set -euo pipefail
@@ -41,9 +42,29 @@ if [ ! -r /sys/kernel/btf/vmlinux ]; then
   exit 1
 fi
 
+step "OpenTelemetry tools: Jaeger v2, docker compose, promtool (built from their Go modules once, cached)"
+# The OTLP tests (tests/tests/otel_*.rs) run these natively; the first build
+# of Jaeger takes several minutes on 2 cores, later runs find it cached.
+if ! command -v go >/dev/null 2>&1; then
+  echo "FAIL: Go is needed to build Jaeger, Compose and promtool for the OpenTelemetry tests (install Go >= 1.24)" >&2
+  exit 1
+fi
+tools_start=$(date +%s)
+VNT_JAEGER_BIN=$(scripts/ensure-jaeger.sh)
+export VNT_JAEGER_BIN
+scripts/ensure-compose.sh >/dev/null
+scripts/ensure-promtool.sh >/dev/null
+echo "OpenTelemetry tools ready in $(( $(date +%s) - tools_start )) s"
+
 step "privileged end-to-end tests (real eBPF, real namespaces)"
+# The VM tier's driver (tests/tests/vm_kernels.rs) runs in its own step below.
 VNT_AGENT_BIN="$PWD/target/release/vnt-agent" \
-  cargo test -p vnt-tests --release -- --test-threads=1
+  cargo test -p vnt-tests --release -- --test-threads=1 --skip vm_tier_
+
+step "VM tier: the privileged tests inside Debian 6.1 and 6.12 kernels (virtme-ng, TCG)"
+vm_start=$(date +%s)
+scripts/vm-test.sh
+echo "VM tier took $(( $(date +%s) - vm_start )) s"
 
 echo
 echo "all tiers passed in $(( $(date +%s) - start )) s"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vnt_agent::config::{self, Config, FlagLayer, OutputFormat};
+use vnt_agent::config::{self, Config, FlagLayer, FlagOtlp, OutputFormat};
 use vnt_agent::plugin_host;
 use vnt_agent::run::{self, RunError};
 
@@ -18,14 +18,21 @@ FILTER (--filter): primitives joined by `and`, checked in the kernel before any 
 
 SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, decided in the
   kernel the same way at every hook and on every host, so a kept packet is kept everywhere.
+  Default `auto`: every packet when --filter narrows what is traced, 1/100 when it does not.
 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
   Keys: plugins, plugin_dirs, filter, sample, output, duration, ready_file, btf,
-  [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME).
+  [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME);
+  [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
 
 PLUGINS are found as libvnt_plugin_NAME.so in: --plugin-dir, $VNT_PLUGIN_PATH, the agent's own
   directory and ../lib/vnt/plugins beside it, /usr/local/lib/vnt/plugins, /usr/lib/vnt/plugins.
+
+OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_ENDPOINT) sends
+  each journey as a trace (root span + one span per hop) and metrics over OTLP; --output keeps
+  working alongside (`--output none` for OTLP only). OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS,
+  OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured; see docs/otel.md.
 
 EXIT CODES: 0 ok, 1 runtime error, 2 bad configuration or usage, 3 plugin error,
   4 kernel/eBPF error (permissions, missing BTF, probe that cannot attach).
@@ -55,7 +62,7 @@ struct Cli {
     #[arg(short, long, value_name = "EXPR")]
     filter: Option<String>,
 
-    /// Keep one packet in N: `1/N`, `N` or `all` [default: 1/1].
+    /// Keep one packet in N: `1/N`, `N`, `all` or `auto` [default: auto = 1/1 with --filter, 1/100 without].
     #[arg(short, long, value_name = "1/N")]
     sample: Option<String>,
 
@@ -79,6 +86,18 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     btf: Option<PathBuf>,
 
+    /// Send journeys (traces) and metrics to this OTLP collector, e.g. http://localhost:4317.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// OTLP transport [default: grpc].
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    otlp_protocol: Option<String>,
+
+    /// OTLP request header / gRPC metadata KEY=VALUE (repeatable), e.g. authorization=Bearer...
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
+    otlp_headers: Vec<String>,
+
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
     #[arg(long, value_name = "LEVEL", env = "VNT_LOG", default_value = "info")]
     log_level: String,
@@ -88,6 +107,10 @@ struct Cli {
 enum Command {
     /// List the plugins found on the search path, with their probes.
     Plugins,
+    /// Report the kernel's eBPF features and, for every probe of the plugins, the hook
+    /// variant a run would use or why none can (each is really loaded and attached, then
+    /// detached). Exit 0 when every required probe can attach, 4 when one cannot.
+    Check(vnt_agent::check::CheckArgs),
 }
 
 fn init_logging(level: &str) {
@@ -158,6 +181,19 @@ fn main() -> ExitCode {
         duration: cli.duration,
         ready_file: cli.ready_file.clone(),
         btf: cli.btf.clone(),
+        otlp: FlagOtlp {
+            endpoint: cli.otlp_endpoint.clone(),
+            protocol: cli.otlp_protocol.clone(),
+            headers: (!cli.otlp_headers.is_empty()).then(|| {
+                cli.otlp_headers
+                    .iter()
+                    .map(|h| match h.split_once('=') {
+                        Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+                        None => (h.trim().to_string(), String::new()),
+                    })
+                    .collect()
+            }),
+        },
     };
     let cfg = match config::figment(cli.config.as_deref(), &flags)
         .and_then(|f| Config::from_figment(&f))
@@ -171,6 +207,9 @@ fn main() -> ExitCode {
 
     if let Some(Command::Plugins) = cli.command {
         return list_plugins(&cfg.plugin_dirs);
+    }
+    if let Some(Command::Check(args)) = &cli.command {
+        return vnt_agent::check::main(args, &cfg);
     }
 
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -190,6 +229,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vnt-agent: {e}");
             ExitCode::from(match e {
+                RunError::Otlp(_) => 2,
                 RunError::Plugin(_) | RunError::NoPlugins => 3,
                 RunError::Probe(_) | RunError::Kernel(_) => 4,
                 RunError::Io(_) => 1,

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use vnt_plugin_api::Observation;
 
 use crate::config::Config;
+use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::view::PluginSummary;
 use crate::export::{JourneyView, Names, Output, Summary};
 use crate::journey::Builder;
@@ -37,6 +38,9 @@ pub enum RunError {
     /// Kernel prerequisites missing (BTF).
     #[error("{0}")]
     Kernel(String),
+    /// OTLP export could not be set up.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
     /// No plugin requested.
     #[error("no plugins requested: pass --plugins NAME[,NAME..] (see `vnt-agent plugins` for the available ones)")]
     NoPlugins,
@@ -196,6 +200,8 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
         loaded.push(p);
     }
+    // Before the kernel too: a bad TLS file or endpoint costs nothing.
+    let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
     let btf = probes::kernel_btf(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
     let btf_path = cfg
@@ -251,6 +257,12 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         write_ready_file(path, &summary.plugins)?;
     }
     tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
+    if cfg.sample_n > 1 && cfg.filter_text.trim().is_empty() {
+        tracing::info!(
+            "no --filter: keeping one packet in {}; pass --sample 1/1 to keep every packet",
+            cfg.sample_n
+        );
+    }
 
     let mut output = Output::new(cfg.output, out);
     let mut netns = NetnsResolver::default();
@@ -265,10 +277,12 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock_refresh = tokio::time::Instant::now();
+    let mut health_refresh = tokio::time::Instant::now();
     let mut output_broken = false;
 
     let emit = |done: &mut Vec<_>,
                 output: &mut Output,
+                otlp: &mut Option<Otlp>,
                 netns: &mut NetnsResolver,
                 clock: WallClock,
                 metas: &[PluginMeta],
@@ -289,6 +303,9 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             let view = JourneyView::new(&j, &mut names);
             if output.journey(&view).is_err() {
                 *broken = true;
+            }
+            if let Some(o) = otlp.as_mut() {
+                o.journey(view);
             }
         }
         if output.flush().is_err() {
@@ -311,6 +328,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             },
             _ = tick.tick() => {
                 builder.expire(monotonic_ns(), &mut done);
+                if let Some(o) = &otlp {
+                    if health_refresh.elapsed() >= Duration::from_secs(1) {
+                        summary.set_builder(builder.stats());
+                        o.health().update_from(&summary, stats.iter().map(|s| s.read().lost).sum());
+                        health_refresh = tokio::time::Instant::now();
+                    }
+                }
                 if clock_refresh.elapsed() > Duration::from_secs(10) {
                     clock = WallClock::measure();
                     clock_refresh = tokio::time::Instant::now();
@@ -323,6 +347,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         emit(
             &mut done,
             &mut output,
+            &mut otlp,
             &mut netns,
             clock,
             &metas,
@@ -353,6 +378,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     emit(
         &mut done,
         &mut output,
+        &mut otlp,
         &mut netns,
         clock,
         &metas,
@@ -367,6 +393,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     }
     summary.events_lost = summary.kernel.lost;
     summary.set_builder(builder.stats());
+    if let Some(o) = otlp.take() {
+        o.health().update_from(&summary, summary.events_lost);
+        let (details, exported) = o.shutdown();
+        summary.set_otlp(details, exported);
+    }
     if !output_broken {
         let _ = output.summary(&summary);
         let _ = output.flush();

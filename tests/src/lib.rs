@@ -12,9 +12,13 @@
 pub mod agent;
 pub mod bpftrace;
 pub mod journey;
+pub mod kernel;
 pub mod netns;
+pub mod otel;
 pub mod topology;
 pub mod traffic;
+pub mod two_hosts;
+pub mod vm;
 
 pub use agent::{Agent, AgentBuilder, AgentOutput};
 pub use journey::{

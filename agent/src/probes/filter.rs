@@ -355,6 +355,25 @@ pub struct KernelFilter {
 
 const _: () = assert!(std::mem::size_of::<KernelFilter>() == 16 + 3 * 20 + 16 + 4 + 4 * MAX_NETNS);
 
+impl KernelFilter {
+    /// The `dev` filter's interface name, when set (TC probes attach there).
+    pub fn dev(&self) -> Option<String> {
+        if self.flags & flag::DEV == 0 {
+            return None;
+        }
+        let end = self.dev.iter().position(|&b| b == 0).unwrap_or(16);
+        Some(String::from_utf8_lossy(&self.dev[..end]).into_owned())
+    }
+
+    /// The `netns` filter's namespace inodes (empty: every namespace).
+    pub fn netns(&self) -> &[u32] {
+        if self.flags & flag::NETNS == 0 {
+            return &[];
+        }
+        &self.netns[..(self.netns_count as usize).min(MAX_NETNS)]
+    }
+}
+
 // SAFETY: `KernelFilter` is `repr(C)`, `Copy`, made only of integers and
 // integer arrays with explicit padding fields, so every byte is initialised.
 unsafe impl aya::Pod for KernelFilter {}
@@ -384,6 +403,8 @@ mod tests {
         let k = f.to_kernel(10);
         assert_eq!(k.flags, 0x3ff);
         assert_eq!(&k.dev[..6], b"veth0\0");
+        assert_eq!(k.dev().as_deref(), Some("veth0"));
+        assert_eq!(k.netns(), &[4026531840, 4026532000]);
         assert_eq!(k.host.addr[..4], [10, 1, 0, 0]);
         assert_eq!(k.host.prefix_len, 16);
         assert_eq!(k.sample_n, 10);

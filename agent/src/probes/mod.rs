@@ -1,15 +1,23 @@
 //! Loading a plugin's eBPF object with aya, picking for each probe the first
 //! hook alternative the running kernel accepts, attaching it, and reading the
 //! object's ring buffer and counters.
+//!
+//! `VNT_DENY_HOOKS=fentry,kprobe` makes the agent skip alternatives of those
+//! kinds, as if the kernel refused them: to compare variants on one kernel, or
+//! to keep kprobes off a production host (docs/kernels.md).
 
 pub mod filter;
 pub mod stats;
+pub mod tc;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Once;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint, SchedClassifier, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
+use serde::Serialize;
 use thiserror::Error;
 use vnt_plugin_api::HookKind;
 use zerocopy::IntoBytes;
@@ -62,6 +70,67 @@ pub enum ProbeError {
         /// One line per alternative with its error.
         tried: String,
     },
+    /// `VNT_DENY_HOOKS` names something that is not a hook kind.
+    #[error("{DENY_HOOKS_ENV}: {0}")]
+    DenyList(String),
+}
+
+/// Environment variable listing hook kinds the agent must not use.
+pub const DENY_HOOKS_ENV: &str = "VNT_DENY_HOOKS";
+
+const KINDS: [HookKind; 7] = [
+    HookKind::TpBtf,
+    HookKind::RawTp,
+    HookKind::FEntry,
+    HookKind::KProbe,
+    HookKind::Tc,
+    HookKind::UProbe,
+    HookKind::TracePoint,
+];
+
+/// Parse a deny list: hook kind names (`fentry`, `kprobe`, `tp_btf`, ...)
+/// separated by commas.
+pub fn parse_deny_list(text: &str) -> Result<Vec<HookKind>, String> {
+    let mut out = Vec::new();
+    for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let kind = KINDS
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == word)
+            .ok_or_else(|| {
+                format!(
+                    "`{word}` is not a hook kind; expected some of: {}",
+                    KINDS.map(HookKind::as_str).join(", ")
+                )
+            })?;
+        out.push(kind);
+    }
+    Ok(out)
+}
+
+/// The hook kinds `VNT_DENY_HOOKS` denies (none when unset).
+pub fn denied_kinds() -> Result<Vec<HookKind>, ProbeError> {
+    match std::env::var(DENY_HOOKS_ENV) {
+        Ok(v) => parse_deny_list(&v).map_err(ProbeError::DenyList),
+        Err(_) => Ok(vec![]),
+    }
+}
+
+/// One alternative that was not used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AltFailure {
+    /// `kind:target`, e.g. `fentry:veth_xmit`.
+    pub hook: String,
+    /// Program name in the object.
+    pub program: String,
+    /// Why it was not used.
+    pub error: String,
+}
+
+impl fmt::Display for AltFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.hook, self.program, self.error)
+    }
 }
 
 /// What happened to one probe.
@@ -69,10 +138,16 @@ pub enum ProbeError {
 pub struct ProbeChoice {
     /// Probe name.
     pub probe: String,
+    /// Whether the plugin declared it required.
+    pub required: bool,
     /// The alternative in use: kind and target.
     pub chosen: Option<(HookKind, String)>,
+    /// The program of the alternative in use.
+    pub program: Option<String>,
+    /// Where it attached, when that says more than the target (TC interfaces).
+    pub detail: Option<String>,
     /// Alternatives tried before (or instead of) the chosen one, with errors.
-    pub failures: Vec<String>,
+    pub failures: Vec<AltFailure>,
 }
 
 impl fmt::Display for ProbeChoice {
@@ -96,19 +171,78 @@ pub struct Attached {
     pub choices: Vec<ProbeChoice>,
 }
 
+/// Where the kernel publishes its own BTF.
+pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
+
 /// The running kernel's BTF, from `--btf` or `/sys/kernel/btf/vmlinux`.
-pub fn kernel_btf(path: Option<&std::path::Path>) -> Result<Btf, String> {
+pub fn kernel_btf(path: Option<&Path>) -> Result<Btf, String> {
     match path {
-        Some(p) => Btf::parse_file(p, aya::Endianness::default())
-            .map_err(|e| format!("cannot read BTF from {}: {e}", p.display())),
-        None => Btf::from_sys_fs().map_err(|e| {
-            format!("cannot read kernel BTF from /sys/kernel/btf/vmlinux ({e}); this kernel needs CONFIG_DEBUG_INFO_BTF=y, or pass --btf PATH")
+        Some(p) => Btf::parse_file(p, aya::Endianness::default()).map_err(|e| {
+            format!(
+                "cannot read BTF from {} (--btf): {}",
+                p.display(),
+                describe(&e)
+            )
         }),
+        None if !Path::new(SYS_BTF).exists() => Err(format!(
+            "this kernel publishes no BTF ({SYS_BTF} is missing: it was built without \
+             CONFIG_DEBUG_INFO_BTF=y) and no --btf PATH was given; pass the kernel's BTF with \
+             --btf (e.g. from the distribution's debug package, or \
+             `pahole --btf_encode_detached FILE vmlinux`)"
+        )),
+        None => Btf::from_sys_fs()
+            .map_err(|e| format!("cannot read kernel BTF from {SYS_BTF}: {}", describe(&e))),
     }
 }
 
+/// Effective capabilities of this process (`CapEff` in /proc/self/status).
+pub fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Capability numbers (linux/capability.h).
+pub mod cap {
+    /// CAP_NET_ADMIN.
+    pub const NET_ADMIN: u32 = 12;
+    /// CAP_SYS_ADMIN.
+    pub const SYS_ADMIN: u32 = 21;
+    /// CAP_SYS_RESOURCE.
+    pub const SYS_RESOURCE: u32 = 24;
+    /// CAP_PERFMON.
+    pub const PERFMON: u32 = 38;
+    /// CAP_BPF.
+    pub const BPF: u32 = 39;
+}
+
+/// Whether this process may load tracing programs (so an EPERM is the
+/// kernel's refusal, not missing privileges).
+fn privileged() -> bool {
+    effective_capabilities().is_some_and(|c| {
+        let has = |n: u32| c & (1 << n) != 0;
+        has(cap::SYS_ADMIN) || (has(cap::BPF) && has(cap::PERFMON))
+    })
+}
+
+/// The module a kernel function lives in, from /proc/kallsyms (`None`: in
+/// vmlinux, or not found).
+fn module_of(func: &str) -> Option<String> {
+    let syms = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    syms.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        let (_addr, _kind, name, module) = (w.next()?, w.next()?, w.next()?, w.next()?);
+        (name == func).then(|| module.trim_matches(['[', ']']).to_string())
+    })
+}
+
+fn function_exists(func: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms")
+        .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().nth(2) == Some(func)))
+}
+
 /// Error text of an aya error with its causes, the verifier log cut to its last lines.
-fn describe(e: &dyn std::error::Error) -> String {
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(cause) = src {
@@ -148,14 +282,73 @@ fn aligned(bytes: &[u8]) -> Vec<u64> {
     v
 }
 
-fn attach_one(ebpf: &mut Ebpf, alt: &ProbeAltInfo, btf: &Btf) -> Result<(), String> {
+/// A clearer reason for the commonest refusals, appended to aya's text.
+fn hint(kind: HookKind, target: &str, error: &str) -> Option<String> {
+    match kind {
+        HookKind::KProbe if !Path::new("/sys/bus/event_source/devices/kprobe").exists() => Some(
+            "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices: \
+             CONFIG_KPROBES / CONFIG_KPROBE_EVENTS are off)"
+                .into(),
+        ),
+        HookKind::KProbe if !function_exists(target) => Some(format!(
+            "no function `{target}` in /proc/kallsyms (not in this kernel, or its module is not loaded)"
+        )),
+        HookKind::FEntry
+            if error.to_lowercase().contains("unknown btf type") || error.contains("not found") =>
+        {
+            Some(match module_of(target) {
+                Some(m) => format!(
+                    "`{target}` is in module `{m}`, not vmlinux; fentry on module functions needs \
+                     module BTF, which this agent's aya 0.14 cannot use"
+                ),
+                None => format!("no function `{target}` in the kernel's BTF"),
+            })
+        }
+        HookKind::TpBtf if error.to_lowercase().contains("unknown btf type") => Some(format!(
+            "no tracepoint `{target}` in the kernel's BTF (no `btf_trace_{target}`)"
+        )),
+        HookKind::RawTp if error.contains("No such file or directory") => {
+            Some(format!("no tracepoint `{target}` in this kernel"))
+        }
+        HookKind::FEntry | HookKind::TpBtf
+            if (error.contains("Operation not permitted") || error.contains("os error 1)"))
+                && privileged() =>
+        {
+            Some(format!(
+                "this kernel refuses {kind} programs even to a process holding CAP_BPF and \
+                 CAP_SYS_ADMIN (EPERM: a kernel or security-module policy, not missing privileges)"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Load and attach one alternative. `Ok` carries where a TC program went.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    alt: &ProbeAltInfo,
+    btf: &Btf,
+    placement: tc::Placement<'_>,
+) -> Result<Option<String>, String> {
     let kind = alt
         .kind
         .ok_or_else(|| format!("hook kind {} is unknown to this agent", alt.raw_kind))?;
     let prog = ebpf
         .program_mut(&alt.program)
         .ok_or_else(|| format!("program `{}` is not in the object", alt.program))?;
-    let err = |e: &dyn std::error::Error| describe(e);
+    let err = |e: &dyn std::error::Error| {
+        let text = describe(e);
+        // aya appends the verifier log, empty when the kernel refused before verifying.
+        let text = text
+            .trim_end()
+            .trim_end_matches("Verifier output:")
+            .trim_end_matches(['.', ' '])
+            .to_string();
+        match hint(kind, &alt.target, &text) {
+            Some(h) => format!("{h}: {text}"),
+            None => text,
+        }
+    };
     match kind {
         HookKind::TpBtf => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(|e| err(&e))?;
@@ -185,26 +378,32 @@ fn attach_one(ebpf: &mut Ebpf, alt: &ProbeAltInfo, btf: &Btf) -> Result<(), Stri
             p.load().map_err(|e| err(&e))?;
             p.attach(cat, name).map_err(|e| err(&e))?;
         }
-        HookKind::Tc | HookKind::UProbe => {
+        HookKind::Tc => {
+            let p: &mut SchedClassifier = prog.try_into().map_err(|e| err(&e))?;
+            p.load().map_err(|e| err(&e))?;
+            return tc::attach(p, &alt.program, &alt.target, placement).map(Some);
+        }
+        HookKind::UProbe => {
             return Err(format!(
                 "{kind} hooks are not supported by this agent version yet"
             ));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// Load `meta`'s object with the filter and attach every probe.
-pub fn load_and_attach(
+/// Load `meta`'s object with the filter and the ring buffer size, without
+/// attaching anything.
+pub fn load_object(
     meta: &PluginMeta,
     btf: &Btf,
     filter: &KernelFilter,
     ringbuf_bytes: u32,
-) -> Result<Attached, ProbeError> {
-    let plugin = meta.name.clone();
+) -> Result<Ebpf, ProbeError> {
+    let plugin = &meta.name;
     let words = aligned(&meta.bpf_object);
     let bytes = &words.as_bytes()[..meta.bpf_object.len()];
-    let mut ebpf = EbpfLoader::new()
+    EbpfLoader::new()
         .btf(Some(btf))
         .override_global(FILTER_GLOBAL, filter, false)
         .map_max_entries(EVENTS_MAP, ringbuf_bytes)
@@ -221,62 +420,127 @@ pub fn load_and_attach(
                     detail: describe(&e),
                 }
             }
-        })?;
+        })
+}
 
+/// For every probe of `meta`, try its alternatives in order and keep the
+/// first that loads and attaches. Never fails: a probe without a working
+/// alternative has `chosen: None` and every reason in `failures`.
+pub fn attach_probes(
+    ebpf: &mut Ebpf,
+    meta: &PluginMeta,
+    btf: &Btf,
+    placement: tc::Placement<'_>,
+    deny: &[HookKind],
+) -> Vec<ProbeChoice> {
+    let plugin = &meta.name;
     let mut choices = Vec::with_capacity(meta.probes.len());
     for probe in &meta.probes {
         let mut choice = ProbeChoice {
             probe: probe.name.clone(),
+            required: probe.required,
             chosen: None,
+            program: None,
+            detail: None,
             failures: vec![],
         };
         for alt in &probe.alternatives {
-            match attach_one(&mut ebpf, alt, btf) {
-                Ok(()) => {
+            let hook = format!(
+                "{}:{}",
+                alt.kind
+                    .map(|k| k.as_str().to_string())
+                    .unwrap_or_else(|| alt.raw_kind.to_string()),
+                alt.target
+            );
+            let result = match alt.kind {
+                Some(k) if deny.contains(&k) => Err(format!(
+                    "not tried: `{k}` hooks are denied by {DENY_HOOKS_ENV}"
+                )),
+                _ => attach_one(ebpf, alt, btf, placement),
+            };
+            match result {
+                Ok(detail) => {
                     tracing::info!(
                         plugin = %plugin,
                         probe = %probe.name,
-                        hook = %format!("{}:{}", alt.kind.map(|k| k.as_str()).unwrap_or("?"), alt.target),
+                        hook = %hook,
                         program = %alt.program,
+                        skipped = choice.failures.len(),
+                        detail = detail.as_deref().unwrap_or(""),
                         "probe attached"
                     );
                     choice.chosen = alt.kind.map(|k| (k, alt.target.clone()));
+                    choice.program = Some(alt.program.clone());
+                    choice.detail = detail;
                     break;
                 }
                 Err(e) => {
-                    let kind = alt
-                        .kind
-                        .map(|k| k.to_string())
-                        .unwrap_or_else(|| alt.raw_kind.to_string());
-                    tracing::debug!(plugin = %plugin, probe = %probe.name, alternative = %kind, error = %e, "alternative failed");
-                    choice
-                        .failures
-                        .push(format!("  {kind}:{} ({}): {e}", alt.target, alt.program));
-                }
-            }
-        }
-        if choice.chosen.is_none() {
-            if probe.required {
-                let tried = choice.failures.join("\n");
-                if choice
-                    .failures
-                    .iter()
-                    .any(|f| f.contains("Operation not permitted"))
-                {
-                    return Err(ProbeError::Permission {
-                        plugin,
-                        detail: tried,
+                    tracing::debug!(plugin = %plugin, probe = %probe.name, alternative = %hook, error = %e, "alternative failed");
+                    choice.failures.push(AltFailure {
+                        hook,
+                        program: alt.program.clone(),
+                        error: e,
                     });
                 }
-                return Err(ProbeError::Required {
-                    plugin,
-                    probe: probe.name.clone(),
-                    tried,
-                });
             }
-            tracing::warn!(plugin = %plugin, probe = %probe.name, tried = %choice.failures.join("; "), "optional probe not attached");
         }
         choices.push(choice);
+    }
+    choices
+}
+
+/// Remove, once per process, the TC filters of agents that were killed.
+fn clean_start() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let cleaned = tc::remove_stale();
+        for r in &cleaned.removed {
+            tracing::info!(filter = %r, "removed a stale TC filter left by a killed agent");
+        }
+        for k in &cleaned.kept {
+            tracing::debug!(filter = %k, "recorded TC filter left alone");
+        }
+    });
+}
+
+/// Load `meta`'s object with the filter and attach every probe.
+pub fn load_and_attach(
+    meta: &PluginMeta,
+    btf: &Btf,
+    filter: &KernelFilter,
+    ringbuf_bytes: u32,
+) -> Result<Attached, ProbeError> {
+    clean_start();
+    let plugin = meta.name.clone();
+    let deny = denied_kinds()?;
+    let mut ebpf = load_object(meta, btf, filter, ringbuf_bytes)?;
+    let choices = attach_probes(&mut ebpf, meta, btf, tc::Placement::Filter(filter), &deny);
+    for choice in &choices {
+        if choice.chosen.is_some() {
+            continue;
+        }
+        let tried: Vec<String> = choice.failures.iter().map(|f| format!("  {f}")).collect();
+        if choice.required {
+            // EPERM from every alternative, without the privileges to load
+            // tracing programs: that is the user's to fix, not the kernel's.
+            if !privileged()
+                && choice
+                    .failures
+                    .iter()
+                    .all(|f| f.error.contains("Operation not permitted"))
+            {
+                return Err(ProbeError::Permission {
+                    plugin,
+                    detail: tried.join("\n"),
+                });
+            }
+            return Err(ProbeError::Required {
+                plugin,
+                probe: choice.probe.clone(),
+                tried: tried.join("\n"),
+            });
+        }
+        tracing::warn!(plugin = %plugin, probe = %choice.probe, tried = %tried.join(";"), "optional probe not attached");
     }
 
     let ringbuf_map = ebpf.take_map(EVENTS_MAP).ok_or(ProbeError::MissingMap {
@@ -301,4 +565,42 @@ pub fn load_and_attach(
         stats: KernelStats::new(stats),
         choices,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_lists_name_hook_kinds() {
+        assert_eq!(
+            parse_deny_list("fentry, kprobe").unwrap(),
+            [HookKind::FEntry, HookKind::KProbe]
+        );
+        assert_eq!(parse_deny_list("").unwrap(), []);
+        let e = parse_deny_list("fentry,kprobes").unwrap_err();
+        assert!(e.contains("`kprobes`") && e.contains("kprobe"), "{e}");
+    }
+
+    #[test]
+    fn missing_btf_file_is_named() {
+        let e = kernel_btf(Some(Path::new("/nonexistent/vmlinux"))).unwrap_err();
+        assert!(
+            e.contains("/nonexistent/vmlinux") && e.contains("--btf"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn alternative_failures_read_as_one_line() {
+        let f = AltFailure {
+            hook: "kprobe:veth_xmit".into(),
+            program: "veth_xmit_kprobe".into(),
+            error: "no kprobes".into(),
+        };
+        assert_eq!(
+            f.to_string(),
+            "kprobe:veth_xmit (veth_xmit_kprobe): no kprobes"
+        );
+    }
 }

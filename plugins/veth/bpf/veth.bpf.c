@@ -6,7 +6,12 @@
  *
  * Each hook is compiled twice from one body: as tp_btf (typed arguments,
  * preferred) and as raw_tp (for kernels whose BTF lacks the tracepoint's
- * typedef). The probe table in src/lib.rs lists them in that order.
+ * typedef). The transmit and the peer's receive have fentry and kprobe
+ * variants too, on the functions veth itself runs (veth_xmit, __netif_rx):
+ * they fire for veth traffic only, where the tracepoints fire for every
+ * device. All variants of a hook report the same hook id, so journeys are the
+ * same whichever one the kernel allows (docs/adr/005-hook-variants.md). The
+ * probe table in src/lib.rs lists them in preference order.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -145,4 +150,40 @@ SEC("raw_tp/kfree_skb")
 int BPF_PROG(veth_drop_raw, struct sk_buff *skb, void *location, int reason)
 {
 	return veth_drop(skb, reason);
+}
+
+/* ---- fentry / kprobe -------------------------------------------------------
+ *
+ * veth_xmit(skb, dev) is the veth's ndo_start_xmit: the tracepoint
+ * net_dev_start_xmit fires just before it, with the same skb (data at the
+ * Ethernet header) and device. __netif_rx(skb) is where veth_forward_skb()
+ * queues the packet to the peer's backlog, after eth_type_trans() set
+ * skb->dev to the peer and pulled the Ethernet header; the tracepoint
+ * netif_rx fires inside it. veth_xmit lives in the veth module on distro
+ * kernels, so fentry there needs module BTF (not supported by the agent's
+ * aya 0.14): the kprobe variant takes over.
+ */
+
+SEC("fentry/veth_xmit")
+int BPF_PROG(veth_xmit_fentry, struct sk_buff *skb, struct net_device *dev)
+{
+	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+}
+
+SEC("kprobe/veth_xmit")
+int BPF_KPROBE(veth_xmit_kprobe, struct sk_buff *skb, struct net_device *dev)
+{
+	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+}
+
+SEC("fentry/__netif_rx")
+int BPF_PROG(veth_rx_fentry, struct sk_buff *skb)
+{
+	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
+}
+
+SEC("kprobe/__netif_rx")
+int BPF_KPROBE(veth_rx_kprobe, struct sk_buff *skb)
+{
+	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
 }

@@ -5,7 +5,11 @@
 //! (`net:net_dev_start_xmit`), the peer queueing it to its backlog
 //! (`net:netif_rx`), the stack or bridge taking it (`net:netif_receive_skb`),
 //! and drops with the kernel's reason (`skb:kfree_skb`). Each has a tp_btf and
-//! a raw_tp program; the agent picks the first the kernel supports.
+//! a raw_tp program; the transmit and the backlog hop also have fentry and
+//! kprobe programs on the functions veth runs (`veth_xmit`, `__netif_rx`),
+//! preferred because they fire for veth traffic only. The agent picks the
+//! first alternative the kernel supports; every variant of a hook reports the
+//! same hook id (docs/adr/005-hook-variants.md).
 
 use vnt_plugin_api::{
     export_plugin, wire, DecodeError, HookKind, HookSpec, InitContext, LogLevel, Observation,
@@ -16,9 +20,9 @@ static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veth.bpf.o"
 
 /// Hook ids, as `enum veth_hook` in the C.
 pub mod hook {
-    /// `net:net_dev_start_xmit`.
+    /// `net:net_dev_start_xmit` (or `veth_xmit`, which runs right after it).
     pub const XMIT: u16 = 1;
-    /// `net:netif_rx`.
+    /// `net:netif_rx` (or `__netif_rx`, which it fires in).
     pub const RX: u16 = 2;
     /// `net:netif_receive_skb`.
     pub const RECEIVE: u16 = 3;
@@ -41,8 +45,41 @@ const fn tp(name: &'static str, btf: &'static str, raw: &'static str) -> [ProbeA
     ]
 }
 
-static XMIT: [ProbeAlternative; 2] = tp("net_dev_start_xmit", "veth_xmit_btf", "veth_xmit_raw");
-static RX: [ProbeAlternative; 2] = tp("netif_rx", "veth_rx_btf", "veth_rx_raw");
+/// fentry, then kprobe on a kernel function; then the tracepoint's tp_btf and raw_tp.
+const fn func_then_tp(
+    func: &'static str,
+    fentry: &'static str,
+    kprobe: &'static str,
+    tracepoint: [ProbeAlternative; 2],
+) -> [ProbeAlternative; 4] {
+    [
+        ProbeAlternative {
+            kind: HookKind::FEntry,
+            program: fentry,
+            target: func,
+        },
+        ProbeAlternative {
+            kind: HookKind::KProbe,
+            program: kprobe,
+            target: func,
+        },
+        tracepoint[0],
+        tracepoint[1],
+    ]
+}
+
+static XMIT: [ProbeAlternative; 4] = func_then_tp(
+    "veth_xmit",
+    "veth_xmit_fentry",
+    "veth_xmit_kprobe",
+    tp("net_dev_start_xmit", "veth_xmit_btf", "veth_xmit_raw"),
+);
+static RX: [ProbeAlternative; 4] = func_then_tp(
+    "__netif_rx",
+    "veth_rx_fentry",
+    "veth_rx_kprobe",
+    tp("netif_rx", "veth_rx_btf", "veth_rx_raw"),
+);
 static RECEIVE: [ProbeAlternative; 2] =
     tp("netif_receive_skb", "veth_receive_btf", "veth_receive_raw");
 static DROP: [ProbeAlternative; 2] = tp("kfree_skb", "veth_drop_btf", "veth_drop_raw");
@@ -205,6 +242,24 @@ mod tests {
                     a.program
                 );
             }
+        }
+    }
+
+    #[test]
+    fn function_variants_come_before_the_tracepoints() {
+        for p in [&PROBES[0], &PROBES[1]] {
+            let kinds: Vec<HookKind> = p.alternatives.iter().map(|a| a.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    HookKind::FEntry,
+                    HookKind::KProbe,
+                    HookKind::TpBtf,
+                    HookKind::RawTp
+                ],
+                "{}",
+                p.name
+            );
         }
     }
 
