@@ -41,7 +41,7 @@ const STEPS: [(&str, &str); 7] = [
 ];
 
 fn variants_line(kernel: &str, r: &serde_json::Value) -> String {
-    let mut s = format!("  {kernel:<26}");
+    let mut s = format!("  {kernel:<30}");
     for probe in ["veth_xmit", "veth_rx", "veth_receive", "veth_drop"] {
         let hook = r["plugins"]
             .as_array()
@@ -162,7 +162,7 @@ fn tier(series: &str) -> Result<()> {
     let host = kernel::check(&agent, &["--plugins", "veth"])?;
     let host_json: serde_json::Value = serde_json::from_str(&host.json)?;
     let mut table = format!(
-        "hook variant per probe (vnt-agent check):\n  {:<26} {:<27} {:<27} {:<27} {:<27}\n",
+        "hook variant per probe (vnt-agent check):\n  {:<30} {:<27} {:<27} {:<27} {:<27}\n",
         "kernel", "veth_xmit", "veth_rx", "veth_receive", "veth_drop"
     );
     table += &variants_line(

@@ -68,6 +68,20 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// The programs named `tcwatch_ingress` once they equal `want` (a released
+/// program is freed asynchronously, so give the kernel a moment), or the last
+/// list seen after 5 s.
+fn programs_settle(want: impl Fn(&[u64]) -> bool) -> Result<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = kernel::programs_named(PROGRAM)?;
+        if want(&now) || Instant::now() > deadline {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Returns the TC mode the agents used (`netlink` or `tcx`).
 fn scenario(forced: Option<&str>) -> Result<&'static str> {
     let topo = Topology::new()?;
@@ -143,7 +157,11 @@ fn scenario(forced: Option<&str>) -> Result<&'static str> {
     wait_gone(b_pid);
     drop(b);
     let after_kill = kernel::tc_ingress_filters(ns, dev)?;
-    let programs_after_kill = kernel::programs_named(PROGRAM)?;
+    let programs_after_kill = if mode == "netlink" {
+        kernel::programs_named(PROGRAM)?
+    } else {
+        programs_settle(|p| p == programs_a.as_slice())?
+    };
     eprintln!(
         "mode {mode}: before {before:?}\n  with A {:?}\n  with B {b_filters:?}\n  after SIGKILL of B {:?}",
         ours(&after_a),
@@ -171,7 +189,7 @@ fn scenario(forced: Option<&str>) -> Result<&'static str> {
 
     let c = start(forced, dev)?;
     let with_c = kernel::tc_ingress_filters(ns, dev)?;
-    let programs_c = kernel::programs_named(PROGRAM)?;
+    let programs_c = programs_settle(|p| p.len() == programs_a.len() + 1)?;
     ensure!(
         foreign(&with_c) == before,
         "filters that are not ours changed: {before:?} -> {with_c:?}"
@@ -205,9 +223,10 @@ fn scenario(forced: Option<&str>) -> Result<&'static str> {
         end == before,
         "after A and C stopped only the foreign filters may remain: {end:?}"
     );
+    let programs_end = programs_settle(|p| p == programs_before.as_slice())?;
     ensure!(
-        kernel::programs_named(PROGRAM)? == programs_before,
-        "programs left loaded"
+        programs_end == programs_before,
+        "programs left loaded: {programs_before:?} -> {programs_end:?}"
     );
     ensure!(
         a_out
