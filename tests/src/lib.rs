@@ -10,6 +10,7 @@
 //! (never skip) when they cannot do their job.
 
 pub mod agent;
+pub mod bpftool;
 pub mod bpftrace;
 pub mod journey;
 pub mod kernel;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use vnt_tests::topology::Topology;
-use vnt_tests::{require_root, serial, unique_port, Agent};
+use vnt_tests::{bpftool, require_root, serial, unique_port, Agent};
 
 /// Ids of BPF objects (`prog` or `link`) held open by `pid`, from the
 /// `prog_id:` / `link_id:` lines of its /proc fdinfo (Debian's bpftool
@@ -41,16 +41,7 @@ fn held_by(kind: &str, pid: u32) -> BTreeSet<u64> {
 
 /// Ids of `kind` objects that still exist.
 fn existing(kind: &str) -> BTreeSet<u64> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", kind, "show"])
-        .output()
-        .expect("bpftool");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["id"].as_u64())
-        .collect()
+    bpftool::ids(kind, |_| true).into_iter().collect()
 }
 
 /// Wait (the kernel frees programs after an RCU grace period) until none of

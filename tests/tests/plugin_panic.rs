@@ -6,21 +6,13 @@ use std::time::Duration;
 
 use vnt_tests::topology::{Family, Side, Topology};
 use vnt_tests::traffic::{Traffic, UdpSend};
-use vnt_tests::{require_root, serial, unique_port, Agent};
+use vnt_tests::{bpftool, require_root, serial, unique_port, Agent};
 
 /// Ids of loaded programs whose name starts with `prefix`.
 fn programs(prefix: &str) -> Vec<u64> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .expect("bpftool");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
+    bpftool::ids("prog", |p| {
+        p["name"].as_str().is_some_and(|n| n.starts_with(prefix))
+    })
 }
 
 #[test]
