@@ -63,32 +63,9 @@ fi
 missing_total=0
 
 # ---- packages -----------------------------------------------------------------
-is_installed() {
-	[[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
-}
-missing=()
-for p in "${PACKAGES[@]}"; do
-	if is_installed "$p"; then
-		say "ok       $p $(dpkg-query -W -f='${Version}' "$p")"
-	else
-		say "missing  $p"
-		missing+=("$p")
-	fi
-done
-if ((${#missing[@]} > 0)); then
-	if $check_only; then
-		missing_total=$((missing_total + ${#missing[@]}))
-	else
-		export DEBIAN_FRONTEND=noninteractive
-		say "running: apt-get update"
-		apt-get -o DPkg::Lock::Timeout=300 update
-		say "running: apt-get install -y --no-install-recommends ${missing[*]}"
-		apt-get -o DPkg::Lock::Timeout=300 install -y --no-install-recommends "${missing[@]}"
-		for p in "${missing[@]}"; do
-			is_installed "$p" || die "apt-get reported success but $p is not installed"
-		done
-	fi
-fi
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
+apt_ensure "${PACKAGES[@]}"
 
 # ---- virtme-ng ------------------------------------------------------------------
 vng_version() { "$VENV/bin/vng" --version 2>/dev/null | awk '{print $NF}'; }
