@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Debian package installation shared by install-deps.sh and install-vm-deps.sh.
 # Source it after defining say(), die() and check_only; it adds to missing_total.
+# shellcheck disable=SC2154 # check_only is set by the sourcing script
 
 is_installed() {
 	# "install ok installed" only; a removed package keeps a dpkg record.
