@@ -14,7 +14,9 @@ const NOT_IP: u32 = 5;
 /// Counter totals over all CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct StatTotals {
-    /// Hook invocations.
+    /// Hook invocations: the sum of every outcome below, plus the runs of
+    /// programs outside the packet pipeline (slot 0, which each of those
+    /// counts itself).
     pub seen: u64,
     /// Rejected by the filter.
     pub filtered: u64,
@@ -56,13 +58,17 @@ impl KernelStats {
 
     /// Read and sum every counter.
     pub fn read(&self) -> StatTotals {
-        StatTotals {
-            seen: self.sum(SEEN),
+        // A run increments exactly one slot (ebpf/include/vnt/common.h), so
+        // the runs are the sum of the slots.
+        let mut t = StatTotals {
+            seen: 0,
             filtered: self.sum(FILTERED),
             unsampled: self.sum(UNSAMPLED),
             emitted: self.sum(EMITTED),
             lost: self.sum(LOST),
             not_ip: self.sum(NOT_IP),
-        }
+        };
+        t.seen = self.sum(SEEN) + t.filtered + t.unsampled + t.emitted + t.lost + t.not_ip;
+        t
     }
 }

@@ -64,9 +64,14 @@ _Static_assert(sizeof(struct vnt_filter) == 128, "vnt_filter size: see agent/src
 
 const volatile struct vnt_filter vnt_filter = {};
 
-/* Counters, one slot per enum value, summed over CPUs by the agent. */
+/*
+ * Counters, one slot per enum value, summed over CPUs by the agent. A
+ * program run increments exactly one slot, its outcome; the agent reports
+ * "seen" as the sum of all slots. VNT_STAT_SEEN is the outcome of runs that
+ * do not go through the packet pipeline (they only count themselves).
+ */
 enum vnt_stat {
-	VNT_STAT_SEEN = 0,      /* hook invocations */
+	VNT_STAT_SEEN = 0,      /* runs with no other outcome */
 	VNT_STAT_FILTERED = 1,  /* rejected by the filter */
 	VNT_STAT_UNSAMPLED = 2, /* passed the filter, not in the sample */
 	VNT_STAT_EMITTED = 3,   /* records written to the ring buffer */

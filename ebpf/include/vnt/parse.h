@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Packet header parsing for tracing programs (tp_btf, raw_tp, fentry,
- * kprobe): the skb's bytes are read with bpf_probe_read_kernel, so the same
- * code works at every hook that hands us a `struct sk_buff *`.
+ * kprobe). A packet's headers are copied out of the skb ONCE, with a single
+ * bpf_probe_read_kernel bounded by the skb's linear data, into a buffer on
+ * the stack, and parsed from there: one helper call per hook instead of one
+ * per header (docs/adr/007-fast-packet-pipeline.md).
  *
- * Parsed: Ethernet, 802.1Q/802.1ad VLAN tags, IPv4 (options skipped,
- * fragments reported without ports), IPv6 (no extension headers), TCP
- * (timestamps option), UDP, ICMP, ICMPv6. `vnt_parse_l3` is the entry point
- * once the network header is known; `vnt_parse_eth` finds it from a frame.
- * Encapsulations (VXLAN) call `vnt_parse_l3` again on the inner frame.
+ * Parsed: Ethernet, 802.1Q/802.1ad VLAN tags (up to two), IPv4 (options
+ * skipped, non-first fragments reported without ports), IPv6 (no extension
+ * headers), TCP (timestamps option), UDP, ICMP, ICMPv6. Nothing is read past
+ * what was copied, and nothing is copied past the skb's linear data: a header
+ * cut short leaves its fields zero.
+ *
+ * `vnt_parse_buf` parses a copy that starts at L2 or L3; `vnt_headers_copy`
+ * makes that copy from an skb. Encapsulations (VXLAN) parse the inner frame
+ * by calling `vnt_parse_buf` on a copy that starts past the outer headers.
  */
 #ifndef VNT_PARSE_H
 #define VNT_PARSE_H
@@ -25,6 +31,17 @@
 #define VNT_IPPROTO_ICMPV6 58
 #define VNT_NO_HEADER 0xffff /* skb->*_header when unset */
 
+/*
+ * Bytes copied per packet. Covers the longest header stack parsed here:
+ * 2 VLAN tags + Ethernet (22) + IPv4 with options (60) + TCP with options
+ * (60) = 142 would not fit, but the fields read stop earlier: TCP options
+ * are read up to byte 118 of the copy (an L3 start) and the payload bytes of
+ * the identity up to byte 106. A copy that starts at L2 reads up to 22 bytes
+ * less of TCP options, which only matters for IPv4 options + TCP options.
+ */
+#define VNT_HDR_COPY 128
+#define VNT_HDR_MASK (VNT_HDR_COPY - 1)
+
 struct vnt_parsed {
 	struct vnt_pkt_key key;
 	__u32 tcp_seq;
@@ -32,84 +49,49 @@ struct vnt_parsed {
 	__u8 tcp_flags;
 };
 
-/* Minimal on-the-wire layouts, so parsing does not depend on kernel headers. */
-struct vnt_vlan_hdr {
-	__be16 tci;
-	__be16 proto;
+/* A packet's first bytes, copied once. `len` bytes are valid, the rest zero. */
+struct vnt_hdr_buf {
+	__u8 b[VNT_HDR_COPY];
+	__u32 len;
 };
 
-struct vnt_tcp_fixed {
-	__be16 source;
-	__be16 dest;
-	__be32 seq;
-	__be32 ack_seq;
-	__u8 doff_res; /* data offset in the high nibble */
-	__u8 flags;
-	__be16 window;
-	__sum16 check;
-	__be16 urg_ptr;
-};
-
-/*
- * Follow an Ethernet header and up to two VLAN tags starting at `l2`.
- * Returns the L3 pointer and sets *eth_proto (host order), or NULL.
- */
-static __always_inline const void *vnt_parse_eth(const void *l2, __u16 *eth_proto)
+/* Big-endian reads from the copy; offsets are masked so the verifier can
+ * bound them, and callers check them against `len` first. */
+static __always_inline __u16 vnt_be16(const struct vnt_hdr_buf *h, __u32 off)
 {
-	__be16 proto;
+	return (__u16)h->b[off & VNT_HDR_MASK] << 8 | h->b[(off + 1) & VNT_HDR_MASK];
+}
 
-	if (bpf_probe_read_kernel(&proto, sizeof(proto), l2 + 12))
-		return 0;
-	const void *p = l2 + 14;
-
-	for (int i = 0; i < 2; i++) {
-		if (proto != bpf_htons(VNT_ETH_P_8021Q) && proto != bpf_htons(VNT_ETH_P_8021AD))
-			break;
-		struct vnt_vlan_hdr vh;
-
-		if (bpf_probe_read_kernel(&vh, sizeof(vh), p))
-			return 0;
-		proto = vh.proto;
-		p += sizeof(vh);
-	}
-	*eth_proto = bpf_ntohs(proto);
-	return p;
+static __always_inline __u32 vnt_be32(const struct vnt_hdr_buf *h, __u32 off)
+{
+	return (__u32)vnt_be16(h, off) << 16 | vnt_be16(h, off + 2);
 }
 
 /* TCP: ports, seq/ack, flags and the TSval of the timestamps option. */
-static __always_inline void vnt_parse_tcp(const void *l4, struct vnt_parsed *out)
+static __always_inline void vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4, struct vnt_parsed *out)
 {
-	struct vnt_tcp_fixed th;
-
-	if (bpf_probe_read_kernel(&th, sizeof(th), l4))
+	if (l4 + 20 > h->len)
 		return;
-	out->key.flow.sport = bpf_ntohs(th.source);
-	out->key.flow.dport = bpf_ntohs(th.dest);
-	out->tcp_seq = bpf_ntohl(th.seq);
-	out->tcp_ack = bpf_ntohl(th.ack_seq);
-	out->tcp_flags = th.flags;
+	out->key.flow.sport = vnt_be16(h, l4);
+	out->key.flow.dport = vnt_be16(h, l4 + 2);
+	out->tcp_seq = vnt_be32(h, l4 + 4);
+	out->tcp_ack = vnt_be32(h, l4 + 8);
+	out->tcp_flags = h->b[(l4 + 13) & VNT_HDR_MASK];
 	out->key.w0 = out->tcp_seq;
 	out->key.w1 = out->tcp_ack;
-	out->key.w3 = th.flags;
+	out->key.w3 = out->tcp_flags;
 
-	__u32 optlen = ((th.doff_res >> 4) * 4);
+	__u32 doff = (h->b[(l4 + 12) & VNT_HDR_MASK] >> 4) * 4;
+	__u32 end = l4 + doff; /* end of the options */
 
-	if (optlen <= sizeof(th))
-		return;
-	optlen -= sizeof(th);
-	__u8 opts[64] = {};
-
-	if (bpf_probe_read_kernel(opts, 40, l4 + sizeof(th)))
-		return;
-	__u32 off = 0;
+	if (end > h->len)
+		end = h->len;
+	__u32 off = l4 + 20;
 
 	for (int n = 0; n < 10; n++) {
-		if (off >= optlen || off >= 38)
+		if (off + 1 >= end)
 			break;
-		__u32 i = off;
-
-		barrier_var(i); /* keep the masks below: the verifier needs them */
-		__u8 kind = opts[i & 63];
+		__u8 kind = h->b[off & VNT_HDR_MASK];
 
 		if (kind == 0)
 			break;
@@ -117,14 +99,11 @@ static __always_inline void vnt_parse_tcp(const void *l4, struct vnt_parsed *out
 			off++;
 			continue;
 		}
-		__u8 len = opts[(i + 1) & 63];
+		__u8 len = h->b[(off + 1) & VNT_HDR_MASK];
 
 		if (kind == 8 && len == 10) {
-			__u32 ts;
-
-			ts = (__u32)opts[(i + 2) & 63] << 24 | (__u32)opts[(i + 3) & 63] << 16 |
-			     (__u32)opts[(i + 4) & 63] << 8 | opts[(i + 5) & 63];
-			out->key.w2 = ts;
+			if (off + 6 <= end)
+				out->key.w2 = vnt_be32(h, off + 2);
 			break;
 		}
 		if (len < 2)
@@ -134,65 +113,67 @@ static __always_inline void vnt_parse_tcp(const void *l4, struct vnt_parsed *out
 }
 
 /*
- * Copy up to 16 payload bytes into the identity key, never past the end of
- * the linear data (`avail` bytes from `payload`) nor past the datagram.
+ * Copy up to 16 payload bytes into the identity key: never past what was
+ * copied nor past the datagram (`datagram_end`, an offset in the copy), so
+ * link-layer padding and bytes beyond the linear data never enter the id.
  */
-static __always_inline void vnt_key_payload(struct vnt_parsed *out, const void *payload, __s64 avail, __s64 datagram_left)
+static __always_inline void vnt_key_payload(struct vnt_parsed *out, const struct vnt_hdr_buf *h, __u32 off,
+					    __u32 datagram_end)
 {
-	__s64 n = avail < datagram_left ? avail : datagram_left;
+	__u32 end = datagram_end < h->len ? datagram_end : h->len;
 
-	if (n <= 0)
-		return;
-	if (n >= 16)
-		bpf_probe_read_kernel(out->key.payload, 16, payload);
-	else
-		bpf_probe_read_kernel(out->key.payload, n & 15, payload);
+	for (int i = 0; i < 16; i++) {
+		if (off + i >= end)
+			break;
+		out->key.payload[i] = h->b[(off + i) & VNT_HDR_MASK];
+	}
 }
 
 /*
- * Parse from the network header. `l3_end` is the end of the skb's linear
- * data (skb->head + skb->tail) and bounds the payload bytes we read.
- * Returns 0 when the packet is IPv4 or IPv6, -1 otherwise.
+ * Parse the copy from offset `l3` (an L3 header of type `eth_proto`, host
+ * order). Returns 0 when the packet is IPv4 or IPv6, -1 otherwise.
  */
-static __always_inline int vnt_parse_l3(const void *l3, __u16 eth_proto, const void *l3_end, struct vnt_parsed *out)
+static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, __u16 eth_proto, struct vnt_parsed *out)
 {
-	const void *l4;
-	__u32 l4_len;
+	__u32 l4, l4_len;
 	bool first_fragment = true;
 
+	l3 &= 31; /* at most 22: Ethernet and two VLAN tags */
 	if (eth_proto == VNT_ETH_P_IP) {
-		struct iphdr ip;
+		if (l3 + 20 > h->len)
+			return -1;
+		__u8 vihl = h->b[l3];
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+		if ((vihl >> 4) != 4 || (vihl & 0xf) < 5)
 			return -1;
-		if (ip.version != 4 || ip.ihl < 5)
-			return -1;
+		__u32 hlen = (vihl & 0xf) * 4;
+		__u32 tot = vnt_be16(h, l3 + 2);
+
 		out->key.flow.family = 4;
-		out->key.flow.proto = ip.protocol;
-		__builtin_memcpy(out->key.flow.saddr, &ip.saddr, 4);
-		__builtin_memcpy(out->key.flow.daddr, &ip.daddr, 4);
-		out->key.ip_ident = bpf_ntohs(ip.id);
-		__u32 hlen = ip.ihl * 4;
-		__u32 tot = bpf_ntohs(ip.tot_len);
-
+		out->key.flow.proto = h->b[l3 + 9];
+		for (int i = 0; i < 4; i++) {
+			out->key.flow.saddr[i] = h->b[l3 + 12 + i];
+			out->key.flow.daddr[i] = h->b[l3 + 16 + i];
+		}
+		out->key.ip_ident = vnt_be16(h, l3 + 4);
 		l4_len = tot > hlen ? tot - hlen : 0;
 		l4 = l3 + hlen;
-		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+		if (vnt_be16(h, l3 + 6) & 0x1fff)
 			first_fragment = false;
 	} else if (eth_proto == VNT_ETH_P_IPV6) {
-		struct ipv6hdr ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
+		if (l3 + 40 > h->len)
 			return -1;
-		if (ip6.version != 6)
+		if ((h->b[l3] >> 4) != 6)
 			return -1;
 		out->key.flow.family = 6;
-		out->key.flow.proto = ip6.nexthdr;
-		__builtin_memcpy(out->key.flow.saddr, &ip6.saddr, 16);
-		__builtin_memcpy(out->key.flow.daddr, &ip6.daddr, 16);
-		out->key.ip_ident = ((__u32)(ip6.flow_lbl[0] & 0x0f) << 16) | ((__u32)ip6.flow_lbl[1] << 8) | ip6.flow_lbl[2];
-		l4_len = bpf_ntohs(ip6.payload_len);
-		l4 = l3 + sizeof(ip6);
+		out->key.flow.proto = h->b[l3 + 6];
+		for (int i = 0; i < 16; i++) {
+			out->key.flow.saddr[i] = h->b[l3 + 8 + i];
+			out->key.flow.daddr[i] = h->b[l3 + 24 + i];
+		}
+		out->key.ip_ident = ((__u32)(h->b[l3 + 1] & 0x0f) << 16) | ((__u32)h->b[l3 + 2] << 8) | h->b[l3 + 3];
+		l4_len = vnt_be16(h, l3 + 4);
+		l4 = l3 + 40;
 	} else {
 		return -1;
 	}
@@ -200,34 +181,28 @@ static __always_inline int vnt_parse_l3(const void *l3, __u16 eth_proto, const v
 	if (!first_fragment)
 		return 0;
 
-	__s64 avail = (__s64)(l3_end - l4);
+	__u32 datagram_end = l4 + l4_len;
 
 	switch (out->key.flow.proto) {
 	case VNT_IPPROTO_TCP:
-		vnt_parse_tcp(l4, out);
+		vnt_parse_tcp(h, l4, out);
 		break;
-	case VNT_IPPROTO_UDP: {
-		struct udphdr uh;
-
-		if (bpf_probe_read_kernel(&uh, sizeof(uh), l4))
+	case VNT_IPPROTO_UDP:
+		if (l4 + 8 > h->len)
 			break;
-		out->key.flow.sport = bpf_ntohs(uh.source);
-		out->key.flow.dport = bpf_ntohs(uh.dest);
-		out->key.w0 = bpf_ntohs(uh.len);
-		vnt_key_payload(out, l4 + 8, avail - 8, (__s64)l4_len - 8);
+		out->key.flow.sport = vnt_be16(h, l4);
+		out->key.flow.dport = vnt_be16(h, l4 + 2);
+		out->key.w0 = vnt_be16(h, l4 + 4);
+		vnt_key_payload(out, h, l4 + 8, datagram_end);
 		break;
-	}
 	case VNT_IPPROTO_ICMP:
-	case VNT_IPPROTO_ICMPV6: {
-		__u8 ih[8];
-
-		if (bpf_probe_read_kernel(ih, sizeof(ih), l4))
+	case VNT_IPPROTO_ICMPV6:
+		if (l4 + 8 > h->len)
 			break;
-		out->key.w0 = ((__u32)ih[0] << 8) | ih[1];
-		out->key.w1 = ((__u32)ih[4] << 24) | ((__u32)ih[5] << 16) | ((__u32)ih[6] << 8) | ih[7];
-		vnt_key_payload(out, l4 + 8, avail - 8, (__s64)l4_len - 8);
+		out->key.w0 = vnt_be16(h, l4);
+		out->key.w1 = vnt_be32(h, l4 + 4);
+		vnt_key_payload(out, h, l4 + 8, datagram_end);
 		break;
-	}
 	default:
 		break;
 	}
@@ -235,30 +210,48 @@ static __always_inline int vnt_parse_l3(const void *l3, __u16 eth_proto, const v
 }
 
 /*
- * Where is the network header of this skb? Hooks on the receive side before
- * __netif_receive_skb_core (netif_rx, netif_receive_skb) have skb->data at
- * L3; elsewhere skb->network_header is set by the IP layer on transmit and by
- * the receive path for forwarded and bridged packets. With neither, a frame
- * at skb->data is parsed as Ethernet.
+ * Parse a copy that starts at an Ethernet header: skip up to two VLAN tags,
+ * then parse L3. Returns 0 for IPv4/IPv6, -1 otherwise.
  */
-static __always_inline int vnt_parse_skb(struct sk_buff *skb, bool data_is_l3, struct vnt_parsed *out)
+static __always_inline int vnt_parse_eth(const struct vnt_hdr_buf *h, struct vnt_parsed *out)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	unsigned char *data = BPF_CORE_READ(skb, data);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	const void *end = head + BPF_CORE_READ(skb, tail);
-	const void *l3;
+	__u32 off = 14;
 
-	if (data_is_l3)
-		l3 = data;
-	else if (nh != VNT_NO_HEADER)
-		l3 = head + nh;
-	else if (!(l3 = vnt_parse_eth(data, &proto)))
+	if (h->len < 14)
 		return -1;
-	if (proto == VNT_ETH_P_8021Q || proto == VNT_ETH_P_8021AD)
-		return -1;
-	return vnt_parse_l3(l3, proto, end, out);
+	__u16 proto = vnt_be16(h, 12);
+
+	for (int i = 0; i < 2; i++) {
+		if (proto != VNT_ETH_P_8021Q && proto != VNT_ETH_P_8021AD)
+			break;
+		if (off + 4 > h->len)
+			return -1;
+		proto = vnt_be16(h, off + 2);
+		off += 4;
+	}
+	return vnt_parse_l3(h, off, proto, out);
+}
+
+/*
+ * Copy up to VNT_HDR_COPY bytes from `from`, never past `end` (the end of
+ * the skb's linear data). Returns the number of bytes copied (0: nothing
+ * readable). One helper call.
+ */
+static __always_inline __u32 vnt_headers_copy(struct vnt_hdr_buf *h, const void *from, const void *end)
+{
+	__s64 avail = (__s64)(end - from);
+	__u32 n;
+
+	if (avail <= 0)
+		return 0;
+	n = avail < VNT_HDR_COPY ? (__u32)avail : VNT_HDR_COPY;
+	n &= 0xff;
+	if (n > VNT_HDR_COPY)
+		return 0;
+	if (bpf_probe_read_kernel(h->b, n, from))
+		return 0;
+	h->len = n;
+	return n;
 }
 
 #endif /* VNT_PARSE_H */

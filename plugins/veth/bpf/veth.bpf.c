@@ -19,8 +19,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
 
-#include "vnt/common.h"
-#include "vnt/parse.h"
+#include "vnt/pipeline.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -32,72 +31,48 @@ enum veth_hook {
 	VETH_HOOK_DROP = 4,    /* skb:kfree_skb, freed with a drop reason */
 };
 
-#define SKB_CONSUMED_REASON 1 /* SKB_CONSUMED: not a drop */
-
-static __always_inline int veth_observe(struct sk_buff *skb, const struct net_device *dev, enum veth_hook hook,
-					bool data_is_l3, __u8 direction, __u32 reason)
+/* One hop: `typed` is true in tp_btf and fentry programs (direct reads). */
+static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device *dev, enum veth_hook hook,
+				    bool typed, bool data_is_l3, __u8 direction)
 {
-	char name[16] = {};
-	__u32 netns = 0;
+	struct vnt_hook_ctx c = {
+		.hook = hook,
+		.kind = VNT_EV_PACKET,
+		.direction = direction,
+		.typed = typed,
+		.data_is_l3 = data_is_l3,
+	};
 
-	vnt_count(VNT_STAT_SEEN);
-	if (dev) {
-		BPF_CORE_READ_STR_INTO(&name, dev, name);
-		netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	}
-	if (!vnt_dev_wanted(name, netns)) {
-		vnt_count(VNT_STAT_FILTERED);
-		return 0;
-	}
-
-	struct vnt_parsed p = {};
-
-	if (vnt_parse_skb(skb, data_is_l3, &p)) {
-		vnt_count(VNT_STAT_NOT_IP);
-		return 0;
-	}
-	if (!vnt_flow_wanted(&p.key.flow)) {
-		vnt_count(VNT_STAT_FILTERED);
-		return 0;
-	}
-	__u64 id = vnt_pkt_hash(&p.key);
-
-	if (!vnt_sampled(id)) {
-		vnt_count(VNT_STAT_UNSAMPLED);
-		return 0;
-	}
-
-	struct vnt_packet_event *e = vnt_reserve(sizeof(*e));
-
-	if (!e)
-		return 0;
-	vnt_fill_hdr(&e->hdr, reason ? VNT_EV_DROP : VNT_EV_PACKET, hook, sizeof(*e));
-	e->pkt_id = id;
-	e->skb = (__u64)skb;
-	e->flow = p.key.flow;
-	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
-	e->netns = netns;
-	e->skb_len = BPF_CORE_READ(skb, len);
-	e->drop_reason = reason;
-	e->tcp_seq = p.tcp_seq;
-	e->tcp_ack = p.tcp_ack;
-	e->tcp_flags = p.tcp_flags;
-	e->direction = direction;
-	e->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
-	e->_pad0 = 0;
-	e->ip_ident = p.key.ip_ident;
-	__builtin_memcpy(e->ifname, name, sizeof(name));
-	vnt_submit(e);
-	return 0;
+	return vnt_packet_observe(skb, dev, c);
 }
 
-static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason)
+/* The receiving device of an skb: the peer after veth's eth_type_trans(). */
+#define SKB_DEV(typed, skb) VNT_READ(typed, skb, dev)
+
+/*
+ * skb:kfree_skb fires for drops and, since 6.2, also for frees that are not
+ * drops (reason SKB_CONSUMED). Enum values move between releases (on 6.0 and
+ * 6.1 the value 1 is SKB_DROP_REASON_NOT_SPECIFIED, not SKB_CONSUMED), so
+ * they come from the running kernel's BTF, never from a literal. A kernel
+ * without drop reasons passes 0: reported as NOT_SPECIFIED.
+ */
+static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason, bool typed)
 {
-	if (reason == SKB_CONSUMED_REASON)
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
 		return 0;
-	if (reason == 0)
-		reason = 2; /* SKB_DROP_REASON_NOT_SPECIFIED on kernels without reasons */
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_DROP, false, VNT_DIR_NONE, reason);
+	if (reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
+
+	struct vnt_hook_ctx c = {
+		.hook = VETH_HOOK_DROP,
+		.kind = VNT_EV_DROP,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.drop_reason = reason,
+	};
+
+	return vnt_packet_observe(skb, SKB_DEV(typed, skb), c);
 }
 
 /* ---- tp_btf ------------------------------------------------------------- */
@@ -105,25 +80,25 @@ static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(veth_xmit_btf, struct sk_buff *skb, struct net_device *dev)
 {
-	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+	return veth_hop(skb, dev, VETH_HOOK_XMIT, true, false, VNT_DIR_TX);
 }
 
 SEC("tp_btf/netif_rx")
 int BPF_PROG(veth_rx_btf, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(true, skb), VETH_HOOK_RX, true, true, VNT_DIR_RX);
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(veth_receive_btf, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RECEIVE, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(true, skb), VETH_HOOK_RECEIVE, true, true, VNT_DIR_RX);
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(veth_drop_btf, struct sk_buff *skb, void *location, int reason)
 {
-	return veth_drop(skb, reason);
+	return veth_drop(skb, reason, true);
 }
 
 /* ---- raw_tp --------------------------------------------------------------- */
@@ -131,25 +106,25 @@ int BPF_PROG(veth_drop_btf, struct sk_buff *skb, void *location, int reason)
 SEC("raw_tp/net_dev_start_xmit")
 int BPF_PROG(veth_xmit_raw, struct sk_buff *skb, struct net_device *dev)
 {
-	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+	return veth_hop(skb, dev, VETH_HOOK_XMIT, false, false, VNT_DIR_TX);
 }
 
 SEC("raw_tp/netif_rx")
 int BPF_PROG(veth_rx_raw, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(false, skb), VETH_HOOK_RX, false, true, VNT_DIR_RX);
 }
 
 SEC("raw_tp/netif_receive_skb")
 int BPF_PROG(veth_receive_raw, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RECEIVE, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(false, skb), VETH_HOOK_RECEIVE, false, true, VNT_DIR_RX);
 }
 
 SEC("raw_tp/kfree_skb")
 int BPF_PROG(veth_drop_raw, struct sk_buff *skb, void *location, int reason)
 {
-	return veth_drop(skb, reason);
+	return veth_drop(skb, reason, false);
 }
 
 /* ---- fentry / kprobe -------------------------------------------------------
@@ -167,23 +142,23 @@ int BPF_PROG(veth_drop_raw, struct sk_buff *skb, void *location, int reason)
 SEC("fentry/veth_xmit")
 int BPF_PROG(veth_xmit_fentry, struct sk_buff *skb, struct net_device *dev)
 {
-	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+	return veth_hop(skb, dev, VETH_HOOK_XMIT, true, false, VNT_DIR_TX);
 }
 
 SEC("kprobe/veth_xmit")
 int BPF_KPROBE(veth_xmit_kprobe, struct sk_buff *skb, struct net_device *dev)
 {
-	return veth_observe(skb, dev, VETH_HOOK_XMIT, false, VNT_DIR_TX, 0);
+	return veth_hop(skb, dev, VETH_HOOK_XMIT, false, false, VNT_DIR_TX);
 }
 
 SEC("fentry/__netif_rx")
 int BPF_PROG(veth_rx_fentry, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(true, skb), VETH_HOOK_RX, true, true, VNT_DIR_RX);
 }
 
 SEC("kprobe/__netif_rx")
 int BPF_KPROBE(veth_rx_kprobe, struct sk_buff *skb)
 {
-	return veth_observe(skb, BPF_CORE_READ(skb, dev), VETH_HOOK_RX, true, VNT_DIR_RX, 0);
+	return veth_hop(skb, SKB_DEV(false, skb), VETH_HOOK_RX, false, true, VNT_DIR_RX);
 }
