@@ -1,154 +1,123 @@
 #!/usr/bin/env bash
-# Overhead of vnt-agent on the path it watches, as a ratio measured side by side
-# in one run (see BENCHMARKS.md, "Overhead: iperf3 TCP across the veth/bridge
-# demo topology").
+# What tracing costs the path it watches, side by side in one run (BENCHMARKS.md,
+# "Overhead on the demo path").
 #
 # Topology, created fresh with names unique to this run and removed on exit:
+#   netns c1 (10.X.Y.1) -- veth -- bridge in netns host -- veth -- netns c2 (10.X.Y.2)
+# the demo's shape: every packet crosses two veth pairs and a bridge.
 #
-#   netns <run>-c1 (eth0 10.X.Y.1/24) -- veth -- br0 in netns <run>-host -- veth -- netns <run>-c2 (eth0 10.X.Y.2/24)
+# Configurations, interleaved in every round (the order rotates per round):
+#   none      no tracing: the baseline every ratio divides by
+#   floor     the agent with the `floor` fixture: empty tp_btf programs on the
+#             hooks veth attaches, i.e. what being called at all costs
+#   default   vnt-agent --plugins veth (no filter: sampling auto = 1/100)
+#   all       vnt-agent --plugins veth --sample 1/1: every packet traced
+#   bpftrace  the seeds' method: bpftrace on 3 net tracepoints with a per-skb
+#             hash map (the per-packet peer)
+# Each configuration is measured with: iperf3 TCP throughput, iperf3 64-byte UDP
+# packet rate (received), sockperf UDP request/response latency (p50, p99), and
+# then, with kernel.bpf_stats_enabled=1 during a separate 64-byte UDP flood, the
+# ns per run of each of its eBPF programs (bpf_stats adds a little cost of its
+# own, so the throughput runs are measured with it off). Agents write JSON to
+# /dev/null, so their user-space work (decode, journeys, JSON) competes for the
+# same two CPUs as the traffic.
 #
-# `iperf3 -s` runs in c2. Each round measures iperf3 TCP c1 -> c2 for T seconds
-# twice, interleaved: first without the agent, then with
-# `vnt-agent --plugins veth --output json --ready-file F > /dev/null` (default
-# sampling), started before the measured run (iperf3 starts once F exists) and
-# stopped with SIGTERM after it. The result is the median over rounds of
-# (throughput with agent / throughput without), for iperf3's sender and receiver
-# figures, plus the agent's CPU time and peak RSS in each agent round.
-#
-# Usage: scripts/bench-overhead.sh [options] [-- extra vnt-agent args]
-#   -r, --rounds K         rounds (default 5)
-#   -t, --time T           seconds per iperf3 run (default 5)
-#       --omit S           seconds of TCP ramp-up iperf3 leaves out (default 1)
-#       --no-agent         A/A run: the "agent" slot runs without the agent too.
-#                          Tests the harness and shows the noise floor; no build.
-#       --no-build         do not run cargo build; use the existing binary
-#       --agent PATH       agent binary (default ${CARGO_TARGET_DIR:-target}/release/vnt-agent)
-#       --ready-timeout S  how long to wait for the agent's ready file (default 60)
-#       --out-dir DIR      keep iperf3 JSON and agent logs in DIR (default: a temp dir, removed)
+# Usage: scripts/bench-overhead.sh [options]
+#   -r, --rounds K       rounds (default 3)
+#   -t, --time T         seconds per measurement (default 5)
+#   -c, --configs LIST   comma-separated subset (default none,floor,default,all,bpftrace)
+#       --no-build       use the existing binaries
+#       --out-dir DIR    keep raw results (iperf3/sockperf output, agent logs) in DIR
 #   -h, --help
-# Must run as root (network namespaces, eBPF).
+# Must run as root (network namespaces, eBPF). Prints a table per round, the medians
+# and ratios, and a Markdown block for BENCHMARKS.md.
 set -euo pipefail
 
-ROUNDS=5
-RUN_SECONDS=5
-OMIT=1
-WITH_AGENT=true
+ROUNDS=3
+SECS=5
+CONFIGS="none,floor,default,all,bpftrace"
 BUILD=true
-AGENT=""
-READY_TIMEOUT=60
 OUT_DIR=""
-AGENT_EXTRA=()
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf 'bench-overhead: %s\n' "$*" >&2; }
 die() {
 	printf 'bench-overhead: error: %s\n' "$*" >&2
 	exit 1
 }
-need_uint() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 needs a whole number, got '$2'"; }
+need_uint() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 needs a whole number >= 1, got '$2'"; }
 
 while (($# > 0)); do
 	case "$1" in
 	-r | --rounds) ROUNDS="${2:?}"; shift 2 ;;
-	-t | --time) RUN_SECONDS="${2:?}"; shift 2 ;;
-	--omit) OMIT="${2:?}"; shift 2 ;;
-	--no-agent) WITH_AGENT=false; shift ;;
+	-t | --time) SECS="${2:?}"; shift 2 ;;
+	-c | --configs) CONFIGS="${2:?}"; shift 2 ;;
 	--no-build) BUILD=false; shift ;;
-	--agent) AGENT="${2:?}"; shift 2 ;;
-	--ready-timeout) READY_TIMEOUT="${2:?}"; shift 2 ;;
 	--out-dir) OUT_DIR="${2:?}"; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
-	--) shift; AGENT_EXTRA=("$@"); break ;;
 	*) die "unknown argument '$1' (try --help)" ;;
 	esac
 done
 need_uint --rounds "$ROUNDS"
-need_uint --time "$RUN_SECONDS"
-need_uint --omit "$OMIT"
-need_uint --ready-timeout "$READY_TIMEOUT"
-((ROUNDS >= 1)) || die "--rounds must be at least 1"
-((RUN_SECONDS >= 1)) || die "--time must be at least 1"
+need_uint --time "$SECS"
+IFS=, read -r -a CONFIG_LIST <<<"$CONFIGS"
+for c in "${CONFIG_LIST[@]}"; do
+	case "$c" in none | floor | default | all | bpftrace) ;; *) die "unknown configuration '$c' (none, floor, default, all, bpftrace)" ;; esac
+done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-[[ -n "$AGENT" ]] || AGENT="$TARGET_DIR/release/vnt-agent"
+AGENT="$TARGET_DIR/release/vnt-agent"
 
 [[ $EUID -eq 0 ]] || die "run as root (network namespaces and eBPF)"
-for tool in ip iperf3 jq awk sort ss; do
+for tool in ip iperf3 sockperf jq awk bpftool sysctl; do
 	command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; run scripts/install-deps.sh"
 done
+[[ " ${CONFIG_LIST[*]} " != *" bpftrace "* ]] || command -v bpftrace >/dev/null || die "bpftrace not found; run scripts/install-deps.sh"
 
-# ---- the agent binary -----------------------------------------------------------
-if $WITH_AGENT; then
-	if $BUILD; then
-		command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust with rustup, or pass --no-build)"
-		say "building: cargo build --release -p vnt-agent -p vnt-plugin-veth"
-		(cd "$REPO" && cargo build --release -p vnt-agent -p vnt-plugin-veth) ||
-			die "cargo build failed; the overhead cannot be measured without the agent (--no-agent runs the A/A harness only)"
-	fi
-	[[ -x "$AGENT" ]] || die "agent binary $AGENT does not exist or is not executable (build it, or pass --agent PATH)"
-	if [[ "$AGENT" == "$TARGET_DIR/release/vnt-agent" && ! -e "$TARGET_DIR/release/libvnt_plugin_veth.so" ]]; then
-		die "$TARGET_DIR/release/libvnt_plugin_veth.so is missing: cargo build --release -p vnt-plugin-veth"
-	fi
+if $BUILD; then
+	say "building: cargo build --release -p vnt-agent -p vnt-plugin-veth -p vnt-fixture-plugin-floor"
+	(cd "$REPO" && cargo build --release -q -p vnt-agent -p vnt-plugin-veth -p vnt-fixture-plugin-floor) || die "cargo build failed"
 fi
+for f in "$AGENT" "$TARGET_DIR/release/libvnt_plugin_veth.so" "$TARGET_DIR/release/libvnt_plugin_floor.so"; do
+	[[ -e "$f" ]] || die "$f is missing (build it, or drop --no-build)"
+done
 
-# ---- scratch space and cleanup ---------------------------------------------------
-RUN_ID="vntb$$$(printf '%04x' $((RANDOM)))"
-NS_C1="$RUN_ID-c1"
-NS_C2="$RUN_ID-c2"
-NS_HOST="$RUN_ID-host"
-SUBNET_B=$((($$ >> 8) % 250 + 1)) # 10.B.C.0/24; namespaces are private, so any 10/8 works
-SUBNET_C=$(($$ % 250 + 1))
-IP1="10.$SUBNET_B.$SUBNET_C.1"
-IP2="10.$SUBNET_B.$SUBNET_C.2"
-
+# ---- scratch space, topology, cleanup ---------------------------------------------
+RUN_ID="vnto$(printf '%x' $$ | tail -c 5)"
+NS_C1="$RUN_ID-c1" NS_C2="$RUN_ID-c2" NS_H="$RUN_ID-h"
+IP1="10.$(($$ % 200 + 20)).$((($$ >> 8) % 250 + 1)).1"
+IP2="${IP1%.1}.2"
 if [[ -n "$OUT_DIR" ]]; then
 	mkdir -p "$OUT_DIR"
 	WORK="$(cd "$OUT_DIR" && pwd)"
-	KEEP_WORK=true
 else
 	WORK="$(mktemp -d "${TMPDIR:-/tmp}/$RUN_ID.XXXXXX")"
-	KEEP_WORK=false
 fi
+TRACER_PID=""
+SERVER_PIDS=()
+STATS_WAS="$(sysctl -n kernel.bpf_stats_enabled)"
 
-AGENT_PID=""
-SERVER_PID=""
-
-stop_agent() {
-	# stop_agent -> sets AGENT_RC; SIGTERM, then SIGKILL after 10 s.
-	AGENT_RC=0
-	[[ -n "$AGENT_PID" ]] || return 0
-	kill -TERM "$AGENT_PID" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$AGENT_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$AGENT_PID" 2>/dev/null; then
-		say "warning: agent (pid $AGENT_PID) ignored SIGTERM for 10 s; sending SIGKILL"
-		kill -KILL "$AGENT_PID" 2>/dev/null || true
-	fi
-	wait "$AGENT_PID" 2>/dev/null || AGENT_RC=$?
-	AGENT_PID=""
+stop_tracer() {
+	[[ -n "$TRACER_PID" ]] || return 0
+	kill -INT "$TRACER_PID" 2>/dev/null || true
+	for _ in $(seq 100); do kill -0 "$TRACER_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$TRACER_PID" 2>/dev/null || true
+	wait "$TRACER_PID" 2>/dev/null || true
+	TRACER_PID=""
 }
-
 cleanup() {
 	local rc=$?
 	set +e
-	stop_agent
-	if [[ -n "$SERVER_PID" ]]; then
-		kill -TERM "$SERVER_PID" 2>/dev/null
-		wait "$SERVER_PID" 2>/dev/null
-	fi
-	for ns in "$NS_C1" "$NS_C2" "$NS_HOST"; do
+	stop_tracer
+	sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
+	for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for ns in "$NS_C1" "$NS_C2" "$NS_H"; do
 		ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 		ip netns del "$ns" 2>/dev/null
 	done
-	if $KEEP_WORK; then
-		say "raw results kept in $WORK"
-	elif ((rc != 0)); then
-		say "failed; iperf3 JSON and agent logs kept in $WORK"
-	else
-		rm -rf "$WORK"
+	if [[ -z "$OUT_DIR" ]]; then
+		if ((rc == 0)); then rm -rf "$WORK"; else say "failed; raw results kept in $WORK"; fi
 	fi
 	exit "$rc"
 }
@@ -156,182 +125,186 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# ---- topology -------------------------------------------------------------------
-say "run $RUN_ID: namespaces $NS_C1, $NS_C2, $NS_HOST; $IP1 -> $IP2"
-ip netns add "$NS_HOST"
-ip netns add "$NS_C1"
-ip netns add "$NS_C2"
-for ns in "$NS_HOST" "$NS_C1" "$NS_C2"; do
+say "run $RUN_ID: $NS_C1 ($IP1) -- bridge in $NS_H -- $NS_C2 ($IP2); $ROUNDS rounds x ${SECS}s; configs ${CONFIG_LIST[*]}"
+for ns in "$NS_H" "$NS_C1" "$NS_C2"; do
+	ip netns add "$ns"
 	ip -n "$ns" link set lo up
-	# No IPv6 autoconfiguration chatter on the measured path.
 	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 done
-ip -n "$NS_HOST" link add br0 type bridge stp_state 0
+ip -n "$NS_H" link add br0 type bridge stp_state 0
 i=0
 for ns in "$NS_C1" "$NS_C2"; do
 	i=$((i + 1))
-	ip -n "$NS_HOST" link add "veth-c$i" type veth peer name eth0 netns "$ns"
-	ip -n "$NS_HOST" link set "veth-c$i" master br0 up
+	ip -n "$NS_H" link add "veth-c$i" type veth peer name eth0 netns "$ns"
+	ip -n "$NS_H" link set "veth-c$i" master br0 up
+	ip -n "$ns" link set eth0 up
 done
-ip -n "$NS_HOST" link set br0 up
+ip -n "$NS_H" link set br0 up
 ip -n "$NS_C1" addr add "$IP1/24" dev eth0
 ip -n "$NS_C2" addr add "$IP2/24" dev eth0
-ip -n "$NS_C1" link set eth0 up
-ip -n "$NS_C2" link set eth0 up
+# Static neighbours: no ARP on the measured path.
+mac() { ip -n "$1" -j link show eth0 | jq -r '.[0].address'; }
+ip -n "$NS_C1" neigh add "$IP2" lladdr "$(mac "$NS_C2")" dev eth0
+ip -n "$NS_C2" neigh add "$IP1" lladdr "$(mac "$NS_C1")" dev eth0
 
 ip netns exec "$NS_C2" iperf3 -s -B "$IP2" -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do
-	ip netns exec "$NS_C2" ss -Hltn "sport = :5201" | grep -q . && break
-	kill -0 "$SERVER_PID" 2>/dev/null || die "iperf3 server exited: $(cat "$WORK/iperf3-server.log")"
-	sleep 0.1
-done
-ip netns exec "$NS_C2" ss -Hltn "sport = :5201" | grep -q . || die "iperf3 server is not listening after 10 s"
+SERVER_PIDS+=($!)
+ip netns exec "$NS_C2" sockperf server -i "$IP2" -p 11111 >"$WORK/sockperf-server.log" 2>&1 &
+SERVER_PIDS+=($!)
+sleep 1
+for p in "${SERVER_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server did not start: $(cat "$WORK"/*-server.log)"; done
 
-# ---- one measured run ------------------------------------------------------------
-# iperf_run NAME -> sets RUN_SND RUN_RCV (bits/s) and RUN_RTX (retransmits).
-# Runs in the calling shell (not in $(...)) so that a failure stops the script.
-iperf_run() {
-	local json="$WORK/$1.json"
-	if ! ip netns exec "$NS_C1" iperf3 -c "$IP2" -p 5201 -t "$RUN_SECONDS" -O "$OMIT" -J >"$json" 2>"$WORK/$1.stderr"; then
-		die "iperf3 run $1 failed: $(jq -r '.error // empty' "$json" 2>/dev/null) $(cat "$WORK/$1.stderr")"
-	fi
-	read -r RUN_SND RUN_RCV RUN_RTX < <(jq -r '[.end.sum_sent.bits_per_second, .end.sum_received.bits_per_second, (.end.sum_sent.retransmits // 0)] | @tsv' "$json")
-	[[ "$RUN_SND" =~ ^[0-9.e+]+$ && "$RUN_RCV" =~ ^[0-9.e+]+$ ]] || die "iperf3 run $1: no bits_per_second in $json"
+# ---- tracers ------------------------------------------------------------------------
+BPFTRACE_SCRIPT='
+tracepoint:net:net_dev_start_xmit { @ts[args->skbaddr] = nsecs; }
+tracepoint:net:netif_rx { if (@ts[args->skbaddr]) { @backlog = hist(nsecs - @ts[args->skbaddr]); } @ts[args->skbaddr] = nsecs; }
+tracepoint:net:netif_receive_skb { if (@ts[args->skbaddr]) { @receive = hist(nsecs - @ts[args->skbaddr]); delete(@ts[args->skbaddr]); } }
+'
+# start_tracer CONFIG ROUND: starts it and waits until its probes are attached.
+start_tracer() {
+	local cfg=$1 log="$WORK/$1-r$2.log" ready="$WORK/ready-$1-r$2"
+	case "$cfg" in
+	none) return 0 ;;
+	bpftrace)
+		bpftrace -e "$BPFTRACE_SCRIPT" >"$log" 2>&1 &
+		TRACER_PID=$!
+		for _ in $(seq 300); do grep -q '^Attaching' "$log" 2>/dev/null && break; sleep 0.1; done
+		grep -q '^Attaching' "$log" || die "bpftrace did not attach: $(cat "$log")"
+		sleep 1 # "Attaching" is printed before the last attach completes
+		return 0
+		;;
+	floor) set -- --plugins floor ;;
+	default) set -- --plugins veth ;;
+	all) set -- --plugins veth --sample 1/1 ;;
+	esac
+	"$AGENT" "$@" --output json --ready-file "$ready" >/dev/null 2>"$log" &
+	TRACER_PID=$!
+	for _ in $(seq 300); do [[ -e "$ready" ]] && break; kill -0 "$TRACER_PID" 2>/dev/null || break; sleep 0.1; done
+	[[ -e "$ready" ]] || die "the agent ($cfg) did not get ready: $(tail -n 20 "$log")"
 }
 
-CLK_TCK="$(getconf CLK_TCK)"
-# cpu_ticks PID -> utime+stime of the whole process (all threads), in clock ticks
-cpu_ticks() {
-	local stat
-	stat="$(cat "/proc/$1/stat")" || return 1
-	# Field 2 (comm) may hold spaces: cut after its closing parenthesis.
-	# What is left starts at field 3 (state); utime and stime are fields 14 and 15.
-	awk '{ print $12 + $13 }' <<<"${stat##*) }"
+# prog_ids PID: the eBPF programs a process holds (its fds on programs and links).
+prog_ids() {
+	grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{ print $2 }' | sort -un
 }
-# vm_hwm_kib PID -> peak resident set size in KiB
-vm_hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-
-start_agent() {
-	local ready="$WORK/ready-$1" log="$WORK/agent-$1.log"
-	rm -f "$ready"
-	(cd "$REPO" && exec "$AGENT" --plugins veth --output json --ready-file "$ready" ${AGENT_EXTRA[@]+"${AGENT_EXTRA[@]}"}) >/dev/null 2>"$log" &
-	AGENT_PID=$!
-	local waited=0
-	while [[ ! -e "$ready" ]]; do
-		if ! kill -0 "$AGENT_PID" 2>/dev/null; then
-			wait "$AGENT_PID" 2>/dev/null || true
-			AGENT_PID=""
-			say "agent log ($log):"
-			tail -n 20 "$log" >&2
-			die "the agent exited before writing its ready file"
-		fi
-		if ((waited >= READY_TIMEOUT * 10)); then
-			say "agent log ($log):"
-			tail -n 20 "$log" >&2
-			die "the agent wrote no ready file within ${READY_TIMEOUT}s"
-		fi
-		sleep 0.1
-		waited=$((waited + 1))
+# prog_stats IDS...: "id name run_time_ns run_cnt" per program.
+prog_stats() {
+	local id
+	for id in "$@"; do
+		bpftool -j prog show id "$id" 2>/dev/null | jq -r '"\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"'
 	done
 }
 
-# ---- rounds ----------------------------------------------------------------------
-if $WITH_AGENT; then B_LABEL="agent"; else B_LABEL="baseline2"; fi
-ROWS="$WORK/rows.tsv" # round slot sender receiver retrans cpu_s cpu_pct hwm_mib
+CLK_TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{ print $14 + $15 }' <<<"$(sed 's/^.*) //; s/^/x x /' "/proc/$1/stat")"; }
+
+# ---- one configuration -------------------------------------------------------------
+ROWS="$WORK/rows.tsv"  # round config tcp_bps udp_pps rr_p50_us rr_p99_us cpu_pct hwm_mib
+NSROWS="$WORK/ns.tsv"  # round config program ns_per_run runs
 : >"$ROWS"
+: >"$NSROWS"
 
-mbit() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.4f", a / b; else print "nan" }'; }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+measure() {
+	local cfg=$1 r=$2 base="$WORK/$1-r$2"
+	start_tracer "$cfg" "$r"
+	local t0 c0=0
+	t0=$(date +%s%N)
+	[[ -z "$TRACER_PID" ]] || c0=$(cpu_ticks "$TRACER_PID")
 
-printf '\n%-5s %-9s %14s %16s %7s %11s %11s %13s\n' round slot "sender Mbit/s" "receiver Mbit/s" retrans "agent CPU s" "agent CPU %" "agent RSS MiB"
+	ip netns exec "$NS_C1" iperf3 -c "$IP2" -p 5201 -t "$SECS" -O 1 -J >"$base-tcp.json" 2>&1 ||
+		die "iperf3 TCP ($cfg) failed: $(jq -r '.error // empty' "$base-tcp.json")"
+	local tcp
+	tcp=$(jq -r '.end.sum_received.bits_per_second' "$base-tcp.json")
+
+	ip netns exec "$NS_C1" iperf3 -c "$IP2" -p 5201 -u -b 0 -l 64 -t "$SECS" -J >"$base-udp.json" 2>&1 ||
+		die "iperf3 UDP ($cfg) failed: $(jq -r '.error // empty' "$base-udp.json")"
+	local pps
+	pps=$(jq -r '.end.sum | (.packets - .lost_packets) / .seconds' "$base-udp.json")
+
+	ip netns exec "$NS_C1" sockperf ping-pong -i "$IP2" -p 11111 -m 64 -t "$SECS" >"$base-rr.txt" 2>&1 ||
+		die "sockperf ($cfg) failed: $(tail -n 5 "$base-rr.txt")"
+	local p50 p99
+	p50=$(awk '/percentile 50.000 =/ { print $NF }' "$base-rr.txt")
+	p99=$(awk '/percentile 99.000 =/ { print $NF }' "$base-rr.txt")
+	[[ -n "$p50" && -n "$p99" ]] || die "no percentiles in sockperf's output: $base-rr.txt"
+
+	local cpu="-" hwm="-"
+	if [[ -n "$TRACER_PID" ]]; then
+		kill -0 "$TRACER_PID" 2>/dev/null || die "the tracer ($cfg) died: $(tail -n 20 "$WORK/$cfg-r$r.log")"
+		local c1 t1
+		c1=$(cpu_ticks "$TRACER_PID")
+		t1=$(date +%s%N)
+		cpu=$(awk -v d="$((c1 - c0))" -v hz="$CLK_TCK" -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", 100 * (d / hz) / (ns / 1e9) }')
+		hwm=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$TRACER_PID/status")
+
+		# ns per program run, under a 64-byte UDP flood with bpf_stats on.
+		local ids before after
+		mapfile -t ids < <(prog_ids "$TRACER_PID")
+		sysctl -qw kernel.bpf_stats_enabled=1
+		before=$(prog_stats "${ids[@]}")
+		ip netns exec "$NS_C1" iperf3 -c "$IP2" -p 5201 -u -b 0 -l 64 -t 2 -J >"$base-stats.json" 2>&1 || true
+		after=$(prog_stats "${ids[@]}")
+		sysctl -qw kernel.bpf_stats_enabled=0
+		join <(sort <<<"$before") <(sort <<<"$after") |
+			awk -v r="$r" -v c="$cfg" '{ runs = $7 - $4; if (runs > 0) printf "%s\t%s\t%s\t%.0f\t%d\n", r, c, $2, ($6 - $3) / runs, runs }' >>"$NSROWS"
+	fi
+	stop_tracer
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$cfg" "$tcp" "$pps" "$p50" "$p99" "$cpu" "$hwm" >>"$ROWS"
+	printf '%-5s %-9s %10.2f %10.1f %9.1f %9.1f %7s %8s\n' "$r" "$cfg" "$(awk -v b="$tcp" 'BEGIN { print b / 1e9 }')" \
+		"$(awk -v p="$pps" 'BEGIN { print p / 1e3 }')" "$p50" "$p99" "$cpu" "$hwm" >&2
+	sleep 1
+}
+
+printf '\n%-5s %-9s %10s %10s %9s %9s %7s %8s\n' round config "TCP Gb/s" "UDP kpps" "RR p50us" "RR p99us" "CPU %" "RSS MiB" >&2
+n=${#CONFIG_LIST[@]}
 for r in $(seq "$ROUNDS"); do
-	iperf_run "round$r-baseline"
-	a_snd=$RUN_SND a_rcv=$RUN_RCV a_rtx=$RUN_RTX
-	printf '%-5s %-9s %14s %16s %7s %11s %11s %13s\n' "$r" baseline "$(mbit "$a_snd")" "$(mbit "$a_rcv")" "$a_rtx" - - -
-	printf '%s\tbaseline\t%s\t%s\t%s\t-\t-\t-\n' "$r" "$a_snd" "$a_rcv" "$a_rtx" >>"$ROWS"
-	sleep 1
-
-	cpu_s="-" cpu_pct="-" hwm="-"
-	if $WITH_AGENT; then
-		start_agent "round$r"
-		t0_ticks="$(cpu_ticks "$AGENT_PID")"
-		t0_ns="$(date +%s%N)"
-	fi
-	iperf_run "round$r-$B_LABEL"
-	b_snd=$RUN_SND b_rcv=$RUN_RCV b_rtx=$RUN_RTX
-	if $WITH_AGENT; then
-		kill -0 "$AGENT_PID" 2>/dev/null || die "the agent died during round $r (log: $WORK/agent-round$r.log)"
-		t1_ticks="$(cpu_ticks "$AGENT_PID")"
-		t1_ns="$(date +%s%N)"
-		hwm_kib="$(vm_hwm_kib "$AGENT_PID")"
-		stop_agent
-		((AGENT_RC == 0)) || say "warning: agent exited with status $AGENT_RC after SIGTERM in round $r (log: $WORK/agent-round$r.log)"
-		cpu_s="$(awk -v d="$((t1_ticks - t0_ticks))" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", d / hz }')"
-		cpu_pct="$(awk -v d="$((t1_ticks - t0_ticks))" -v hz="$CLK_TCK" -v ns="$((t1_ns - t0_ns))" 'BEGIN { printf "%.1f", 100 * (d / hz) / (ns / 1e9) }')"
-		hwm="$(awk -v k="$hwm_kib" 'BEGIN { printf "%.1f", k / 1024 }')"
-	fi
-	printf '%-5s %-9s %14s %16s %7s %11s %11s %13s\n' "$r" "$B_LABEL" "$(mbit "$b_snd")" "$(mbit "$b_rcv")" "$b_rtx" "$cpu_s" "$cpu_pct" "$hwm"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$B_LABEL" "$b_snd" "$b_rcv" "$b_rtx" "$cpu_s" "$cpu_pct" "$hwm" >>"$ROWS"
-	printf '%-5s %-9s %14s %16s\n' "$r" ratio "$(ratio "$b_snd" "$a_snd")" "$(ratio "$b_rcv" "$a_rcv")"
-	sleep 1
+	for k in $(seq 0 $((n - 1))); do
+		measure "${CONFIG_LIST[$(((k + r - 1) % n))]}" "$r"
+	done
 done
 
-# ---- summary ---------------------------------------------------------------------
-# Per-round ratios, then their median (each ratio compares two runs one second apart).
-snd_ratio="$(awk -F'\t' '$2 == "baseline" { a[$1] = $3 } $2 != "baseline" { b[$1] = $3 } END { for (r in a) print b[r] / a[r] }' "$ROWS" | median)"
-rcv_ratio="$(awk -F'\t' '$2 == "baseline" { a[$1] = $4 } $2 != "baseline" { b[$1] = $4 } END { for (r in a) print b[r] / a[r] }' "$ROWS" | median)"
-med_a="$(awk -F'\t' '$2 == "baseline" { print $4 }' "$ROWS" | median)"
-med_b="$(awk -F'\t' '$2 != "baseline" { print $4 }' "$ROWS" | median)"
-min_r="$(awk -F'\t' '$2 == "baseline" { a[$1] = $4 } $2 != "baseline" { b[$1] = $4 } END { for (r in a) print b[r] / a[r] }' "$ROWS" | sort -g | head -n1)"
-max_r="$(awk -F'\t' '$2 == "baseline" { a[$1] = $4 } $2 != "baseline" { b[$1] = $4 } END { for (r in a) print b[r] / a[r] }' "$ROWS" | sort -g | tail -n1)"
-if $WITH_AGENT; then
-	med_cpu="$(awk -F'\t' '$2 == "agent" { print $7 }' "$ROWS" | median | xargs printf '%.1f')"
-	max_hwm="$(awk -F'\t' '$2 == "agent" && $8 > m { m = $8 } END { print m + 0 }' "$ROWS")"
-fi
+# ---- summary ---------------------------------------------------------------------------
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# ratio_med CONFIG COLUMN: median over rounds of (CONFIG / none in the same round)
+ratio_med() {
+	awk -F'\t' -v c="$1" -v k="$2" '$2 == "none" { a[$1] = $k } $2 == c { b[$1] = $k } END { for (r in b) if (r in a && a[r] > 0) print b[r] / a[r] }' "$ROWS" | median
+}
+col_med() { awk -F'\t' -v c="$1" -v k="$2" '$2 == c { print $k }' "$ROWS" | median; }
+ns_med() {
+	local p out=""
+	while read -r p; do
+		out+="$p $(awk -F'\t' -v c="$1" -v p="$p" '$2 == c && $3 == p { print $4 }' "$NSROWS" | median) ns, "
+	done < <(awk -F'\t' -v c="$1" '$2 == c { print $3 }' "$NSROWS" | sort -u)
+	printf '%s' "${out%, }"
+}
 
-fmt_ratio() { awk -v r="$1" 'BEGIN { printf "%.3f (%+.1f%%)", r, (r - 1) * 100 }'; }
-echo
-echo "median ratio ($B_LABEL / baseline) over $ROUNDS rounds:"
-echo "  receiver throughput: $(fmt_ratio "$rcv_ratio")   [per-round range $(printf '%.3f' "$min_r")..$(printf '%.3f' "$max_r")]"
-echo "  sender throughput:   $(fmt_ratio "$snd_ratio")"
-echo "  median receiver Mbit/s: baseline $(mbit "$med_a"), $B_LABEL $(mbit "$med_b")"
-if $WITH_AGENT; then
-	echo "  agent CPU during the measured run (median): ${med_cpu}% of one core; peak RSS (max VmHWM): ${max_hwm} MiB"
-else
-	echo "  --no-agent: both slots ran without the agent; this is the harness's noise floor, not the overhead"
-fi
-
-# ---- Markdown for BENCHMARKS.md ----------------------------------------------------
-cmd="scripts/bench-overhead.sh --rounds $ROUNDS --time $RUN_SECONDS --omit $OMIT"
-$WITH_AGENT || cmd="$cmd --no-agent"
-[[ "$AGENT" == "$TARGET_DIR/release/vnt-agent" ]] || cmd="$cmd --agent $AGENT"
-((${#AGENT_EXTRA[@]} == 0)) || cmd="$cmd -- ${AGENT_EXTRA[*]}"
 commit="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git -C "$REPO" diff --quiet HEAD 2>/dev/null || commit="$commit (dirty)"
 cpu_model="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+has_none=false
+[[ " ${CONFIG_LIST[*]} " == *" none "* ]] && has_none=true
 
 echo
-echo "---- Markdown ----"
-echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs (${cpu_model:-unknown CPU}), kernel $(uname -r), commit $commit:"
+echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs (${cpu_model:-unknown CPU}), kernel $(uname -r), commit $commit, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo '```'
-echo "$cmd"
+echo "scripts/bench-overhead.sh --rounds $ROUNDS --time $SECS --configs $CONFIGS"
 echo '```'
 echo
-echo "| round | baseline Mbit/s (receiver) | $B_LABEL Mbit/s (receiver) | ratio | agent CPU % | agent peak RSS MiB |"
-echo "|---:|---:|---:|---:|---:|---:|"
-awk -F'\t' '
-	$2 == "baseline" { a[$1] = $4; next }
-	{ b[$1] = $4; cpu[$1] = $7; rss[$1] = $8 }
-	END {
-		for (r = 1; r in a; r++)
-			printf "| %d | %.1f | %.1f | %.3f | %s | %s |\n", r, a[r] / 1e6, b[r] / 1e6, b[r] / a[r], cpu[r], rss[r]
-	}' "$ROWS"
+echo "| config | TCP Gbit/s | ratio | UDP 64 B kpps | ratio | RR p50 us | RR p99 us | p99 ratio | tracer CPU % | RSS MiB | ns per program run (bpf_stats, UDP flood) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+for c in "${CONFIG_LIST[@]}"; do
+	tcp=$(col_med "$c" 3) pps=$(col_med "$c" 4) p50=$(col_med "$c" 5) p99=$(col_med "$c" 6)
+	if $has_none; then
+		rt=$(ratio_med "$c" 3) ru=$(ratio_med "$c" 4) rl=$(ratio_med "$c" 6)
+	else
+		rt=nan ru=nan rl=nan
+	fi
+	cpu=$(col_med "$c" 7) hwm=$(col_med "$c" 8)
+	[[ "$c" == none ]] && cpu="-" hwm="-"
+	printf '| %s | %.2f | %.3f | %.1f | %.3f | %.1f | %.1f | %.3f | %s | %s | %s |\n' "$c" \
+		"$(awk -v b="$tcp" 'BEGIN { print b / 1e9 }')" "$rt" "$(awk -v p="$pps" 'BEGIN { print p / 1e3 }')" "$ru" \
+		"$p50" "$p99" "$rl" "$cpu" "$hwm" "$(ns_med "$c")"
+done
 echo
-echo "Median ratio ($B_LABEL / baseline): receiver $(fmt_ratio "$rcv_ratio"), sender $(fmt_ratio "$snd_ratio")."
-if $WITH_AGENT; then
-	echo "Agent: median ${med_cpu}% of one core during the run, peak RSS ${max_hwm} MiB."
-fi
-echo "---- end ----"
+echo "Ratios are medians over rounds of (config / none in the same round); absolute values are medians."

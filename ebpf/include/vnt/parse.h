@@ -51,7 +51,10 @@ struct vnt_parsed {
 
 /* A packet's first bytes, copied once. `len` bytes are valid, the rest zero. */
 struct vnt_hdr_buf {
-	__u8 b[VNT_HDR_COPY];
+	union {
+		__u8 b[VNT_HDR_COPY];
+		__u64 w[VNT_HDR_COPY / 8];
+	};
 	__u32 len;
 };
 

@@ -2,8 +2,8 @@
 /*
  * The shared per-packet pipeline every packet plugin runs at its hooks:
  *
- *   device/netns filter -> copy headers once -> parse -> flow filter ->
- *   packet id -> sampled? -> reserve -> fill -> submit
+ *   device/netns filter -> copy headers once -> [identity memo] -> parse ->
+ *   flow filter -> packet id -> sampled? -> reserve -> fill -> submit
  *
  * cheapest rejection first, nothing reserved until the end, and exactly one
  * counter incremented per run (the outcome; the agent adds them up for
@@ -44,32 +44,131 @@ static __always_inline __u32 vnt_dev_netns(const struct net_device *dev, bool ty
 }
 
 /*
- * Copy the packet's first bytes: from the network header when it is known
- * (or when skb->data is there), else from skb->data as an Ethernet frame.
- * Returns -1 when nothing could be parsed as IP.
+ * Copy the packet's first bytes into `h`: from the network header when it is
+ * known (or when skb->data is there), else from skb->data as an Ethernet
+ * frame (*from_l2 = 1). Sets *proto to skb->protocol (host order). Returns
+ * -1 when nothing could be copied.
  */
-static __always_inline int vnt_parse_skb(struct sk_buff *skb, const struct vnt_hook_ctx c, struct vnt_parsed *p)
+static __always_inline int vnt_copy_headers(struct sk_buff *skb, const struct vnt_hook_ctx c, struct vnt_hdr_buf *h,
+					    __u16 *proto, __u8 *from_l2)
 {
 	unsigned char *head = VNT_READ(c.typed, skb, head);
 	unsigned char *data = VNT_READ(c.typed, skb, data);
 	const void *end = head + VNT_READ(c.typed, skb, tail);
-	struct vnt_hdr_buf h = {};
+	const void *from = data;
 
-	if (c.data_is_l3) {
-		if (!vnt_headers_copy(&h, data, end))
-			return -1;
-		return vnt_parse_l3(&h, 0, bpf_ntohs(VNT_READ(c.typed, skb, protocol)), p);
-	}
-	__u16 nh = VNT_READ(c.typed, skb, network_header);
+	*proto = bpf_ntohs(VNT_READ(c.typed, skb, protocol));
+	*from_l2 = 0;
+	if (!c.data_is_l3) {
+		__u16 nh = VNT_READ(c.typed, skb, network_header);
 
-	if (nh != VNT_NO_HEADER) {
-		if (!vnt_headers_copy(&h, head + nh, end))
-			return -1;
-		return vnt_parse_l3(&h, 0, bpf_ntohs(VNT_READ(c.typed, skb, protocol)), p);
+		if (nh != VNT_NO_HEADER)
+			from = head + nh;
+		else
+			*from_l2 = 1;
 	}
-	if (!vnt_headers_copy(&h, data, end))
-		return -1;
-	return vnt_parse_eth(&h, p);
+	return vnt_headers_copy(h, from, end) ? 0 : -1;
+}
+
+/*
+ * The identity memo: what the last packet parsed on this CPU turned out to
+ * be (its id, parsed fields and the pipeline's verdict), kept beside the
+ * exact bytes it was computed from. A packet's hops through veth pairs and
+ * a bridge run back to back on one CPU, so the next hop usually copies the
+ * very same bytes and skips parsing, hashing, filtering and sampling.
+ *
+ * Keyed by content, not by skb address: the id is a pure function of the
+ * copied bytes (and where the copy starts), so equal bytes give the id a
+ * fresh computation would give. A reused skb, a clone or a packet changed
+ * between hops carries other bytes and misses (docs/adr/007).
+ *
+ * Programs on one CPU can nest (a softirq hook interrupting a task-context
+ * hook), so the memo is a per-CPU seqlock: `seq` is odd while it is written,
+ * a reader that sees it change retries as a miss, and a writer that finds it
+ * odd (it interrupted another writer) leaves it alone.
+ */
+struct vnt_id_memo {
+	__u64 seq;
+	__u64 w[VNT_HDR_COPY / 8];
+	__u32 len;
+	__u16 proto;
+	__u8 from_l2;
+	__u8 outcome; /* enum vnt_stat: NOT_IP, FILTERED, UNSAMPLED or EMITTED */
+	__u64 id;
+	struct vnt_parsed p;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vnt_id_memo);
+} vnt_id_memo SEC(".maps");
+
+#define VNT_COMPILER_BARRIER() asm volatile("" ::: "memory")
+#define VNT_MEMO_NONE 0xff
+
+/* The verdict remembered for exactly these bytes, or VNT_MEMO_NONE. */
+static __always_inline __u32 vnt_memo_find(struct vnt_id_memo *m, const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2,
+					   __u64 *id, struct vnt_parsed *p)
+{
+	__u64 seq = *(volatile __u64 *)&m->seq;
+
+	if (seq & 1)
+		return VNT_MEMO_NONE;
+	VNT_COMPILER_BARRIER();
+	if (m->len != h->len || m->proto != proto || m->from_l2 != from_l2)
+		return VNT_MEMO_NONE;
+	for (int i = 0; i < VNT_HDR_COPY / 8; i++) {
+		if (m->w[i] != h->w[i])
+			return VNT_MEMO_NONE;
+	}
+	__u32 outcome = m->outcome;
+
+	*id = m->id;
+	if (outcome == VNT_STAT_EMITTED)
+		*p = m->p;
+	VNT_COMPILER_BARRIER();
+	if (*(volatile __u64 *)&m->seq != seq)
+		return VNT_MEMO_NONE;
+	return outcome;
+}
+
+static __always_inline void vnt_memo_put(struct vnt_id_memo *m, const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2,
+					 __u32 outcome, __u64 id, const struct vnt_parsed *p)
+{
+	__u64 seq = *(volatile __u64 *)&m->seq;
+
+	if (seq & 1)
+		return;
+	*(volatile __u64 *)&m->seq = seq + 1;
+	VNT_COMPILER_BARRIER();
+	for (int i = 0; i < VNT_HDR_COPY / 8; i++)
+		m->w[i] = h->w[i];
+	m->len = h->len;
+	m->proto = proto;
+	m->from_l2 = from_l2;
+	m->outcome = outcome;
+	m->id = id;
+	m->p = *p;
+	VNT_COMPILER_BARRIER();
+	*(volatile __u64 *)&m->seq = seq + 2;
+}
+
+/* Parse, filter, identify, sample: the verdict for one copy of headers. */
+static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2, __u64 *id,
+					  struct vnt_parsed *p)
+{
+	int err = from_l2 ? vnt_parse_eth(h, p) : vnt_parse_l3(h, 0, proto, p);
+
+	if (err)
+		return VNT_STAT_NOT_IP;
+	if (!vnt_flow_wanted(&p->key.flow))
+		return VNT_STAT_FILTERED;
+	*id = vnt_pkt_hash(&p->key);
+	if (!vnt_sampled(*id))
+		return VNT_STAT_UNSAMPLED;
+	return VNT_STAT_EMITTED;
 }
 
 /*
@@ -98,26 +197,34 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 		}
 	}
 
-	/* 2. Headers: one copy, parsed on the stack. */
-	struct vnt_parsed p = {};
+	/* 2. Headers: one copy. */
+	struct vnt_hdr_buf h = {};
+	__u16 proto;
+	__u8 from_l2;
 
-	if (vnt_parse_skb(skb, c, &p)) {
+	if (vnt_copy_headers(skb, c, &h, &proto, &from_l2)) {
 		vnt_count(VNT_STAT_NOT_IP);
 		return 0;
 	}
-	/* 3. Flow filter, 4. identity, 5. sampling. */
-	if (!vnt_flow_wanted(&p.key.flow)) {
-		vnt_count(VNT_STAT_FILTERED);
+
+	/* 3. Parse, flow filter, identity, sampling: remembered per CPU by content. */
+	struct vnt_parsed p = {};
+	__u64 id = 0;
+	__u32 zero = 0;
+	struct vnt_id_memo *m = bpf_map_lookup_elem(&vnt_id_memo, &zero);
+	__u32 outcome = m ? vnt_memo_find(m, &h, proto, from_l2, &id, &p) : VNT_MEMO_NONE;
+
+	if (outcome == VNT_MEMO_NONE) {
+		outcome = vnt_classify(&h, proto, from_l2, &id, &p);
+		if (m)
+			vnt_memo_put(m, &h, proto, from_l2, outcome, id, &p);
+	}
+	if (outcome != VNT_STAT_EMITTED) {
+		vnt_count(outcome);
 		return 0;
 	}
-	__u64 id = vnt_pkt_hash(&p.key);
 
-	if (!vnt_sampled(id)) {
-		vnt_count(VNT_STAT_UNSAMPLED);
-		return 0;
-	}
-
-	/* 6. Emit. */
+	/* 4. Emit. */
 	struct vnt_packet_event *e = vnt_reserve(sizeof(*e));
 
 	if (!e)
