@@ -426,3 +426,59 @@ fn filtered_traffic_produces_no_events() -> Result<()> {
     ensure!(k.filtered > 0, "kernel filtered nothing: {:?}", k);
     Ok(())
 }
+
+/// Regression (issue 7): veth's kfree_skb program took the literal 1 for
+/// SKB_CONSUMED, which on 6.0 and 6.1 is SKB_DROP_REASON_NOT_SPECIFIED, so
+/// every plain `kfree_skb()` drop vanished there. A veth frees a frame too
+/// big for its peer's MTU with a plain `kfree_skb()` (`__dev_forward_skb`),
+/// on 6.1 as on 6.18. Run on this host and in the 6.1 and 6.12 guests (VM tier).
+#[test]
+fn drop_without_a_specific_reason_is_reported() -> Result<()> {
+    let s = scenario()?;
+    let port = unique_port();
+    let count = 20;
+    let c1 = &s.topo.c1;
+    vnt_tests::run(std::process::Command::new("ip").args([
+        "-n",
+        &s.topo.host.name,
+        "link",
+        "set",
+        &c1.peer.name,
+        "mtu",
+        "1000",
+    ]))?;
+
+    let agent = start_agent(format!("port {port}"), 1)?;
+    let (src, dst) = (c1.addr(Family::V4), s.topo.addr(Side::C2, Family::V4));
+    s.traffic.udp_send(
+        s.ns(Side::C1),
+        &UdpSend {
+            count,
+            rate: 100,
+            size: 1200,
+            ..UdpSend::to(dst, port)
+        },
+    )?;
+    let out = s.stop(agent)?;
+
+    let what = "datagrams too big for the peer's MTU";
+    let journeys = udp_journeys(&out, src, dst, port);
+    check_share(what, journeys.len(), count)?;
+    let expected = [
+        ExpectedHop::at(hooks::XMIT, &c1.veth),
+        ExpectedHop::at(hooks::DROP, &c1.veth),
+    ];
+    check_each(what, &journeys, &expected)?;
+    for j in &journeys {
+        let reason = j
+            .last_hop()
+            .and_then(|h| h.drop.as_ref())
+            .map(|d| d.reason.as_str());
+        ensure!(
+            j.end == JourneyEnd::Dropped && reason == Some("NOT_SPECIFIED"),
+            "expected a drop with reason NOT_SPECIFIED: {}",
+            j.describe()
+        );
+    }
+    Ok(())
+}
