@@ -113,6 +113,11 @@ pub struct ProbeReport {
     pub name: String,
     /// The plugin cannot work without it.
     pub required: bool,
+    /// Attached only when asked for (`--probes`).
+    pub opt_in: bool,
+    /// Whether a run with this configuration attaches it (false: an opt-in
+    /// probe nobody asked for). `check` tries it either way.
+    pub runs: bool,
     /// `kind:target` of the variant a run would use, when one attaches.
     pub hook: Option<String>,
     /// Its kind (`tp_btf`, `fentry`, ...).
@@ -505,11 +510,21 @@ fn check_plugin(
             return report;
         }
     };
-    let choices = probes::attach_probes(&mut ebpf, &meta, btf, tc::Placement::Trial, deny);
-    for c in choices {
+    // Try every probe, opt-in or not, and say which a run would attach.
+    let choices = probes::attach_probes(
+        &mut ebpf,
+        &meta,
+        btf,
+        tc::Placement::Trial,
+        deny,
+        &probes::OptIn::all(),
+    );
+    for (c, info) in choices.into_iter().zip(&meta.probes) {
         let mut p = ProbeReport {
+            runs: cfg.probes.wants(info),
             name: c.probe,
             required: c.required,
+            opt_in: c.opt_in,
             hook: c.chosen.as_ref().map(|(k, t)| format!("{k}:{t}")),
             kind: c.chosen.as_ref().map(|(k, _)| k.to_string()),
             program: c.program,
@@ -650,6 +665,8 @@ pub fn pretty(r: &Report) -> String {
         for probe in &p.probes {
             let req = if probe.required {
                 "required"
+            } else if probe.opt_in {
+                "opt-in"
             } else {
                 "optional"
             };
@@ -657,10 +674,18 @@ pub fn pretty(r: &Report) -> String {
                 Some(h) => {
                     let _ = writeln!(
                         s,
-                        "  {:<18} {req:<8}  uses {h} ({})",
+                        "  {:<18} {req:<8}  {} {h} ({})",
                         probe.name,
+                        if probe.runs { "uses" } else { "off; would use" },
                         probe.program.as_deref().unwrap_or("")
                     );
+                    if !probe.runs {
+                        let _ = writeln!(
+                            s,
+                            "  {:<28}  opt-in: attached with --probes {} (or all)",
+                            "", probe.name
+                        );
+                    }
                     if let Some(d) = &probe.detail {
                         let _ = writeln!(s, "  {:<28}  {d}", "");
                     }
@@ -752,6 +777,8 @@ mod tests {
                 probes: vec![ProbeReport {
                     name: "veth_xmit".into(),
                     required: true,
+                    opt_in: false,
+                    runs: true,
                     hook: None,
                     kind: None,
                     program: None,

@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::probes::filter::{FilterError, FilterSpec};
+use crate::probes::OptIn;
 
 /// Top-level keys read from `VNT_*` variables (`VNT_SAMPLE=1/10`,
 /// `VNT_JOURNEY__IDLE_TIMEOUT_MS=50`). Other `VNT_*` variables are not config.
 const ENV_KEYS: &[&str] = &[
     "plugins",
     "plugin_dirs",
+    "probes",
     "filter",
     "sample",
     "output",
@@ -94,6 +96,8 @@ pub struct RawConfig {
     pub plugins: ListOrString,
     /// Extra plugin directories, searched first.
     pub plugin_dirs: ListOrString,
+    /// Opt-in probes to attach too, by name, or `all`.
+    pub probes: ListOrString,
     /// Filter expression (see `--help`).
     pub filter: String,
     /// Sampling: `1/N`, `N`, `all`, or `auto` (1/1 with a filter, 1/100 without).
@@ -121,6 +125,7 @@ impl Default for RawConfig {
         RawConfig {
             plugins: ListOrString::List(vec![]),
             plugin_dirs: ListOrString::List(vec![]),
+            probes: ListOrString::List(vec![]),
             filter: String::new(),
             sample: "auto".into(),
             output: OutputFormat::Pretty,
@@ -149,6 +154,9 @@ pub struct FlagLayer {
     /// `--plugin-dir` (repeatable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin_dirs: Option<Vec<String>>,
+    /// `--probes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<String>,
     /// `--filter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
@@ -179,6 +187,8 @@ pub struct Config {
     pub plugins: Vec<String>,
     /// Extra plugin directories.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Opt-in probes to attach too.
+    pub probes: OptIn,
     /// The filter.
     pub filter: FilterSpec,
     /// The filter as written (for logs).
@@ -343,6 +353,17 @@ impl Config {
             ));
         }
         let plugins = raw.plugins.items(',');
+        let probe_names: Vec<String> = raw
+            .probes
+            .items(',')
+            .into_iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let probes = OptIn {
+            all: probe_names.iter().any(|n| n == "all"),
+            names: probe_names.into_iter().filter(|n| n != "all").collect(),
+        };
         let otlp = OtlpConfig::from_raw(&raw.otlp, fig)?;
         Ok(Config {
             plugins,
@@ -352,6 +373,7 @@ impl Config {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            probes,
             filter,
             filter_text: raw.filter,
             sample_n,
@@ -864,6 +886,33 @@ mod tests {
             assert_eq!(c.sample_n, 30);
             assert_eq!(c.plugins, vec!["veth"]);
             assert_eq!(c.filter_text, "port 1");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn opt_in_probes_come_from_every_layer() {
+        Jail::expect_with(|jail| {
+            let c = load(None, FlagLayer::default()).unwrap();
+            assert_eq!(c.probes, crate::probes::OptIn::default());
+
+            jail.create_file("vnt.toml", "probes = [\"veth_rx\"]\n")?;
+            let c = load(Some("vnt.toml"), FlagLayer::default()).unwrap();
+            assert_eq!(c.probes.names, vec!["veth_rx"]);
+            assert!(!c.probes.all);
+
+            jail.set_env("VNT_PROBES", "all");
+            let c = load(Some("vnt.toml"), FlagLayer::default()).unwrap();
+            assert!(c.probes.all);
+
+            let flags = FlagLayer {
+                probes: Some("veth_rx, other_probe".into()),
+                ..Default::default()
+            };
+            let c = load(Some("vnt.toml"), flags).unwrap();
+            assert_eq!(c.probes.names, vec!["veth_rx", "other_probe"]);
+            assert!(!c.probes.all);
+
             Ok(())
         });
     }

@@ -21,7 +21,7 @@ SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, d
   Default `auto`: every packet when --filter narrows what is traced, 1/100 when it does not.
 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
-  Keys: plugins, plugin_dirs, filter, sample, output, duration, ready_file, btf,
+  Keys: plugins, plugin_dirs, probes, filter, sample, output, duration, ready_file, btf,
   [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
@@ -53,6 +53,12 @@ struct Cli {
     /// Plugins to load, comma-separated names (veth,ovs) or paths to .so files.
     #[arg(short, long, value_name = "LIST")]
     plugins: Option<String>,
+
+    /// Also attach these opt-in probes (comma-separated names from `vnt-agent plugins`,
+    /// e.g. veth_rx), or `all`. By default a plugin attaches the smallest set of probes
+    /// that gives whole journeys.
+    #[arg(long, value_name = "LIST")]
+    probes: Option<String>,
 
     /// TOML configuration file.
     #[arg(short, long, value_name = "FILE")]
@@ -155,9 +161,10 @@ fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
                         })
                         .collect();
                     println!(
-                        "  probe {}{}: {}",
+                        "  probe {}{}{}: {}",
                         p.name,
                         if p.required { " (required)" } else { "" },
+                        if p.opt_in { " (opt-in: --probes)" } else { "" },
                         alts.join(" | ")
                     );
                 }
@@ -174,6 +181,7 @@ fn main() -> ExitCode {
 
     let flags = FlagLayer {
         plugins: cli.plugins.clone(),
+        probes: cli.probes.clone(),
         plugin_dirs: (!cli.plugin_dirs.is_empty()).then(|| cli.plugin_dirs.clone()),
         filter: cli.filter.clone(),
         sample: cli.sample.clone(),
@@ -229,7 +237,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("vnt-agent: {e}");
             ExitCode::from(match e {
-                RunError::Otlp(_) => 2,
+                RunError::Otlp(_) | RunError::Config(_) => 2,
                 RunError::Plugin(_) | RunError::NoPlugins => 3,
                 RunError::Probe(_) | RunError::Kernel(_) => 4,
                 RunError::Io(_) => 1,

@@ -41,6 +41,9 @@ pub enum RunError {
     /// OTLP export could not be set up.
     #[error(transparent)]
     Otlp(#[from] OtlpError),
+    /// The configuration does not fit the loaded plugins.
+    #[error("{0}")]
+    Config(String),
     /// No plugin requested.
     #[error("no plugins requested: pass --plugins NAME[,NAME..] (see `vnt-agent plugins` for the available ones)")]
     NoPlugins,
@@ -224,8 +227,10 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
     let mut attached_all = Vec::new();
+    check_probe_names(&cfg.probes, &loaded)?;
     for p in loaded {
-        let attached = probes::load_and_attach(&p.meta, &btf, &kfilter, cfg.ringbuf_bytes)?;
+        let attached =
+            probes::load_and_attach(&p.meta, &btf, &kfilter, cfg.ringbuf_bytes, &cfg.probes)?;
         attached_all.push((p, attached));
     }
     // Everything attached: start reading.
@@ -406,6 +411,29 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         let _ = std::fs::remove_file(path);
     }
     Ok(summary)
+}
+
+/// Every probe named in `--probes` is an opt-in probe of a loaded plugin.
+fn check_probe_names(opt_in: &probes::OptIn, loaded: &[LoadedPlugin]) -> Result<(), RunError> {
+    let known: Vec<&str> = loaded
+        .iter()
+        .flat_map(|p| p.meta.probes.iter())
+        .filter(|p| p.opt_in)
+        .map(|p| p.name.as_str())
+        .collect();
+    for name in &opt_in.names {
+        if !known.contains(&name.as_str()) {
+            return Err(RunError::Config(format!(
+                "`probes`: `{name}` is not an opt-in probe of the loaded plugins; opt-in probes: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{}, or `all`", known.join(", "))
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn handle_batch(

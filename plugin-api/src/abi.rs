@@ -17,7 +17,12 @@ use std::ffi::c_void;
 /// Major version of this ABI. A plugin with another major is refused.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor version of this ABI. A plugin with a newer minor is refused.
-pub const ABI_MINOR: u16 = 0;
+///
+/// - 1.0: first release.
+/// - 1.1: [`Probe::flags`] (was `required: bool`, same size and place) gains
+///   [`probe_flags::OPT_IN`]. A 1.0 plugin's `required` byte reads as
+///   [`probe_flags::REQUIRED`] or nothing, so 1.0 plugins keep working.
+pub const ABI_MINOR: u16 = 1;
 
 /// Return code of every exported plugin function.
 #[repr(i32)]
@@ -122,14 +127,25 @@ pub struct ProbeAlternative {
     pub target: Str,
 }
 
+/// [`Probe::flags`] bits.
+pub mod probe_flags {
+    /// The plugin cannot work unless one alternative attaches.
+    pub const REQUIRED: u8 = 1 << 0;
+    /// Not attached unless the user asks for it by name (`--probes`): a
+    /// probe that adds detail at a cost the default set should not pay.
+    /// Since ABI 1.1.
+    pub const OPT_IN: u8 = 1 << 1;
+}
+
 /// A probe: one observation point, with alternatives in preference order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
     /// Probe name, unique within the plugin (`veth_xmit`).
     pub name: Str,
-    /// When true, the plugin cannot work unless one alternative attaches.
-    pub required: bool,
+    /// [`probe_flags`] bits; unknown bits are ignored. A `u8`, not a `bool`:
+    /// any byte a plugin writes is a valid value here.
+    pub flags: u8,
     /// First alternative.
     pub alternatives: *const ProbeAlternative,
     /// Number of alternatives.
@@ -339,6 +355,16 @@ mod tests {
     fn newer_minor_is_refused() {
         let err = check_abi(ABI_MAJOR, ABI_MINOR + 1).unwrap_err();
         assert!(err.contains("newer"), "{err}");
+    }
+
+    /// ABI 1.1 turned 1.0's `required: bool` into `flags: u8` in place: a 1.0
+    /// plugin's probe table must read the same (true = 1 = REQUIRED).
+    #[test]
+    fn probe_flags_sit_where_1_0_had_required() {
+        assert_eq!(std::mem::offset_of!(Probe, flags), 16);
+        assert_eq!(std::mem::size_of::<Probe>(), 40);
+        assert_eq!(true as u8, probe_flags::REQUIRED);
+        assert_eq!(false as u8 & probe_flags::OPT_IN, 0);
     }
 
     #[test]

@@ -58,7 +58,15 @@ pub fn build_table<P: Plugin>() -> Exported {
         .zip(&alternatives)
         .map(|(p, alts)| abi::Probe {
             name: abi::Str::new(p.name),
-            required: p.required,
+            flags: if p.required {
+                abi::probe_flags::REQUIRED
+            } else {
+                0
+            } | if p.opt_in {
+                abi::probe_flags::OPT_IN
+            } else {
+                0
+            },
             alternatives: alts.as_ptr(),
             alternatives_len: alts.len(),
         })

@@ -92,6 +92,10 @@ pub struct ProbeSpec {
     pub name: &'static str,
     /// The plugin is useless without it: failing to attach it fails the plugin.
     pub required: bool,
+    /// Attached only when the user names it (`--probes NAME` or `all`): for
+    /// probes that add detail at a cost the default set should not pay. The
+    /// default set must still give whole journeys.
+    pub opt_in: bool,
     /// In preference order.
     pub alternatives: &'static [ProbeAlternative],
 }

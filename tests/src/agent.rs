@@ -25,10 +25,18 @@ pub struct AgentBuilder {
     plugins: String,
     sample: (u32, u32),
     filter: Option<String>,
+    probes: Option<String>,
     extra: Vec<OsString>,
 }
 
 impl AgentBuilder {
+    /// Only the plugins' default probes (no `--probes`). Without this the
+    /// tests attach every probe, opt-in ones included, to check every hook.
+    pub fn default_probes(mut self) -> Self {
+        self.probes = None;
+        self
+    }
+
     /// Runs this binary instead of the located one.
     pub fn bin(mut self, path: impl Into<PathBuf>) -> Self {
         self.bin = Some(path.into());
@@ -74,6 +82,9 @@ impl AgentBuilder {
             .arg(format!("{}/{}", self.sample.0, self.sample.1));
         if let Some(filter) = &self.filter {
             cmd.arg("--filter").arg(filter);
+        }
+        if let Some(probes) = &self.probes {
+            cmd.arg("--probes").arg(probes);
         }
         cmd.arg("--ready-file").arg(&ready_file).args(&self.extra);
         cmd.stdin(Stdio::null())
@@ -134,13 +145,15 @@ pub struct AgentOutput {
 }
 
 impl Agent {
-    /// Options for a run of the veth plugin, JSON output, every packet sampled.
+    /// Options for a run of the veth plugin, JSON output, every packet
+    /// sampled, every probe attached (`--probes all`).
     pub fn builder() -> AgentBuilder {
         AgentBuilder {
             bin: None,
             plugins: "veth".to_owned(),
             sample: (1, 1),
             filter: None,
+            probes: Some("all".to_owned()),
             extra: Vec::new(),
         }
     }

@@ -177,6 +177,15 @@ impl Topology {
         ]
     }
 
+    /// [`Topology::path`] as the default probe set sees it: the backlog hops
+    /// (`veth_rx`) are opt-in, so each veth pair is one xmit and one receive.
+    pub fn default_path(&self, from: Side) -> Vec<ExpectedHop> {
+        self.path(from)
+            .into_iter()
+            .filter(|h| h.hook != hooks::RX)
+            .collect()
+    }
+
     /// Installs a bridge-family nftables rule in the host namespace that drops
     /// UDP datagrams to `dport` as the bridge forwards them. The table is
     /// deleted when the returned guard drops (and with the namespace anyway).

@@ -482,3 +482,40 @@ fn drop_without_a_specific_reason_is_reported() -> Result<()> {
     }
     Ok(())
 }
+
+/// The default probe set (no `--probes`) is the smallest that still gives
+/// whole journeys: every device crossing (xmit, receive) and drops, without
+/// the opt-in backlog hop, which costs a third more program runs per packet.
+#[test]
+fn default_probes_give_whole_journeys_without_the_backlog_hop() -> Result<()> {
+    let s = scenario()?;
+    let port = unique_port();
+    let count = 50;
+    let agent = Agent::builder()
+        .filter(format!("port {port}"))
+        .default_probes()
+        .start()?;
+    let (src, dst) = (
+        s.topo.addr(Side::C1, Family::V4),
+        s.topo.addr(Side::C2, Family::V4),
+    );
+    s.udp(
+        Side::C1,
+        &UdpSend {
+            count,
+            rate: 200,
+            ..UdpSend::to(dst, port)
+        },
+    )?;
+    let out = s.stop(agent)?;
+
+    let probes = &out.summary.plugins["veth"].probes;
+    ensure!(
+        probes.get("veth_rx").map(String::as_str) == Some("off (opt-in)"),
+        "veth_rx should be off by default: {probes:?}"
+    );
+    let journeys = udp_journeys(&out, src, dst, port);
+    check_share("default probes", journeys.len(), count)?;
+    check_each("default probes", &journeys, &s.topo.default_path(Side::C1))?;
+    Ok(())
+}

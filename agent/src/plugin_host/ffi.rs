@@ -118,7 +118,8 @@ unsafe fn read_meta(t: &abi::PluginTable) -> PluginMeta {
         probes.push(ProbeInfo {
             // SAFETY: static string of the plugin.
             name: unsafe { copy_str(p.name) },
-            required: p.required,
+            required: p.flags & abi::probe_flags::REQUIRED != 0,
+            opt_in: p.flags & abi::probe_flags::OPT_IN != 0,
             alternatives,
         });
     }

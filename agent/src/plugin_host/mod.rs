@@ -104,6 +104,8 @@ pub struct ProbeInfo {
     pub name: String,
     /// Must attach.
     pub required: bool,
+    /// Attached only when asked for by name (`--probes`).
+    pub opt_in: bool,
     /// In preference order.
     pub alternatives: Vec<ProbeAltInfo>,
 }

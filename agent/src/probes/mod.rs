@@ -133,6 +133,32 @@ impl fmt::Display for AltFailure {
     }
 }
 
+/// Which opt-in probes to attach (`--probes`, config key `probes`): probes
+/// a plugin marks opt-in are left out unless named here. Probes that are not
+/// opt-in are always attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptIn {
+    /// Every opt-in probe (`--probes all`).
+    pub all: bool,
+    /// Opt-in probes by name (`veth_rx`).
+    pub names: Vec<String>,
+}
+
+impl OptIn {
+    /// Every probe, opt-in or not (what `check` tries).
+    pub fn all() -> OptIn {
+        OptIn {
+            all: true,
+            names: vec![],
+        }
+    }
+
+    /// Whether `probe` is attached under this selection.
+    pub fn wants(&self, probe: &crate::plugin_host::ProbeInfo) -> bool {
+        !probe.opt_in || self.all || self.names.contains(&probe.name)
+    }
+}
+
 /// What happened to one probe.
 #[derive(Debug, Clone)]
 pub struct ProbeChoice {
@@ -140,6 +166,10 @@ pub struct ProbeChoice {
     pub probe: String,
     /// Whether the plugin declared it required.
     pub required: bool,
+    /// Whether the plugin declared it opt-in.
+    pub opt_in: bool,
+    /// False for an opt-in probe nobody asked for: nothing was tried.
+    pub enabled: bool,
     /// The alternative in use: kind and target.
     pub chosen: Option<(HookKind, String)>,
     /// The program of the alternative in use.
@@ -154,6 +184,7 @@ impl fmt::Display for ProbeChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.chosen {
             Some((k, t)) => write!(f, "{k}:{t}"),
+            None if !self.enabled => f.write_str("off (opt-in)"),
             None => f.write_str("not attached"),
         }
     }
@@ -432,6 +463,7 @@ pub fn attach_probes(
     btf: &Btf,
     placement: tc::Placement<'_>,
     deny: &[HookKind],
+    opt_in: &OptIn,
 ) -> Vec<ProbeChoice> {
     let plugin = &meta.name;
     let mut choices = Vec::with_capacity(meta.probes.len());
@@ -439,11 +471,18 @@ pub fn attach_probes(
         let mut choice = ProbeChoice {
             probe: probe.name.clone(),
             required: probe.required,
+            opt_in: probe.opt_in,
+            enabled: opt_in.wants(probe),
             chosen: None,
             program: None,
             detail: None,
             failures: vec![],
         };
+        if !choice.enabled {
+            tracing::debug!(plugin = %plugin, probe = %probe.name, "opt-in probe not asked for (--probes)");
+            choices.push(choice);
+            continue;
+        }
         for alt in &probe.alternatives {
             let hook = format!(
                 "{}:{}",
@@ -509,14 +548,22 @@ pub fn load_and_attach(
     btf: &Btf,
     filter: &KernelFilter,
     ringbuf_bytes: u32,
+    opt_in: &OptIn,
 ) -> Result<Attached, ProbeError> {
     clean_start();
     let plugin = meta.name.clone();
     let deny = denied_kinds()?;
     let mut ebpf = load_object(meta, btf, filter, ringbuf_bytes)?;
-    let choices = attach_probes(&mut ebpf, meta, btf, tc::Placement::Filter(filter), &deny);
+    let choices = attach_probes(
+        &mut ebpf,
+        meta,
+        btf,
+        tc::Placement::Filter(filter),
+        &deny,
+        opt_in,
+    );
     for choice in &choices {
-        if choice.chosen.is_some() {
+        if choice.chosen.is_some() || !choice.enabled {
             continue;
         }
         let tried: Vec<String> = choice.failures.iter().map(|f| format!("  {f}")).collect();

@@ -88,21 +88,28 @@ static PROBES: [ProbeSpec; 4] = [
     ProbeSpec {
         name: "veth_xmit",
         required: true,
+        opt_in: false,
         alternatives: &XMIT,
     },
     ProbeSpec {
         name: "veth_rx",
         required: false,
+        // Opt-in: xmit and receive already give every device crossing; the
+        // backlog hop splits the peer's receive into queueing and processing
+        // at the cost of a third more program runs per packet (BENCHMARKS.md).
+        opt_in: true,
         alternatives: &RX,
     },
     ProbeSpec {
         name: "veth_receive",
         required: true,
+        opt_in: false,
         alternatives: &RECEIVE,
     },
     ProbeSpec {
         name: "veth_drop",
         required: false,
+        opt_in: false,
         alternatives: &DROP,
     },
 ];
