@@ -190,10 +190,25 @@ impl Topology {
     /// UDP datagrams to `dport` as the bridge forwards them. The table is
     /// deleted when the returned guard drops (and with the namespace anyway).
     pub fn nft_drop_udp(&self, dport: u16) -> Result<NftDrop<'_>> {
-        let table = format!("{}drop{dport}", self.prefix);
+        self.nft_forward_rule(&format!("drop{dport}"), &format!("udp dport {dport} drop"))
+    }
+
+    /// Installs a bridge-family nftables rule in the host namespace that
+    /// rewrites the destination port of UDP datagrams to `from` into `to` as
+    /// the bridge forwards them: the packet changes between hops.
+    pub fn nft_rewrite_udp_dport(&self, from: u16, to: u16) -> Result<NftDrop<'_>> {
+        self.nft_forward_rule(
+            &format!("rw{from}"),
+            &format!("udp dport {from} udp dport set {to}"),
+        )
+    }
+
+    /// One rule in the bridge's forward hook, in a table of its own.
+    fn nft_forward_rule(&self, tag: &str, rule: &str) -> Result<NftDrop<'_>> {
+        let table = format!("{}{tag}", self.prefix);
         // `fwd` is an nft keyword (the fwd statement), so the chain is `forward`.
         let ruleset = format!(
-            "table bridge {table} {{\n  chain forward {{\n    type filter hook forward priority 0;\n    udp dport {dport} drop;\n  }}\n}}\n"
+            "table bridge {table} {{\n  chain forward {{\n    type filter hook forward priority 0;\n    {rule};\n  }}\n}}\n"
         );
         let file = crate::temp_path("nft");
         std::fs::write(&file, &ruleset)

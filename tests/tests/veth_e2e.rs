@@ -519,3 +519,71 @@ fn default_probes_give_whole_journeys_without_the_backlog_hop() -> Result<()> {
     check_each("default probes", &journeys, &s.topo.default_path(Side::C1))?;
     Ok(())
 }
+
+/// The identity memo (ebpf/include/vnt/pipeline.h) lets a packet's later
+/// hops on one CPU reuse its id; it must never hand one packet's id to
+/// another. Two ways it could, both exercised here:
+/// - skb reuse: a flood of distinct datagrams, where the kernel hands each
+///   freed skb (and often its data) to the next one at the same address:
+///   every datagram must have its own journey with exactly its own hops;
+/// - a packet changed between hops: the bridge rewrites the destination port,
+///   so from there on it is another identity (ADR 002): the hops before and
+///   after must fall in two journeys, each under its own flow.
+#[test]
+fn identity_reuse_never_joins_two_packets() -> Result<()> {
+    let s = scenario()?;
+    let (flood, before, after) = (unique_port(), unique_port(), unique_port());
+    let _rewrite = s.topo.nft_rewrite_udp_dport(before, after)?;
+    let (src, dst) = (
+        s.topo.addr(Side::C1, Family::V4),
+        s.topo.addr(Side::C2, Family::V4),
+    );
+    let agent = start_agent(format!("src {src} and proto udp"), 1)?;
+    let count = 2000;
+    s.udp(
+        Side::C1,
+        &UdpSend {
+            count,
+            rate: 4000,
+            ..UdpSend::to(dst, flood)
+        },
+    )?;
+    let rewritten = 50;
+    let recv = s.traffic.udp_recv(
+        s.ns(Side::C2),
+        dst,
+        after,
+        rewritten,
+        Duration::from_secs(10),
+    )?;
+    s.traffic.udp_send(
+        s.ns(Side::C1),
+        &UdpSend {
+            count: rewritten,
+            rate: 200,
+            ..UdpSend::to(dst, before)
+        },
+    )?;
+    ensure!(
+        recv.wait()? == rewritten,
+        "the rewritten datagrams did not all arrive"
+    );
+    let out = s.stop(agent)?;
+
+    let journeys = udp_journeys(&out, src, dst, flood);
+    check_share("flood of distinct datagrams", journeys.len(), count)?;
+    check_each(
+        "flood of distinct datagrams",
+        &journeys,
+        &s.topo.path(Side::C1),
+    )?;
+
+    let path = s.topo.path(Side::C1);
+    let head = udp_journeys(&out, src, dst, before);
+    check_share("before the rewrite", head.len(), rewritten)?;
+    check_each("before the rewrite", &head, &path[..3])?;
+    let tail = udp_journeys(&out, src, dst, after);
+    check_share("after the rewrite", tail.len(), rewritten)?;
+    check_each("after the rewrite", &tail, &path[3..])?;
+    Ok(())
+}
