@@ -800,11 +800,9 @@ impl OtlpConfig {
 }
 
 #[cfg(test)]
-// figment's Jail closures return its large error type.
-#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-    use figment::Jail;
+    use crate::testing::Jail;
 
     fn load(file: Option<&str>, flags: FlagLayer) -> Result<Config, ConfigError> {
         let fig = figment(file.map(Path::new), &flags)?;

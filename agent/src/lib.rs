@@ -9,3 +9,6 @@ pub mod kernel;
 pub mod plugin_host;
 pub mod probes;
 pub mod run;
+
+#[cfg(test)]
+mod testing;
