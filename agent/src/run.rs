@@ -273,7 +273,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         .map_err(|e| RunError::Io(format!("cannot handle SIGTERM: {e}")))?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|e| RunError::Io(format!("cannot handle SIGINT: {e}")))?;
-    let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
+    // Config bounds the duration (config::MAX_DURATION_SECS); a deadline
+    // beyond what an Instant can hold is no deadline at all.
+    let deadline = cfg
+        .duration
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock_refresh = tokio::time::Instant::now();

@@ -1,7 +1,7 @@
 //! Bad input gets a short clear error and a non-zero exit, never a panic
 //! (issue #2, acceptance 6): unknown plugin, missing plugin file, a plugin
 //! built for another ABI major, malformed configuration, no permission to
-//! load eBPF.
+//! load eBPF; and (issue 7) a huge duration.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -24,11 +24,22 @@ fn fixture(file: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> (i32, String) {
+    run_env(args, &[("VNT_LOG", "warn")])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let (code, _, stderr) = run_full(args, env);
+    (code, stderr)
+}
+
+/// Exit code, stdout and stderr; a panic fails the test.
+fn run_full(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out: Output = Command::new(agent())
         .args(args)
-        .env("VNT_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run vnt-agent");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !stderr.contains("panicked"),
@@ -38,7 +49,7 @@ fn run(args: &[&str]) -> (i32, String) {
         !stderr.contains("RUST_BACKTRACE"),
         "the agent panicked:\n{stderr}"
     );
-    (out.status.code().unwrap_or(-1), stderr)
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 #[test]
@@ -129,6 +140,21 @@ fn bad_flags_are_refused_before_anything_is_loaded() {
     let (code, err) = run(&[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("no plugins requested"), "{err}");
+}
+
+/// Issue 7: a huge `--duration` (or `duration`, `VNT_DURATION`) was accepted,
+/// and the agent panicked once its probes were attached (exit 101).
+#[test]
+fn huge_duration_is_refused_before_anything_is_loaded() {
+    let (code, err) = run(&["--plugins", "veth", "--duration", "18446744073709551615"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`duration` (from the command line)"), "{err}");
+    let (code, err) = run_env(
+        &["--plugins", "veth"],
+        &[("VNT_LOG", "warn"), ("VNT_DURATION", "9223372036854775807")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`duration`") && err.contains("VNT_"), "{err}");
 }
 
 #[test]
