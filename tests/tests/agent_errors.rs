@@ -1,7 +1,8 @@
 //! Bad input gets a short clear error and a non-zero exit, never a panic
 //! (issue #2, acceptance 6): unknown plugin, missing plugin file, a plugin
 //! built for another ABI major, malformed configuration, no permission to
-//! load eBPF; and (issue 7) a huge duration.
+//! load eBPF; and (issue 7) a huge duration, a header or log level that
+//! cannot be used, flags given after the subcommand.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -155,6 +156,93 @@ fn huge_duration_is_refused_before_anything_is_loaded() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`duration`") && err.contains("VNT_"), "{err}");
+}
+
+/// Issue 7: `--otlp-header novalue` was accepted silently (sent as an empty header).
+#[test]
+fn otlp_header_without_a_value_is_refused() {
+    for bad in ["novalue", "=value"] {
+        let (code, err) = run(&[
+            "--plugins",
+            "veth",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4317",
+            "--otlp-header",
+            bad,
+            "--duration",
+            "1",
+        ]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains("--otlp-header") && err.contains(bad) && err.contains("KEY=VALUE"),
+            "{err}"
+        );
+    }
+}
+
+/// Issue 7: an unknown `--log-level` or `VNT_LOG` silently fell back to `info`.
+#[test]
+fn unknown_log_level_is_refused_listing_the_levels() {
+    let (code, err) = run(&[
+        "--plugins",
+        "veth",
+        "--log-level",
+        "verbose",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("verbose"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error, warn, info, debug, trace, off"),
+        "{err}"
+    );
+    let (code, err) = run_env(
+        &["--plugins", "veth", "--duration", "1"],
+        &[("VNT_LOG", "debgu")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("debgu") && err.contains("error, warn, info"),
+        "{err}"
+    );
+}
+
+/// Issue 7: `vnt-agent plugins --plugin-dir DIR` was refused ("unexpected
+/// argument"); only `vnt-agent --plugin-dir DIR plugins` worked.
+#[test]
+fn flags_work_after_the_subcommand() {
+    let dir = std::env::temp_dir().join(format!("vnt-gflags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("libvnt_plugin_veth.so"),
+        dir.join("libvnt_plugin_gflags.so"),
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [
+        ["plugins", "--plugin-dir", d],
+        ["--plugin-dir", d, "plugins"],
+    ] {
+        let (code, out, err) = run_full(&args, &[("VNT_LOG", "warn")]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.lines().any(|l| l.starts_with("gflags ")),
+            "{args:?}: the plugin in --plugin-dir is not listed:\n{out}"
+        );
+    }
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "sampel = 1\n").unwrap();
+    let (code, err) = run(&["plugins", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sampel"),
+        "--config after the subcommand: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
