@@ -34,6 +34,10 @@ OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_EN
   working alongside (`--output none` for OTLP only). OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS,
   OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured; see docs/otel.md.
 
+SIGNALS: SIGINT and SIGTERM stop the agent cleanly (journeys in flight flushed, OTLP exported,
+  every probe detached, the summary written), also while it is still attaching; SIGHUP is
+  logged and ignored (there is nothing to reload).
+
 Flags may be given before or after the subcommand (`vnt-agent plugins --plugin-dir DIR`).
 
 EXIT CODES: 0 ok, 1 runtime error, 2 bad configuration or usage, 3 plugin error,
