@@ -7,8 +7,18 @@
 # the kernel's reason. Everything created is removed at exit, also on failure.
 #
 #   scripts/demo.sh (as root) [--json] [--seconds N] [-- extra vnt-agent flags]
+#
+#   --json        journeys as JSON lines instead of the pretty form
+#   --seconds N   how long the agent traces (default 6; scripts/test.sh uses 4)
+#
+# The build line says how many crates it compiled: "nothing compiled" after a
+# `cargo build --workspace --release --all-targets` (scripts/test.sh checks it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The comment block at the top of this file, without its `#`s.
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
+die() { echo "demo.sh: $*" >&2; exit 1; }
 
 output=pretty
 seconds=6
@@ -16,20 +26,43 @@ extra=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--json) output=json ;;
-	--seconds) seconds=$2; shift ;;
+	--seconds)
+		[[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: --seconds needs a whole number >= 1" >&2; exit 2; }
+		seconds=$2; shift ;;
 	--) shift; extra=("$@"); break ;;
-	-h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) usage; exit 0 ;;
 	*) echo "demo.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
 done
-[ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (eBPF, network namespaces)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (eBPF, network namespaces)"
 
 scripts/install-deps.sh
 echo "==> building vnt-agent, the veth plugin and the traffic generator"
-cargo build --release -q -p vnt-agent -p vnt-plugin-veth -p vnt-tests --bin vnt-traffic
-agent=target/release/vnt-agent
-traffic=$PWD/target/release/vnt-traffic
+# Whole packages, no target filter: `--bin` would filter every -p package
+# and build neither the agent nor the plugin. Each file's path comes from
+# cargo's own report of this build, so the demo never runs a stale binary
+# that happens to lie in target/.
+build=$(cargo build --release -p vnt-agent -p vnt-plugin-veth -p vnt-tests \
+	--message-format=json-render-diagnostics) || die "the build failed (see above)"
+# artifact TARGET KIND SUFFIX: the file of that target this build produced or found up to date.
+artifact() {
+	jq -r --arg t "$1" --arg k "$2" --arg s "$3" '
+		select(.reason == "compiler-artifact" and .target.name == $t and (.target.kind | index($k)))
+		| .filenames[] | select(endswith($s))' <<<"$build" | tail -n 1
+}
+agent=$(artifact vnt-agent bin vnt-agent)
+plugin=$(artifact vnt_plugin_veth cdylib .so)
+traffic=$(artifact vnt-traffic bin vnt-traffic)
+if [ -z "$agent" ] || [ ! -x "$agent" ]; then die "the build produced no vnt-agent executable (${agent:-none reported})"; fi
+if [ -z "$traffic" ] || [ ! -x "$traffic" ]; then die "the build produced no vnt-traffic executable (${traffic:-none reported})"; fi
+if [ -z "$plugin" ] || [ ! -f "$plugin" ]; then die "the build produced no libvnt_plugin_veth.so (${plugin:-none reported})"; fi
+compiled=$(jq -s '[.[] | select(.reason == "compiler-artifact" and .fresh == false)] | length' <<<"$build")
+if [ "$compiled" = 0 ]; then
+	echo "==> build: nothing compiled, everything was up to date"
+else
+	echo "==> build: $compiled crate(s) compiled"
+fi
 
 p="vd$(printf '%x' $$ | tail -c 5)"   # unique per run, short enough for interface names
 c1=$p-c1 c2=$p-c2 h=$p-h
@@ -62,12 +95,13 @@ table bridge ${p}fw {
 NFT
 
 ready=$(mktemp -u "/tmp/$p-ready.XXXX")
-echo "==> starting: $agent --plugins veth --filter 'host $net4.0/24' --sample 1/1 --duration $seconds ${extra[*]}"
-"$agent" --plugins veth --filter "host $net4.0/24" --sample 1/1 --output "$output" \
-	--duration "$seconds" --ready-file "$ready" "${extra[@]}" &
+plugin_dir=$(dirname "$plugin")
+echo "==> starting: $agent --plugins veth --plugin-dir $plugin_dir --filter 'host $net4.0/24' --sample 1/1 --duration $seconds ${extra[*]}"
+"$agent" --plugins veth --plugin-dir "$plugin_dir" --filter "host $net4.0/24" --sample 1/1 \
+	--output "$output" --duration "$seconds" --ready-file "$ready" "${extra[@]}" &
 agent_pid=$!
 for _ in $(seq 300); do [ -e "$ready" ] && break; kill -0 $agent_pid 2>/dev/null || break; sleep 0.1; done
-[ -e "$ready" ] || { echo "demo.sh: the agent did not start (see its error above)" >&2; exit 1; }
+[ -e "$ready" ] || die "the agent did not start (see its error above)"
 
 echo "==> traffic: ping, UDP to a listener, UDP to the firewalled port"
 ip netns exec "$c2" "$traffic" udp-recv --bind "$net4.2" --port 7777 --count 5 --timeout "$seconds" >/dev/null &

@@ -42,6 +42,24 @@ if [ ! -r /sys/kernel/btf/vmlinux ]; then
   exit 1
 fi
 
+step "demo: scripts/demo.sh --seconds 4 (the README's first command)"
+# Run as a user would run it, after the build above: its own build must
+# compile nothing (the same artifacts as the workspace build), and it must
+# print journeys of its UDP flow and the drop by its nftables rule.
+demo_log=$(mktemp /tmp/vnt-demo.XXXXXX)
+scripts/demo.sh --seconds 4 2>&1 | tee "$demo_log"
+demo_fail() { echo "FAIL: demo: $* (its output is above and in $demo_log)" >&2; exit 1; }
+grep -q '^==> build: nothing compiled' "$demo_log" ||
+  demo_fail "its build recompiled what the workspace build had built (tests/tests/build_features.rs says which crates resolve differently)"
+grep -Eq '^udp [0-9.]+:[0-9]+ -> [0-9.]+:7777 .* hops' "$demo_log" ||
+  demo_fail "no journey of the UDP flow to port 7777"
+if ! grep -Eq '^udp [0-9.]+:[0-9]+ -> [0-9.]+:9999 .* dropped' "$demo_log" ||
+  ! grep -Eq '^  DROPPED at .*: NETFILTER_DROP' "$demo_log"; then
+  demo_fail "no drop of the UDP flow to port 9999 by the nftables rule (NETFILTER_DROP)"
+fi
+rm -f "$demo_log"
+echo "demo ok: journeys and the nftables drop printed, nothing rebuilt"
+
 step "OpenTelemetry tools: Jaeger v2, docker compose, promtool (built from their Go modules once, cached)"
 # The OTLP tests (tests/tests/otel_*.rs) run these natively; the first build
 # of Jaeger takes several minutes on 2 cores, later runs find it cached.

@@ -28,35 +28,6 @@ use crate::plugin_host;
 use crate::probes::filter::FilterSpec;
 use crate::probes::{self, cap, tc, AltFailure};
 
-/// `vnt-agent check` options (the top-level flags and the config file apply too).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CheckArgs {
-    /// Plugins to check, comma-separated names or paths [default: --plugins, else every plugin found].
-    #[arg(short, long, value_name = "LIST")]
-    pub plugins: Option<String>,
-    /// Output format [default: pretty, or json when the configuration says json].
-    #[arg(short, long, value_enum)]
-    pub output: Option<CheckOutput>,
-    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
-    #[arg(long, value_name = "PATH")]
-    pub btf: Option<PathBuf>,
-    /// The filter a run would use: its `dev` names the interfaces TC probes attach to.
-    #[arg(short, long, value_name = "EXPR")]
-    pub filter: Option<String>,
-    /// Also search DIR for plugins (repeatable; searched first).
-    #[arg(long = "plugin-dir", value_name = "DIR")]
-    pub plugin_dirs: Vec<PathBuf>,
-}
-
-/// How `check` prints its report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckOutput {
-    /// For people: one line per feature and per probe.
-    Pretty,
-    /// One JSON object (fields as in [`Report`]).
-    Json,
-}
-
 /// One kernel feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Feature {
@@ -562,13 +533,13 @@ fn check_plugin(
 }
 
 /// Build the report: features, then every plugin's probes.
-pub fn report(args: &CheckArgs, cfg: &Config) -> Report {
-    let btf_path = args.btf.clone().or_else(|| cfg.btf.clone());
-    let features = features(btf_path.as_deref());
-    let btf = probes::kernel_btf(btf_path.as_deref()).ok();
-    let mut dirs_cfg: Vec<PathBuf> = args.plugin_dirs.clone();
-    dirs_cfg.extend(cfg.plugin_dirs.iter().cloned());
-    let dirs = plugin_host::search_path(&dirs_cfg);
+/// `--plugins`, `--filter`, `--btf` and `--plugin-dir` come with `cfg`, as for
+/// a run; without plugins there, every plugin found is checked.
+pub fn report(cfg: &Config) -> Report {
+    let btf_path = cfg.btf.as_deref();
+    let features = features(btf_path);
+    let btf = probes::kernel_btf(btf_path).ok();
+    let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let mut problems = Vec::new();
     let deny = match probes::denied_kinds() {
         Ok(d) => d,
@@ -577,22 +548,11 @@ pub fn report(args: &CheckArgs, cfg: &Config) -> Report {
             vec![]
         }
     };
-    let filter = match &args.filter {
-        Some(text) => FilterSpec::parse(text).unwrap_or_else(|e| {
-            problems.push(format!("--filter: {e}"));
-            FilterSpec::default()
-        }),
-        None => cfg.filter.clone(),
-    };
-    let entries: Vec<String> = match &args.plugins {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-        None if !cfg.plugins.is_empty() => cfg.plugins.clone(),
-        None => plugin_host::discover(&dirs).into_keys().collect(),
+    let filter = &cfg.filter;
+    let entries: Vec<String> = if cfg.plugins.is_empty() {
+        plugin_host::discover(&dirs).into_keys().collect()
+    } else {
+        cfg.plugins.clone()
     };
     if let Some(f) = features.get("btf").filter(|f| !f.available) {
         problems.push(format!("no kernel BTF: {}", f.detail));
@@ -602,7 +562,7 @@ pub fn report(args: &CheckArgs, cfg: &Config) -> Report {
     }
     let plugins: Vec<PluginReport> = entries
         .iter()
-        .map(|e| check_plugin(e, &dirs, btf.as_ref(), cfg, &filter, &deny))
+        .map(|e| check_plugin(e, &dirs, btf.as_ref(), cfg, filter, &deny))
         .collect();
     for p in &plugins {
         if let Some(e) = &p.error {
@@ -722,16 +682,13 @@ pub fn exit_code(r: &Report) -> u8 {
     }
 }
 
-/// Run `vnt-agent check`.
-pub fn main(args: &CheckArgs, cfg: &Config) -> ExitCode {
-    let r = report(args, cfg);
-    let format = args.output.unwrap_or(match cfg.output {
-        OutputFormat::Json => CheckOutput::Json,
-        _ => CheckOutput::Pretty,
-    });
-    let text = match format {
-        CheckOutput::Json => serde_json::to_string(&r).unwrap_or_default() + "\n",
-        CheckOutput::Pretty => pretty(&r),
+/// Run `vnt-agent check`: JSON with `--output json` (or `output = "json"`),
+/// else for people.
+pub fn main(cfg: &Config) -> ExitCode {
+    let r = report(cfg);
+    let text = match cfg.output {
+        OutputFormat::Json => serde_json::to_string(&r).unwrap_or_default() + "\n",
+        OutputFormat::Pretty | OutputFormat::None => pretty(&r),
     };
     let mut out = std::io::stdout().lock();
     if out

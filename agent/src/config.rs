@@ -104,7 +104,7 @@ pub struct RawConfig {
     pub sample: String,
     /// `pretty` or `json`.
     pub output: OutputFormat,
-    /// Seconds to run; 0 runs until SIGINT/SIGTERM.
+    /// Seconds to run, at most [`MAX_DURATION_SECS`]; 0 runs until SIGINT/SIGTERM.
     pub duration: u64,
     /// File written once every probe is attached.
     pub ready_file: Option<PathBuf>,
@@ -178,6 +178,18 @@ pub struct FlagLayer {
     /// `--otlp-*` flags.
     #[serde(skip_serializing_if = "FlagOtlp::is_empty")]
     pub otlp: FlagOtlp,
+}
+
+/// The flags as a configuration layer, so that errors say a value came from
+/// the command line (rather than naming this type and a line of this file).
+impl Provider for FlagLayer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("the command line")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(self).data()
+    }
 }
 
 /// The validated configuration the agent runs with.
@@ -266,7 +278,7 @@ pub fn figment(file: Option<&Path>, flags: &FlagLayer) -> Result<Figment, Config
     for layer in OtelEnv::from_process() {
         fig = fig.merge(layer);
     }
-    Ok(fig.merge(env).merge(Serialized::defaults(flags.clone())))
+    Ok(fig.merge(env).merge(flags.clone()))
 }
 
 fn invalid(fig: &Figment, key: &str, message: impl Into<String>) -> ConfigError {
@@ -299,6 +311,11 @@ pub fn auto_sample(filter: &FilterSpec) -> u32 {
 
 /// `auto` sampling without a filter keeps one packet in this many.
 pub const AUTO_SAMPLE_UNFILTERED: u32 = 100;
+
+/// Longest `duration` (365 days): a bounded run longer than that is a typo,
+/// and the deadline of a huge one cannot be represented (`Instant + d` overflows).
+/// `0` runs until SIGINT/SIGTERM.
+pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
 
 /// Parse `1/N`, `N` or `all`.
 pub fn parse_sample(s: &str) -> Result<u32, String> {
@@ -350,6 +367,16 @@ impl Config {
                 fig,
                 "ringbuf.bytes",
                 format!("{rb} is not a power of two >= 4096"),
+            ));
+        }
+        if raw.duration > MAX_DURATION_SECS {
+            return Err(invalid(
+                fig,
+                "duration",
+                format!(
+                    "{} s is more than {MAX_DURATION_SECS} s (365 days); use 0 to run until SIGINT/SIGTERM",
+                    raw.duration
+                ),
             ));
         }
         let plugins = raw.plugins.items(',');
@@ -822,11 +849,9 @@ impl OtlpConfig {
 }
 
 #[cfg(test)]
-// figment's Jail closures return its large error type.
-#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-    use figment::Jail;
+    use crate::testing::Jail;
 
     fn load(file: Option<&str>, flags: FlagLayer) -> Result<Config, ConfigError> {
         let fig = figment(file.map(Path::new), &flags)?;
@@ -957,6 +982,35 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("`filter`") && err.contains("prot"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// Issue 7: a huge `duration` was accepted and the agent panicked once its
+    /// probes were attached (`Instant::now() + d` overflowed).
+    #[test]
+    fn huge_duration_is_refused_naming_the_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.create_file("d.toml", "duration = 9223372036854775807\n")?;
+            let err = load(Some("d.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`duration`") && err.contains("d.toml"),
+                "{err}"
+            );
+            jail.set_env("VNT_DURATION", (MAX_DURATION_SECS + 1).to_string());
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(err.contains("`duration`") && err.contains("VNT_"), "{err}");
+            let flags = FlagLayer {
+                duration: Some(u64::MAX),
+                ..Default::default()
+            };
+            let err = load(None, flags).unwrap_err().to_string();
+            assert!(err.contains("`duration` (from the command line)"), "{err}");
+            jail.set_env("VNT_DURATION", MAX_DURATION_SECS.to_string());
+            let c = load(None, FlagLayer::default()).unwrap();
+            assert_eq!(c.duration, Some(Duration::from_secs(MAX_DURATION_SECS)));
             Ok(())
         });
     }

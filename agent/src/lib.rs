@@ -9,3 +9,7 @@ pub mod kernel;
 pub mod plugin_host;
 pub mod probes;
 pub mod run;
+pub mod signals;
+
+#[cfg(test)]
+mod testing;

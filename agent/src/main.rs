@@ -34,6 +34,12 @@ OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_EN
   working alongside (`--output none` for OTLP only). OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS,
   OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured; see docs/otel.md.
 
+SIGNALS: SIGINT and SIGTERM stop the agent cleanly (journeys in flight flushed, OTLP exported,
+  every probe detached, the summary written), also while it is still attaching; SIGHUP is
+  logged and ignored (there is nothing to reload).
+
+Flags may be given before or after the subcommand (`vnt-agent plugins --plugin-dir DIR`).
+
 EXIT CODES: 0 ok, 1 runtime error, 2 bad configuration or usage, 3 plugin error,
   4 kernel/eBPF error (permissions, missing BTF, probe that cannot attach).
 
@@ -51,61 +57,61 @@ struct Cli {
     command: Option<Command>,
 
     /// Plugins to load, comma-separated names (veth,ovs) or paths to .so files.
-    #[arg(short, long, value_name = "LIST")]
+    #[arg(short, long, value_name = "LIST", global = true)]
     plugins: Option<String>,
 
     /// Also attach these opt-in probes (comma-separated names from `vnt-agent plugins`,
     /// e.g. veth_rx), or `all`. By default a plugin attaches the smallest set of probes
     /// that gives whole journeys.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", global = true)]
     probes: Option<String>,
 
     /// TOML configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// Keep only matching packets (see FILTER below).
-    #[arg(short, long, value_name = "EXPR")]
+    #[arg(short, long, value_name = "EXPR", global = true)]
     filter: Option<String>,
 
     /// Keep one packet in N: `1/N`, `N`, `all` or `auto` [default: auto = 1/1 with --filter, 1/100 without].
-    #[arg(short, long, value_name = "1/N")]
+    #[arg(short, long, value_name = "1/N", global = true)]
     sample: Option<String>,
 
     /// Output format [default: pretty].
-    #[arg(short, long, value_enum)]
+    #[arg(short, long, value_enum, global = true)]
     output: Option<OutputFormat>,
 
-    /// Stop after SECS seconds (0: run until SIGINT/SIGTERM).
-    #[arg(short, long, value_name = "SECS")]
+    /// Stop after SECS seconds, at most 31536000 (365 days) [default: 0 = run until SIGINT/SIGTERM].
+    #[arg(short, long, value_name = "SECS", global = true)]
     duration: Option<u64>,
 
     /// Also search DIR for plugins (repeatable; searched first).
-    #[arg(long = "plugin-dir", value_name = "DIR")]
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     plugin_dirs: Vec<String>,
 
     /// Write this file (JSON: pid, probes in use) once every probe is attached; removed at exit.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     ready_file: Option<PathBuf>,
 
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     btf: Option<PathBuf>,
 
     /// Send journeys (traces) and metrics to this OTLP collector, e.g. http://localhost:4317.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     otlp_endpoint: Option<String>,
 
     /// OTLP transport [default: grpc].
-    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["grpc", "http/protobuf"], global = true)]
     otlp_protocol: Option<String>,
 
     /// OTLP request header / gRPC metadata KEY=VALUE (repeatable), e.g. authorization=Bearer...
-    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
-    otlp_headers: Vec<String>,
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE", value_parser = parse_header, global = true)]
+    otlp_headers: Vec<(String, String)>,
 
-    /// Log level (error, warn, info, debug, trace) or a tracing filter.
-    #[arg(long, value_name = "LEVEL", env = "VNT_LOG", default_value = "info")]
+    /// Log level (error, warn, info, debug, trace, off) or a tracing filter (warn,vnt_agent=debug).
+    #[arg(long, value_name = "LEVEL", env = "VNT_LOG", default_value = "info", value_parser = parse_log_level, global = true)]
     log_level: String,
 }
 
@@ -116,10 +122,50 @@ enum Command {
     /// Report the kernel's eBPF features and, for every probe of the plugins, the hook
     /// variant a run would use or why none can (each is really loaded and attached, then
     /// detached). Exit 0 when every required probe can attach, 4 when one cannot.
-    Check(vnt_agent::check::CheckArgs),
+    /// Checks the plugins of --plugins (or the configuration), else every plugin found;
+    /// --filter's `dev` names the interfaces TC probes attach to; --output json for JSON.
+    Check,
+}
+
+/// `--otlp-header`: `KEY=VALUE`, both trimmed; the key must not be empty.
+/// (Header names and values are checked further with the rest of `[otlp]`.)
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        Some(_) => Err(format!("`{s}` has an empty key: write KEY=VALUE")),
+        None => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// `--log-level` / `VNT_LOG`: a level, or a tracing filter whose directives
+/// are `LEVEL` or `TARGET[SPAN]=LEVEL`. A bare word that is no level (a typo
+/// such as `debgu`) would be taken by tracing for a target name and silently
+/// log nothing of the agent: refused. Empty is the default, `info`.
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let listing = || format!("valid levels: {}", LOG_LEVELS.join(", "));
+    if s.trim().is_empty() {
+        return Ok("info".into()); // `VNT_LOG=` as if unset
+    }
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=')
+            && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+        {
+            return Err(format!(
+                "`{directive}` is not a log level ({}; or a filter such as warn,vnt_agent=debug)",
+                listing()
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("`{s}`: {e} ({})", listing()))
 }
 
 fn init_logging(level: &str) {
+    // Validated by parse_log_level.
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -192,15 +238,8 @@ fn main() -> ExitCode {
         otlp: FlagOtlp {
             endpoint: cli.otlp_endpoint.clone(),
             protocol: cli.otlp_protocol.clone(),
-            headers: (!cli.otlp_headers.is_empty()).then(|| {
-                cli.otlp_headers
-                    .iter()
-                    .map(|h| match h.split_once('=') {
-                        Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
-                        None => (h.trim().to_string(), String::new()),
-                    })
-                    .collect()
-            }),
+            headers: (!cli.otlp_headers.is_empty())
+                .then(|| cli.otlp_headers.iter().cloned().collect()),
         },
     };
     let cfg = match config::figment(cli.config.as_deref(), &flags)
@@ -216,8 +255,8 @@ fn main() -> ExitCode {
     if let Some(Command::Plugins) = cli.command {
         return list_plugins(&cfg.plugin_dirs);
     }
-    if let Some(Command::Check(args)) = &cli.command {
-        return vnt_agent::check::main(args, &cfg);
+    if let Some(Command::Check) = cli.command {
+        return vnt_agent::check::main(&cfg);
     }
 
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -243,5 +282,98 @@ fn main() -> ExitCode {
                 RunError::Io(_) => 1,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Issue 7: `--otlp-header novalue` was taken as the header `novalue` with an empty value.
+    #[test]
+    fn otlp_header_needs_key_and_value() {
+        assert_eq!(
+            parse_header(" authorization = Bearer x=y "),
+            Ok(("authorization".into(), "Bearer x=y".into()))
+        );
+        assert_eq!(parse_header("k="), Ok(("k".into(), String::new())));
+        assert!(parse_header("novalue").unwrap_err().contains("KEY=VALUE"));
+        assert!(parse_header(" =v").is_err());
+    }
+
+    /// Issue 7: an unknown level silently logged at `info` (or, taken for a
+    /// target name, logged nothing of the agent).
+    #[test]
+    fn log_level_must_be_a_level_or_a_filter() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "warn,vnt_agent=debug",
+            "vnt_agent=trace",
+        ] {
+            assert_eq!(parse_log_level(ok).as_deref(), Ok(ok));
+        }
+        assert_eq!(parse_log_level(" ").as_deref(), Ok("info"));
+        for bad in ["debgu", "verbose", "warn,loud", "vnt_agent=loud"] {
+            let err = parse_log_level(bad).unwrap_err();
+            assert!(
+                err.contains("error, warn, info, debug, trace, off"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    /// Issue 7: flags given after the subcommand were refused.
+    #[test]
+    fn flags_work_on_either_side_of_the_subcommand() {
+        for args in [
+            &[
+                "vnt-agent",
+                "plugins",
+                "--plugin-dir",
+                "/d",
+                "--log-level",
+                "warn",
+            ][..],
+            &[
+                "vnt-agent",
+                "--plugin-dir",
+                "/d",
+                "--log-level",
+                "warn",
+                "plugins",
+            ][..],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(cli.command, Some(Command::Plugins)));
+            assert_eq!(cli.plugin_dirs, ["/d"]);
+            assert_eq!(cli.log_level, "warn");
+        }
+        let cli = Cli::try_parse_from([
+            "vnt-agent",
+            "check",
+            "--plugins",
+            "veth",
+            "--output",
+            "json",
+            "--btf",
+            "/b",
+            "--filter",
+            "dev eth0",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::Check)));
+        assert_eq!(cli.plugins.as_deref(), Some("veth"));
+        assert_eq!(cli.output, Some(OutputFormat::Json));
+        assert_eq!(cli.btf.as_deref(), Some(std::path::Path::new("/b")));
+        assert_eq!(cli.filter.as_deref(), Some("dev eth0"));
     }
 }

@@ -25,6 +25,7 @@ use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
 use crate::plugin_host::{self, DecodeOutcome, LoadedPlugin, PluginError, PluginMeta};
 use crate::probes::{self, KernelStats, ProbeError};
+use crate::signals::{Signals, Stop};
 
 /// Fatal errors of a run.
 #[derive(Debug, Error)]
@@ -184,11 +185,16 @@ async fn read_plugin(
     }
 }
 
-/// Run until SIGINT/SIGTERM or `duration`; return the summary.
+/// Run until SIGINT/SIGTERM or `duration`; return the summary. SIGHUP is
+/// ignored (crate::signals).
 pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> {
     if cfg.plugins.is_empty() {
         return Err(RunError::NoPlugins);
     }
+    // First of all: a signal while plugins load or probes attach must not
+    // kill the agent half-way (no summary, TC filters left behind).
+    let mut signals = Signals::install()
+        .map_err(|e| RunError::Io(format!("cannot handle SIGINT/SIGTERM/SIGHUP: {e}")))?;
     // Resolve every plugin before touching the kernel, so a typo costs nothing.
     let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let mut loaded = Vec::new();
@@ -203,6 +209,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
         loaded.push(p);
     }
+    check_probe_names(&cfg.probes, &loaded)?;
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
     let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
@@ -227,11 +234,17 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
     let mut attached_all = Vec::new();
-    check_probe_names(&cfg.probes, &loaded)?;
+    // A stop asked for while loading or attaching: attach nothing more, write
+    // no ready file, go straight to the orderly shutdown below.
+    let mut stop: Option<Stop> = signals.pending().await;
     for p in loaded {
+        if stop.is_some() {
+            break;
+        }
         let attached =
             probes::load_and_attach(&p.meta, &btf, &kfilter, cfg.ringbuf_bytes, &cfg.probes)?;
         attached_all.push((p, attached));
+        stop = signals.pending().await;
     }
     // Everything attached: start reading.
     for (idx, (p, attached)) in attached_all.into_iter().enumerate() {
@@ -258,15 +271,19 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         )));
     }
     drop(tx);
-    if let Some(path) = &cfg.ready_file {
-        write_ready_file(path, &summary.plugins)?;
-    }
-    tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
-    if cfg.sample_n > 1 && cfg.filter_text.trim().is_empty() {
-        tracing::info!(
-            "no --filter: keeping one packet in {}; pass --sample 1/1 to keep every packet",
-            cfg.sample_n
-        );
+    if let Some(s) = stop {
+        tracing::info!("{s} before tracing started: stopping");
+    } else {
+        if let Some(path) = &cfg.ready_file {
+            write_ready_file(path, &summary.plugins)?;
+        }
+        tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
+        if cfg.sample_n > 1 && cfg.filter_text.trim().is_empty() {
+            tracing::info!(
+                "no --filter: keeping one packet in {}; pass --sample 1/1 to keep every packet",
+                cfg.sample_n
+            );
+        }
     }
 
     let mut output = Output::new(cfg.output, out);
@@ -274,11 +291,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut clock = WallClock::measure();
     let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight);
     let mut done = Vec::new();
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| RunError::Io(format!("cannot handle SIGTERM: {e}")))?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| RunError::Io(format!("cannot handle SIGINT: {e}")))?;
-    let deadline = cfg.duration.map(|d| tokio::time::Instant::now() + d);
+    // Config bounds the duration (config::MAX_DURATION_SECS); a deadline
+    // beyond what an Instant can hold is no deadline at all.
+    let deadline = cfg
+        .duration
+        .and_then(|d| tokio::time::Instant::now().checked_add(d));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock_refresh = tokio::time::Instant::now();
@@ -319,7 +336,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     };
 
     let mut channel_open = true;
-    loop {
+    while stop.is_none() {
         let sleep_until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -345,8 +362,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
                     clock_refresh = tokio::time::Instant::now();
                 }
             }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            s = signals.stop() => { tracing::info!("{s}: stopping"); break; }
             _ = sleep_until_deadline => { tracing::info!("duration reached: stopping"); break; }
         }
         emit(

@@ -1,7 +1,8 @@
 //! Bad input gets a short clear error and a non-zero exit, never a panic
 //! (issue #2, acceptance 6): unknown plugin, missing plugin file, a plugin
 //! built for another ABI major, malformed configuration, no permission to
-//! load eBPF.
+//! load eBPF; and (issue 7) a huge duration, a header or log level that
+//! cannot be used, flags given after the subcommand.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -24,11 +25,22 @@ fn fixture(file: &str) -> PathBuf {
 }
 
 fn run(args: &[&str]) -> (i32, String) {
+    run_env(args, &[("VNT_LOG", "warn")])
+}
+
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let (code, _, stderr) = run_full(args, env);
+    (code, stderr)
+}
+
+/// Exit code, stdout and stderr; a panic fails the test.
+fn run_full(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out: Output = Command::new(agent())
         .args(args)
-        .env("VNT_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("run vnt-agent");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !stderr.contains("panicked"),
@@ -38,7 +50,7 @@ fn run(args: &[&str]) -> (i32, String) {
         !stderr.contains("RUST_BACKTRACE"),
         "the agent panicked:\n{stderr}"
     );
-    (out.status.code().unwrap_or(-1), stderr)
+    (out.status.code().unwrap_or(-1), stdout, stderr)
 }
 
 #[test]
@@ -129,6 +141,108 @@ fn bad_flags_are_refused_before_anything_is_loaded() {
     let (code, err) = run(&[]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("no plugins requested"), "{err}");
+}
+
+/// Issue 7: a huge `--duration` (or `duration`, `VNT_DURATION`) was accepted,
+/// and the agent panicked once its probes were attached (exit 101).
+#[test]
+fn huge_duration_is_refused_before_anything_is_loaded() {
+    let (code, err) = run(&["--plugins", "veth", "--duration", "18446744073709551615"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`duration` (from the command line)"), "{err}");
+    let (code, err) = run_env(
+        &["--plugins", "veth"],
+        &[("VNT_LOG", "warn"), ("VNT_DURATION", "9223372036854775807")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`duration`") && err.contains("VNT_"), "{err}");
+}
+
+/// Issue 7: `--otlp-header novalue` was accepted silently (sent as an empty header).
+#[test]
+fn otlp_header_without_a_value_is_refused() {
+    for bad in ["novalue", "=value"] {
+        let (code, err) = run(&[
+            "--plugins",
+            "veth",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4317",
+            "--otlp-header",
+            bad,
+            "--duration",
+            "1",
+        ]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains("--otlp-header") && err.contains(bad) && err.contains("KEY=VALUE"),
+            "{err}"
+        );
+    }
+}
+
+/// Issue 7: an unknown `--log-level` or `VNT_LOG` silently fell back to `info`.
+#[test]
+fn unknown_log_level_is_refused_listing_the_levels() {
+    let (code, err) = run(&[
+        "--plugins",
+        "veth",
+        "--log-level",
+        "verbose",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("verbose"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error, warn, info, debug, trace, off"),
+        "{err}"
+    );
+    let (code, err) = run_env(
+        &["--plugins", "veth", "--duration", "1"],
+        &[("VNT_LOG", "debgu")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("debgu") && err.contains("error, warn, info"),
+        "{err}"
+    );
+}
+
+/// Issue 7: `vnt-agent plugins --plugin-dir DIR` was refused ("unexpected
+/// argument"); only `vnt-agent --plugin-dir DIR plugins` worked.
+#[test]
+fn flags_work_after_the_subcommand() {
+    let dir = std::env::temp_dir().join(format!("vnt-gflags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixture("libvnt_plugin_veth.so"),
+        dir.join("libvnt_plugin_gflags.so"),
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    for args in [
+        ["plugins", "--plugin-dir", d],
+        ["--plugin-dir", d, "plugins"],
+    ] {
+        let (code, out, err) = run_full(&args, &[("VNT_LOG", "warn")]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.lines().any(|l| l.starts_with("gflags ")),
+            "{args:?}: the plugin in --plugin-dir is not listed:\n{out}"
+        );
+    }
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "sampel = 1\n").unwrap();
+    let (code, err) = run(&["plugins", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sampel"),
+        "--config after the subcommand: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn fake_proc_and_run_netns() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testing::TempDir::new();
         let proc_root = dir.path().join("proc");
         let p = proc_root.join("42");
         std::fs::create_dir_all(p.join("ns")).unwrap();

@@ -289,7 +289,7 @@ mod tests {
     fn names_map_to_files_and_back() {
         assert_eq!(file_name("veth"), "libvnt_plugin_veth.so");
         assert_eq!(file_name("xen-sched"), "libvnt_plugin_xen_sched.so");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testing::TempDir::new();
         std::fs::write(dir.path().join("libvnt_plugin_xen_sched.so"), b"").unwrap();
         std::fs::write(dir.path().join("libother.so"), b"").unwrap();
         let found = discover(&[dir.path().to_path_buf()]);
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn unknown_plugin_lists_the_available_ones() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testing::TempDir::new();
         std::fs::write(dir.path().join("libvnt_plugin_veth.so"), b"").unwrap();
         let err = resolve("ovs", &[dir.path().to_path_buf()])
             .unwrap_err()
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_non_library_is_refused_cleanly() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::testing::TempDir::new();
         let p = dir.path().join("libvnt_plugin_junk.so");
         std::fs::write(&p, b"not an ELF").unwrap();
         let err = inspect(&p).unwrap_err().to_string();
