@@ -68,7 +68,7 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// Directory of the shared C headers (`vnt/event.h`, `vnt/common.h`, `vnt/parse.h`).
+/// Directory of the shared C headers (`vnt/event.h`, `vnt/common.h`, `vnt/parse.h`, `vnt/pipeline.h`).
 pub fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
 }
