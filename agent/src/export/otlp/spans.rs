@@ -1,4 +1,7 @@
-//! A journey as OpenTelemetry spans (the span model of docs/otel.md).
+//! A journey as OpenTelemetry spans (the span model of docs/otel.md), as
+//! the SDK's `SpanData`. The export thread does not build these: it writes
+//! the same spans straight as protobuf (`encode.rs`, held to these byte for
+//! byte by its tests); this is the model's readable definition.
 //!
 //! One trace per packet: the trace id comes from the packet id alone
 //! (`ids::trace_id`), so every agent that sees the packet writes into the same
