@@ -10,7 +10,9 @@
 #   scripts/bench-pipeline.sh                 3 rounds x 20 s
 #   scripts/bench-pipeline.sh -r 5 -t 30
 #   scripts/bench-pipeline.sh --bench OTHER   also run OTHER (an older build of
-#                                             the example), interleaved: before/after
+#                                             the example), interleaved: before/after;
+#                                             it decodes with the libvnt_plugin_veth.so
+#                                             next to it, if there is one
 # No root needed. Prints a Markdown table to paste into BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,7 @@ done
 # shellcheck source=scripts/lib/jaeger.sh
 . scripts/lib/jaeger.sh
 
-cargo build --release -q -p vnt-agent --example pipeline_bench -p vnt-plugin-veth
+cargo build --release -q -p vnt-agent -p vnt-plugin-veth --lib --example pipeline_bench
 benches=(target/release/examples/pipeline_bench "${benches[@]}")
 start_jaeger
 
@@ -47,8 +49,10 @@ for _ in $(seq "$rounds"); do
 			grpc) set -- --endpoint "http://127.0.0.1:$grpc" --protocol grpc --collector-pid "$jaeger_pid" ;;
 			*) set -- --endpoint "http://127.0.0.1:$http" --protocol "$proto" --collector-pid "$jaeger_pid" ;;
 			esac
+			plugin=$(dirname "$b")/libvnt_plugin_veth.so
+			[ -e "$plugin" ] || plugin=target/release/libvnt_plugin_veth.so
 			echo -n "| $b "
-			"$b" --seconds "$seconds" --plugin target/release/libvnt_plugin_veth.so "$@"
+			"$b" --seconds "$seconds" --plugin "$plugin" "$@"
 			sleep 1
 		done
 	done
