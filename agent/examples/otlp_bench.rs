@@ -60,11 +60,11 @@ fn journey(n: u64, t0: u64) -> JourneyView {
                 interface: (*ifname).into(),
                 ifindex: 4 + i as u32,
                 netns: 4026532000 + (i as u32 / 3),
-                netns_name: Some(format!("container-{}", i / 3)),
+                netns_name: Some(format!("container-{}", i / 3).into()),
                 netns_owner: Some(OwnerView {
                     pid: 1000 + i as u32,
                     comm: Some("nginx".into()),
-                    cgroup: Some(cgroup.clone()),
+                    cgroup: Some(cgroup.as_str().into()),
                 }),
                 direction: if *dir == "tx" { "tx" } else { "rx" },
                 cpu: (n % 2) as u32,

@@ -463,7 +463,7 @@ mod tests {
             netns_owner: Some(OwnerView {
                 pid: 42,
                 comm: Some("nginx".into()),
-                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
             direction: "tx",
             cpu: 1,
@@ -476,7 +476,7 @@ mod tests {
         }
     }
 
-    fn flow(proto: &str, family: u8, sport: u16, dport: u16) -> FlowView {
+    fn flow(proto: &'static str, family: u8, sport: u16, dport: u16) -> FlowView {
         FlowView {
             src: if family == 6 { "fd00::1" } else { "10.0.0.1" }.into(),
             dst: if family == 6 { "fd00::2" } else { "10.0.0.2" }.into(),
@@ -637,7 +637,7 @@ mod tests {
     fn long_values_need_longer_lengths() {
         // A span past 2 MiB takes a 4-byte length: the reserved 3 grow.
         let mut h = hop("net:netif_rx", "backlog", "eth0", 10, 1);
-        h.netns_name = Some("n".repeat(3 << 20));
+        h.netns_name = Some("n".repeat(3 << 20).into());
         let mut j = journeys().remove(0);
         j.hops = vec![h];
         let resource = resource();

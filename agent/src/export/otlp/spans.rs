@@ -205,7 +205,7 @@ pub fn journey_spans(
                 let parent = hop_ids
                     .iter()
                     .rev()
-                    .find(|(hook, _)| *hook == parent_hook.as_str())
+                    .find(|(hook, _)| *hook == &**parent_hook)
                     .map_or(root, |(_, id)| *id);
                 (
                     parent,
@@ -250,7 +250,7 @@ pub fn journey_spans(
             scope,
         ));
         if h.parent_hook.is_none() {
-            hop_ids.push((h.hook.as_str(), SpanId::from_bytes(id)));
+            hop_ids.push((&h.hook, SpanId::from_bytes(id)));
         }
     }
 
@@ -294,7 +294,7 @@ mod tests {
             netns_owner: Some(OwnerView {
                 pid: 42,
                 comm: Some("nginx".into()),
-                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
             direction: "tx",
             cpu: 1,
