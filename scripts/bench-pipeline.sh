@@ -5,7 +5,8 @@
 # builder, the journey views and OTLP export into a real local collector
 # (Jaeger v2, built by scripts/ensure-jaeger.sh), with CPU time per stage.
 # Each round runs without export (decode, journeys and views as fast as they
-# go), then over gRPC, then over HTTP/protobuf.
+# go), then with the --output json writer (into a sink), then with OTLP over
+# gRPC, then over HTTP/protobuf.
 #
 #   scripts/bench-pipeline.sh                 3 rounds x 20 s
 #   scripts/bench-pipeline.sh -r 5 -t 30
@@ -39,13 +40,14 @@ echo "Records: veth, 6 hops per packet over 3 namespaces, 1 packet in 100 droppe
 echo
 echo "### $rounds rounds x $seconds s"
 echo
-echo "| bench | export | events/s (wall) | decode: events per CPU-s | journeys: events per CPU-s | decode + journeys: events per CPU-s | views: journeys per CPU-s | OTLP metrics + queue: journeys per CPU-s | export thread: spans per CPU-s | process: spans per CPU-s | spans/s (wall) | process CPUs busy | collector CPUs busy | open journeys | spans dropped | decode errors |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| bench | export | events/s (wall) | decode: events per CPU-s | journeys: events per CPU-s | decode + journeys: events per CPU-s | views: journeys per CPU-s | JSON: journeys per CPU-s | OTLP metrics + queue: journeys per CPU-s | export thread: spans per CPU-s | process: spans per CPU-s | spans/s (wall) | process CPUs busy | collector CPUs busy | open journeys | spans dropped | decode errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for _ in $(seq "$rounds"); do
-	for proto in none grpc http/protobuf; do
+	for proto in none json grpc http/protobuf; do
 		for b in "${benches[@]}"; do
 			case $proto in
 			none) set -- ;;
+			json) set -- --json ;;
 			grpc) set -- --endpoint "http://127.0.0.1:$grpc" --protocol grpc --collector-pid "$jaeger_pid" ;;
 			*) set -- --endpoint "http://127.0.0.1:$http" --protocol "$proto" --collector-pid "$jaeger_pid" ;;
 			esac

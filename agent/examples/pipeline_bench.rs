@@ -3,8 +3,8 @@
 //! starts a local Jaeger for it).
 //!
 //! ```text
-//! pipeline_bench [--seconds 20] [--plugin target/release/libvnt_plugin_veth.so]
-//!                [--endpoint http://127.0.0.1:4317 --protocol grpc|http/protobuf [--collector-pid PID]]
+//! pipeline_bench [--seconds 20] [--plugin target/release/libvnt_plugin_veth.so] [--rate 1000000]
+//!                [--json] [--endpoint http://127.0.0.1:4317 --protocol grpc|http/protobuf [--collector-pid PID]]
 //! ```
 //!
 //! Synthetic ring-buffer records, byte for byte what the veth programs write
@@ -14,8 +14,9 @@
 //! journey builder (`journey::Builder`, idle timeout 100 ms on the real
 //! clock, as the agent's default); the journey views (names of hooks,
 //! plugins, drop reasons from the kernel's BTF, namespace owners from a fake
-//! /proc); and with `--endpoint`, `export::otlp::Otlp` (metrics, queue,
-//! export thread, spans, opentelemetry-otlp) into a real collector.
+//! /proc); with `--json`, the `--output json` writer (into a sink); and with
+//! `--endpoint`, `export::otlp::Otlp` (metrics, queue, export thread, the
+//! export request, gRPC or HTTP) into a real collector.
 //!
 //! Each packet crosses the veth/bridge path of the tests: six hops over three
 //! namespaces (a container, the host, another container); one packet in 100
@@ -37,9 +38,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{arg, config, cpu_seconds, per_s, process_cpu_ns, thread_cpu_ns, thread_stat};
+use vnt_agent::config::OutputFormat;
 use vnt_agent::export::otlp::health::Health;
 use vnt_agent::export::otlp::Otlp;
-use vnt_agent::export::{JourneyView, Names};
+use vnt_agent::export::{JourneyView, Names, Output};
 use vnt_agent::journey::{Builder, Journey};
 use vnt_agent::kernel::btf::KernelBtf;
 use vnt_agent::kernel::clock::{monotonic_ns, WallClock};
@@ -202,6 +204,7 @@ struct Stages {
     decode: u64,
     build: u64,
     view: u64,
+    json: u64,
     otlp: u64,
     records: u64,
     journeys: u64,
@@ -215,6 +218,7 @@ impl std::ops::Sub for Stages {
             decode: self.decode - o.decode,
             build: self.build - o.build,
             view: self.view - o.view,
+            json: self.json - o.json,
             otlp: self.otlp - o.otlp,
             records: self.records - o.records,
             journeys: self.journeys - o.journeys,
@@ -235,6 +239,7 @@ struct Pipeline {
     obs: Vec<Observation>,
     done: Vec<Journey>,
     views: Vec<JourneyView>,
+    json: Option<Output>,
     otlp: Option<Otlp>,
     queue_spans: usize,
     stages: Stages,
@@ -284,6 +289,13 @@ impl Pipeline {
             self.stages.journeys += self.done.len() as u64;
             self.done.clear();
             let t4 = thread_cpu_ns();
+            if let Some(out) = self.json.as_mut() {
+                for v in &self.views {
+                    let _ = out.journey(v);
+                }
+                let _ = out.flush();
+            }
+            let t4b = thread_cpu_ns();
             match self.otlp.as_mut() {
                 Some(o) => self.views.drain(..).for_each(|v| o.journey(v)),
                 None => self.views.clear(),
@@ -294,7 +306,8 @@ impl Pipeline {
             s.decode += t2 - t1;
             s.build += t3 - t2;
             s.view += t4 - t3;
-            s.otlp += t5 - t4;
+            s.json += t4b - t4;
+            s.otlp += t5 - t4b;
             s.records += BATCH as u64;
         }
     }
@@ -361,6 +374,12 @@ fn run(args: &[String]) -> Result<(), String> {
         obs: Vec::with_capacity(BATCH),
         done: Vec::new(),
         views: Vec::new(),
+        json: args.iter().any(|a| a == "--json").then(|| {
+            Output::new(
+                OutputFormat::Json,
+                Box::new(std::io::BufWriter::new(std::io::sink())),
+            )
+        }),
         otlp,
         queue_spans: cfg.as_ref().map_or(0, |c| c.queue_spans),
         stages: Stages::default(),
@@ -397,18 +416,20 @@ fn run(args: &[String]) -> Result<(), String> {
                 (d + summary.spans_dropped_shutdown).to_string(),
             )
         }
+        None if p.json.is_some() => ("json", "-".into()),
         None => ("none", "-".into()),
     };
-    let otlp = proto != "none";
+    let otlp = cfg.is_some();
     let or_dash = |on: bool, v: String| if on { v } else { "-".into() };
     let rec = s.records as f64;
     println!(
-        "| {proto} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {in_flight} | {dropped} | {} |",
+        "| {proto} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {in_flight} | {dropped} | {} |",
         rec / wall,
         per_s(rec, s.decode),
         per_s(rec, s.build),
         per_s(rec, s.decode + s.build),
         per_s(s.journeys as f64, s.view),
+        or_dash(p.json.is_some(), per_s(s.journeys as f64, s.json)),
         or_dash(otlp, per_s(s.journeys as f64, s.otlp)),
         or_dash(otlp, format!("{:.0}", exported / exp_cpu.max(1e-9))),
         or_dash(otlp, per_s(exported, cpu)),
