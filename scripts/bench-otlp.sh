@@ -7,51 +7,44 @@
 #
 #   scripts/bench-otlp.sh              3 rounds x 20 s per protocol
 #   scripts/bench-otlp.sh -r 5 -t 30
+#   scripts/bench-otlp.sh --bench OTHER   also run OTHER (an older build of
+#                                         otlp_bench), interleaved: before/after
 # No root needed. Prints Markdown tables to paste into BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=3 seconds=20
+rounds=3 seconds=20 benches=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	-r) rounds=$2; shift 2 ;;
 	-t) seconds=$2; shift 2 ;;
-	*) echo "usage: $0 [-r ROUNDS] [-t SECONDS]" >&2; exit 2 ;;
+	--bench) benches+=("$2"); shift 2 ;;
+	*) echo "usage: $0 [-r ROUNDS] [-t SECONDS] [--bench PATH]..." >&2; exit 2 ;;
 	esac
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib/jaeger.sh
+. scripts/lib/jaeger.sh
 
 cargo build --release -q -p vnt-agent --example otlp_bench
 bench=target/release/examples/otlp_bench
-jaeger=$(scripts/ensure-jaeger.sh)
-
-grpc=$(free_port) http=$(free_port) query=$(free_port) health=$(free_port)
-log=$(mktemp)
-JAEGER_OTLP_GRPC_ENDPOINT=127.0.0.1:$grpc JAEGER_OTLP_HTTP_ENDPOINT=127.0.0.1:$http \
-	JAEGER_QUERY_HTTP_ENDPOINT=127.0.0.1:$query JAEGER_QUERY_GRPC_ENDPOINT=127.0.0.1:$(free_port) \
-	JAEGER_HEALTH_ENDPOINT=127.0.0.1:$health JAEGER_METRICS_HOST=127.0.0.1 JAEGER_METRICS_PORT=$(free_port) \
-	JAEGER_MAX_TRACES=20000 \
-	"$jaeger" --config otel-collector/jaeger.yaml >"$log" 2>&1 &
-jaeger_pid=$!
-trap 'kill $jaeger_pid 2>/dev/null || true; wait $jaeger_pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 100); do
-	curl -sf "http://127.0.0.1:$health/status" >/dev/null 2>&1 && break
-	sleep 0.2
-done
-curl -sf "http://127.0.0.1:$health/status" >/dev/null || { cat "$log" >&2; echo "Jaeger did not start" >&2; exit 1; }
+benches=("$bench" "${benches[@]}")
+start_jaeger
 
 echo "Machine: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "Collector: Jaeger $(basename "$(dirname "$jaeger")") (otel-collector/jaeger.yaml, in-memory), same machine"
 echo
 echo "### Throughput ($rounds rounds x $seconds s per protocol, 6-hop journeys = 7 spans each)"
 echo
-echo "| protocol | spans/s (wall) | spans per agent CPU-second | spans per export-thread CPU-second | agent CPUs busy | export thread CPUs busy | collector CPUs busy | spans dropped |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-for r in $(seq "$rounds"); do
+echo "| bench | protocol | spans/s (wall) | spans per agent CPU-second | spans per export-thread CPU-second | agent CPUs busy | export thread CPUs busy | collector CPUs busy | spans dropped |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+for _ in $(seq "$rounds"); do
 	for proto in grpc http/protobuf; do
 		if [ "$proto" = grpc ]; then ep=http://127.0.0.1:$grpc; else ep=http://127.0.0.1:$http; fi
-		"$bench" throughput --endpoint "$ep" --protocol "$proto" --seconds "$seconds" --collector-pid "$jaeger_pid"
-		sleep 1
+		for b in "${benches[@]}"; do
+			echo -n "| $b "
+			"$b" throughput --endpoint "$ep" --protocol "$proto" --seconds "$seconds" --collector-pid "$jaeger_pid"
+			sleep 1
+		done
 	done
 done
 echo

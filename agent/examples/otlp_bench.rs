@@ -19,48 +19,17 @@
 //! costs cancel; `--hold spandata` measures, for comparison, the same
 //! journeys held as built `SpanData` (what queueing spans would cost).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{arg, config, cpu_seconds, thread_stat};
 use opentelemetry::InstrumentationScope;
-use vnt_agent::config::{OtlpConfig, OtlpProtocol};
+use vnt_agent::config::OtlpProtocol;
 use vnt_agent::export::otlp::health::Health;
 use vnt_agent::export::otlp::metrics::rss_bytes;
 use vnt_agent::export::otlp::{spans, Otlp};
 use vnt_agent::export::view::{FlowView, HopView, JourneyView, OwnerView};
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn config(
-    endpoint: &str,
-    protocol: OtlpProtocol,
-    queue: usize,
-    batch: usize,
-    delay: Duration,
-) -> OtlpConfig {
-    OtlpConfig {
-        endpoint: endpoint.into(),
-        protocol,
-        headers: vec![],
-        timeout: Duration::from_secs(10),
-        service_name: Some("vnt-otlp-bench".into()),
-        resource: vec![("host.name".into(), "bench".into())],
-        traces: true,
-        metrics: true,
-        metrics_interval: Duration::from_secs(10),
-        queue_spans: queue,
-        batch_spans: batch,
-        batch_delay: delay,
-        max_interfaces: 64,
-        shutdown_timeout: Duration::from_secs(10),
-        tls_ca: None,
-        tls_cert: None,
-        tls_key: None,
-    }
-}
 
 /// A six-hop journey like the veth/bridge path of the tests, packet `n`.
 fn journey(n: u64, t0: u64) -> JourneyView {
@@ -91,11 +60,11 @@ fn journey(n: u64, t0: u64) -> JourneyView {
                 interface: (*ifname).into(),
                 ifindex: 4 + i as u32,
                 netns: 4026532000 + (i as u32 / 3),
-                netns_name: Some(format!("container-{}", i / 3)),
+                netns_name: Some(format!("container-{}", i / 3).into()),
                 netns_owner: Some(OwnerView {
                     pid: 1000 + i as u32,
                     comm: Some("nginx".into()),
-                    cgroup: Some(cgroup.clone()),
+                    cgroup: Some(cgroup.as_str().into()),
                 }),
                 direction: if *dir == "tx" { "tx" } else { "rx" },
                 cpu: (n % 2) as u32,
@@ -137,34 +106,9 @@ fn now_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// utime + stime of a process (`/proc/<pid>/stat`) or a thread
-/// (`/proc/self/task/<tid>/stat`), in seconds.
-fn cpu_seconds(stat_path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-/// The stat file of this process's thread named `name`.
-fn thread_stat(name: &str) -> Option<String> {
-    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim() == name {
-            return Some(e.path().join("stat").to_string_lossy().into_owned());
-        }
-    }
-    None
-}
-
 fn throughput(args: &[String]) -> Result<(), String> {
     let endpoint = arg(args, "--endpoint").ok_or("--endpoint URL is required")?;
-    let protocol = match arg(args, "--protocol").as_deref().unwrap_or("grpc") {
-        "grpc" => OtlpProtocol::Grpc,
-        "http/protobuf" => OtlpProtocol::HttpProtobuf,
-        p => return Err(format!("unknown protocol {p}")),
-    };
+    let protocol = common::protocol(args)?;
     let seconds: u64 = arg(args, "--seconds")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);

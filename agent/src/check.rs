@@ -24,6 +24,7 @@ use serde::Serialize;
 use vnt_plugin_api::HookKind;
 
 use crate::config::{Config, OutputFormat};
+use crate::kernel::btf::{KernelBtf, SYS_BTF};
 use crate::plugin_host;
 use crate::probes::filter::FilterSpec;
 use crate::probes::{self, cap, tc, AltFailure};
@@ -168,9 +169,9 @@ fn uname() -> KernelInfo {
     }
 }
 
-fn btf_feature(path: Option<&Path>) -> Feature {
-    let shown = path.unwrap_or(Path::new(probes::SYS_BTF));
-    match probes::kernel_btf(path) {
+fn btf_feature(path: Option<&Path>, btf: &Result<KernelBtf, String>) -> Feature {
+    let shown = path.unwrap_or(Path::new(SYS_BTF));
+    match btf {
         Ok(_) => Feature::yes(format!(
             "{}{} ({} KiB)",
             shown.display(),
@@ -179,7 +180,7 @@ fn btf_feature(path: Option<&Path>) -> Feature {
                 .map(|m| m.len() / 1024)
                 .unwrap_or(0)
         )),
-        Err(e) => Feature::no(e),
+        Err(e) => Feature::no(e.clone()),
     }
 }
 
@@ -360,24 +361,15 @@ fn caps_feature() -> Feature {
 }
 
 /// Whether the kernel BTF's `enum bpf_attach_type` has `BPF_TCX_INGRESS`.
-fn btf_has_tcx(path: &Path) -> Option<bool> {
-    let btf = btf_rs::Btf::from_file(path).ok()?;
-    let types = btf.resolve_types_by_name("bpf_attach_type").ok()?;
-    Some(types.iter().any(|t| {
-        match t {
-            btf_rs::Type::Enum(e) => e
-                .members
-                .iter()
-                .any(|m| btf.resolve_name(m).is_ok_and(|n| n == "BPF_TCX_INGRESS")),
-            _ => false,
-        }
-    }))
+fn btf_has_tcx(btf: &KernelBtf) -> Option<bool> {
+    let members = btf.enum_members("bpf_attach_type").ok()?;
+    (!members.is_empty()).then(|| members.iter().any(|(n, _)| n == "BPF_TCX_INGRESS"))
 }
 
-fn tc_feature(btf_path: &Path) -> Feature {
+fn tc_feature(btf: Option<&KernelBtf>) -> Feature {
     let clsact = tc::clsact_works();
     let mode = tc::mode();
-    let tcx_btf = btf_has_tcx(btf_path);
+    let tcx_btf = btf.and_then(btf_has_tcx);
     let mut detail = match mode {
         tc::TcMode::Tcx => "tcx links (kernel >= 6.6): detached when the agent exits".to_string(),
         tc::TcMode::Netlink => "netlink filters on a clsact qdisc (kernel < 6.6): they outlive a killed agent, which removes its own stale ones at start-up".to_string(),
@@ -396,11 +388,14 @@ fn tc_feature(btf_path: &Path) -> Feature {
     }
 }
 
-/// Probe every feature.
-pub fn features(btf: Option<&Path>) -> BTreeMap<&'static str, Feature> {
-    let btf_path = btf.unwrap_or(Path::new(probes::SYS_BTF));
+/// Probe every feature; `btf` is what reading the BTF at `btf_path` (`--btf`,
+/// or the kernel's own) gave.
+pub fn features(
+    btf_path: Option<&Path>,
+    btf: &Result<KernelBtf, String>,
+) -> BTreeMap<&'static str, Feature> {
     let mut f = BTreeMap::new();
-    f.insert("btf", btf_feature(btf));
+    f.insert("btf", btf_feature(btf_path, btf));
     f.insert(
         "ringbuf",
         supported(
@@ -432,7 +427,7 @@ pub fn features(btf: Option<&Path>) -> BTreeMap<&'static str, Feature> {
     );
     f.insert("tracefs", fs_feature("tracefs", "/sys/kernel/tracing"));
     f.insert("bpffs", fs_feature("bpf", "/sys/fs/bpf"));
-    f.insert("tc", tc_feature(btf_path));
+    f.insert("tc", tc_feature(btf.as_ref().ok()));
     f.insert("lockdown", lockdown_feature());
     f.insert("capabilities", caps_feature());
     f
@@ -537,8 +532,10 @@ fn check_plugin(
 /// a run; without plugins there, every plugin found is checked.
 pub fn report(cfg: &Config) -> Report {
     let btf_path = cfg.btf.as_deref();
-    let features = features(btf_path);
-    let btf = probes::kernel_btf(btf_path).ok();
+    // Read and parsed once, for the features and every plugin's probes.
+    let btf = KernelBtf::read(btf_path);
+    let features = features(btf_path, &btf);
+    let btf = btf.ok();
     let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let mut problems = Vec::new();
     let deny = match probes::denied_kinds() {
@@ -562,7 +559,16 @@ pub fn report(cfg: &Config) -> Report {
     }
     let plugins: Vec<PluginReport> = entries
         .iter()
-        .map(|e| check_plugin(e, &dirs, btf.as_ref(), cfg, filter, &deny))
+        .map(|e| {
+            check_plugin(
+                e,
+                &dirs,
+                btf.as_ref().map(KernelBtf::aya),
+                cfg,
+                filter,
+                &deny,
+            )
+        })
         .collect();
     for p in &plugins {
         if let Some(e) = &p.error {

@@ -20,6 +20,7 @@ use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::view::PluginSummary;
 use crate::export::{JourneyView, Names, Output, Summary};
 use crate::journey::Builder;
+use crate::kernel::btf::KernelBtf;
 use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
@@ -213,12 +214,8 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
     let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
-    let btf = probes::kernel_btf(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
-    let btf_path = cfg
-        .btf
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
-    let drops = DropReasons::from_btf(&btf_path).unwrap_or_else(|e| {
+    let btf = KernelBtf::read(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
+    let drops = DropReasons::from_btf(&btf).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "drop reasons will be shown as numbers");
         DropReasons::default()
     });
@@ -242,10 +239,12 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             break;
         }
         let attached =
-            probes::load_and_attach(&p.meta, &btf, &kfilter, cfg.ringbuf_bytes, &cfg.probes)?;
+            probes::load_and_attach(&p.meta, btf.aya(), &kfilter, cfg.ringbuf_bytes, &cfg.probes)?;
         attached_all.push((p, attached));
         stop = signals.pending().await;
     }
+    // Only loading and attaching need the BTF: give its memory back.
+    drop(btf);
     // Everything attached: start reading.
     for (idx, (p, attached)) in attached_all.into_iter().enumerate() {
         let probes::Attached {

@@ -27,7 +27,8 @@ pub mod wire;
 
 pub use export::{build_table, Exported};
 pub use observation::{
-    ConnectionObservation, Direction, Flow, IntervalObservation, Observation, PacketObservation,
+    ConnectionObservation, Direction, Flow, IfName, IntervalObservation, Observation,
+    PacketObservation,
 };
 pub use plugin::{
     DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,

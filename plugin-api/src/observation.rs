@@ -1,6 +1,8 @@
 //! What decoders produce: safe, owned observations, and their flat
 //! `#[repr(C)]` form for the boundary ([`crate::abi::Observation`]).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 use crate::abi::{self, observation_kind};
@@ -42,13 +44,13 @@ impl Flow {
     }
 
     /// Protocol name (`tcp`, `udp`, `icmp`, `icmpv6`) or its number.
-    pub fn proto_name(&self) -> String {
+    pub fn proto_name(&self) -> Cow<'static, str> {
         match self.proto {
             1 => "icmp".into(),
             6 => "tcp".into(),
             17 => "udp".into(),
             58 => "icmpv6".into(),
-            n => n.to_string(),
+            n => n.to_string().into(),
         }
     }
 }
@@ -110,7 +112,7 @@ pub struct PacketObservation {
     /// Interface index (0 when unknown).
     pub ifindex: u32,
     /// Interface name.
-    pub ifname: String,
+    pub ifname: IfName,
     /// Network namespace inode (0 when unknown).
     pub netns: u32,
     /// Bytes (skb->len).
@@ -182,17 +184,80 @@ pub enum Observation {
     Connection(ConnectionObservation),
 }
 
-fn name_bytes(name: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let n = name.len().min(15);
-    out[..n].copy_from_slice(&name.as_bytes()[..n]);
-    out
+/// An interface name as the kernel keeps it (`IFNAMSIZ`, 16 bytes,
+/// NUL-padded), held inline: a packet observation owns no heap memory, so
+/// decoding one allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct IfName([u8; 16]);
+
+impl IfName {
+    /// From the kernel's bytes: up to the first NUL, at most 16 bytes.
+    pub fn from_bytes(raw: &[u8]) -> IfName {
+        let end = raw
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.len())
+            .min(16);
+        let mut out = [0u8; 16];
+        out[..end].copy_from_slice(&raw[..end]);
+        IfName(out)
+    }
+
+    /// The name's bytes, without the padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        &self.0[..end]
+    }
+
+    /// The name as text (bytes that are not UTF-8 become U+FFFD).
+    pub fn to_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+
+    /// No name.
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
 }
 
-/// Interface names arrive NUL-padded from the kernel.
-pub fn name_from_bytes(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+impl From<&str> for IfName {
+    /// The first 15 bytes of `name`, as the kernel would keep them.
+    fn from(name: &str) -> IfName {
+        IfName::from_bytes(&name.as_bytes()[..name.len().min(15)])
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_str())
+    }
+}
+
+impl fmt::Debug for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.to_str(), f)
+    }
+}
+
+impl PartialEq<str> for IfName {
+    fn eq(&self, other: &str) -> bool {
+        *self.to_str() == *other
+    }
+}
+
+impl PartialEq<&str> for IfName {
+    fn eq(&self, other: &&str) -> bool {
+        *self.to_str() == **other
+    }
+}
+
+/// The 16 bytes of the boundary's `ifname`: at most 15 of the name, NUL-padded.
+fn name_bytes(name: &IfName) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    out[..n].copy_from_slice(&b[..n]);
+    out
 }
 
 impl From<&Observation> for abi::Observation {
@@ -285,7 +350,7 @@ impl TryFrom<&abi::Observation> for Observation {
                     skb: r.skb,
                     flow,
                     ifindex: r.ifindex,
-                    ifname: name_from_bytes(&r.ifname),
+                    ifname: IfName::from_bytes(&r.ifname),
                     netns: r.netns,
                     len: r.len,
                     direction: Direction::from_raw(r.direction),
@@ -394,7 +459,16 @@ mod tests {
 
     #[test]
     fn long_interface_names_are_truncated_to_kernel_size() {
-        let raw = name_bytes("a-very-long-interface-name");
-        assert_eq!(name_from_bytes(&raw), "a-very-long-int");
+        let raw = name_bytes(&IfName::from_bytes(b"a-very-long-interface-name"));
+        assert_eq!(IfName::from_bytes(&raw), "a-very-long-int");
+        assert_eq!(
+            IfName::from("a-very-long-interface-name"),
+            "a-very-long-int"
+        );
+        assert_eq!(IfName::from_bytes(b"eth0\0\0junk"), "eth0");
+        let odd = IfName::from_bytes(b"v\xffx");
+        assert_eq!(odd.as_bytes(), b"v\xffx");
+        assert_eq!(odd.to_string(), "v\u{fffd}x");
+        assert!(IfName::default().is_empty());
     }
 }

@@ -8,7 +8,7 @@ use std::mem::{offset_of, size_of};
 
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
-use crate::observation::{name_from_bytes, Direction, Flow, PacketObservation};
+use crate::observation::{Direction, Flow, IfName, PacketObservation};
 use crate::plugin::DecodeError;
 
 /// `VNT_WIRE_VERSION`.
@@ -170,7 +170,7 @@ pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, Decode
         skb: e.skb,
         flow: e.flow.into(),
         ifindex: e.ifindex,
-        ifname: name_from_bytes(&e.ifname),
+        ifname: IfName::from_bytes(&e.ifname),
         netns: e.netns,
         len: e.skb_len,
         direction: match e.direction {

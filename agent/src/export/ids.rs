@@ -61,7 +61,13 @@ fn nonzero(id: u64) -> u64 {
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -73,6 +79,8 @@ mod tests {
         assert_eq!(trace_id(42), trace_id(42));
         assert_ne!(trace_id(42), trace_id(43));
         assert_eq!(hex(&trace_id(0)).len(), 32);
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&7u64.to_be_bytes()), format!("{:016x}", 7));
         assert_ne!(trace_id(0), [0u8; 16]);
         // Pinned: agents of different versions must agree on the same packet.
         assert_eq!(

@@ -4,9 +4,14 @@ use std::io::{self, Write};
 
 use super::view::{JourneyView, Summary};
 
-pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, j)?;
-    out.write_all(b"\n")
+/// One journey's line. It is serialised into `line` (kept by the caller from
+/// journey to journey) and written with one call: serde_json writing through
+/// `dyn Write` makes a call per token, which cost more than the JSON itself.
+pub fn journey(out: &mut dyn Write, line: &mut Vec<u8>, j: &JourneyView) -> io::Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut *line, j)?;
+    line.push(b'\n');
+    out.write_all(line)
 }
 
 pub fn value(out: &mut dyn Write, v: &serde_json::Value) -> io::Result<()> {

@@ -17,18 +17,24 @@ use crate::config::OutputFormat;
 pub struct Output {
     format: OutputFormat,
     out: Box<dyn Write>,
+    /// A JSON line being written, reused.
+    line: Vec<u8>,
 }
 
 impl Output {
     /// Write to `out` in `format`.
     pub fn new(format: OutputFormat, out: Box<dyn Write>) -> Output {
-        Output { format, out }
+        Output {
+            format,
+            out,
+            line: Vec::new(),
+        }
     }
 
     /// One journey.
     pub fn journey(&mut self, j: &JourneyView) -> io::Result<()> {
         match self.format {
-            OutputFormat::Json => json::journey(&mut self.out, j),
+            OutputFormat::Json => json::journey(&mut self.out, &mut self.line, j),
             OutputFormat::Pretty => pretty::journey(&mut self.out, j),
             OutputFormat::None => Ok(()),
         }

@@ -1,7 +1,10 @@
 //! The serialisable shape of a journey and of the exit summary, shared by
 //! every output. Field names are documented in docs/output.md.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -37,7 +40,7 @@ pub struct FlowView {
     /// Destination port.
     pub dport: u16,
     /// Protocol name.
-    pub proto: String,
+    pub proto: Cow<'static, str>,
     /// 4 or 6.
     pub family: u8,
 }
@@ -58,21 +61,22 @@ pub struct OwnerView {
     pub pid: u32,
     /// Command.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     /// cgroup v2 path.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
 }
 
-/// One hop.
+/// One hop. Names that many hops share (hooks, plugins, namespaces and
+/// their owners) are shared strings: building a view copies none of them.
 #[derive(Debug, Serialize)]
 pub struct HopView {
     /// Kernel hook name.
-    pub hook: String,
+    pub hook: Arc<str>,
     /// Short label.
-    pub label: String,
+    pub label: Arc<str>,
     /// Plugin name.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     /// Interface name.
     pub interface: String,
     /// Interface index.
@@ -81,7 +85,7 @@ pub struct HopView {
     pub netns: u32,
     /// `ip netns` name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns_name: Option<String>,
+    pub netns_name: Option<Arc<str>>,
     /// A process in that netns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_owner: Option<OwnerView>,
@@ -100,7 +104,7 @@ pub struct HopView {
     pub drop: Option<DropView>,
     /// Substeps only: hook of the hop they are nested in.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent_hook: Option<String>,
+    pub parent_hook: Option<Arc<str>>,
     /// Substeps only: their duration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
@@ -110,9 +114,9 @@ pub struct HopView {
 #[derive(Debug, Serialize)]
 pub struct IntervalView {
     /// Plugin name.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     /// Hook name.
-    pub hook: String,
+    pub hook: Arc<str>,
     /// CPU.
     pub cpu: u32,
     /// Start, wall clock.
@@ -153,6 +157,41 @@ pub struct JourneyView {
     pub cpu_intervals: Vec<IntervalView>,
 }
 
+/// Distinct names kept for sharing; past this, names are copied (a plugin
+/// reporting ever new hook ids cannot grow the table without bound).
+const SHARED_MAX: usize = 4096;
+
+/// The one shared copy of a hook, label or plugin name. A run shows a few
+/// dozen of them on millions of hops; cloning an `Arc<str>` copies nothing.
+fn shared(name: &str) -> Arc<str> {
+    thread_local! {
+        static SHARED: RefCell<HashSet<Arc<str>, foldhash::fast::RandomState>> =
+            RefCell::default();
+    }
+    SHARED.with_borrow_mut(|set| {
+        if let Some(s) = set.get(name) {
+            return s.clone();
+        }
+        let s: Arc<str> = name.into();
+        if set.len() < SHARED_MAX {
+            set.insert(s.clone());
+        }
+        s
+    })
+}
+
+/// `hook`'s name in `meta`'s table, or `hook-<id>`.
+fn hook_name(meta: Option<&PluginMeta>, hook: u16) -> Arc<str> {
+    match meta.and_then(|m| m.hook(hook)) {
+        Some(k) => shared(&k.name),
+        None => shared(&format!("hook-{hook}")),
+    }
+}
+
+fn plugin_name(meta: Option<&PluginMeta>) -> Arc<str> {
+    shared(meta.map_or("?", |m| m.name.as_str()))
+}
+
 impl JourneyView {
     /// Build the view of `j`.
     pub fn new(j: &Journey, names: &mut Names<'_>) -> JourneyView {
@@ -163,7 +202,7 @@ impl JourneyView {
         for h in &j.hops {
             let meta = names.plugins.get(h.plugin as usize);
             let hook = meta.and_then(|m| m.hook(h.obs.hook));
-            let ns = names.netns.lookup(h.obs.netns).cloned();
+            let ns = names.netns.lookup(h.obs.netns);
             let is_sub = h.obs.substep.is_some();
             let latency = if is_sub {
                 0
@@ -173,18 +212,18 @@ impl JourneyView {
                 l
             };
             hops.push(HopView {
-                hook: hook.map_or_else(|| format!("hook-{}", h.obs.hook), |k| k.name.clone()),
-                label: hook.map_or_else(String::new, |k| k.label.clone()),
-                plugin: meta.map_or_else(|| "?".into(), |m| m.name.clone()),
-                interface: h.obs.ifname.clone(),
+                hook: hook_name(meta, h.obs.hook),
+                label: shared(hook.map_or("", |k| k.label.as_str())),
+                plugin: plugin_name(meta),
+                interface: h.obs.ifname.to_str().into_owned(),
                 ifindex: h.obs.ifindex,
                 netns: h.obs.netns,
-                netns_name: ns.as_ref().and_then(|n| n.name.clone()),
+                netns_name: ns.and_then(|n| n.name.clone()),
                 netns_owner: ns.and_then(|n| {
                     n.pid.map(|pid| OwnerView {
                         pid,
-                        comm: n.comm,
-                        cgroup: n.cgroup,
+                        comm: n.comm.clone(),
+                        cgroup: n.cgroup.clone(),
                     })
                 }),
                 direction: h.obs.direction.as_str(),
@@ -196,10 +235,7 @@ impl JourneyView {
                     reason: names.drops.name(code),
                     code,
                 }),
-                parent_hook: h.obs.substep.map(|(parent, _)| {
-                    meta.and_then(|m| m.hook(parent))
-                        .map_or_else(|| format!("hook-{parent}"), |k| k.name.clone())
-                }),
+                parent_hook: h.obs.substep.map(|(parent, _)| hook_name(meta, parent)),
                 duration_ns: h.obs.substep.map(|(_, e)| e.saturating_sub(h.obs.ts_ns)),
             });
         }
@@ -209,10 +245,8 @@ impl JourneyView {
             .map(|(p, i)| {
                 let meta = names.plugins.get(*p as usize);
                 IntervalView {
-                    plugin: meta.map_or_else(|| "?".into(), |m| m.name.clone()),
-                    hook: meta
-                        .and_then(|m| m.hook(i.hook))
-                        .map_or_else(|| format!("hook-{}", i.hook), |k| k.name.clone()),
+                    plugin: plugin_name(meta),
+                    hook: hook_name(meta, i.hook),
                     cpu: i.cpu,
                     start_unix_nano: names.clock.unix_ns(i.start_ns),
                     duration_ns: i.end_ns.saturating_sub(i.start_ns),
@@ -223,7 +257,7 @@ impl JourneyView {
         JourneyView {
             kind: "journey",
             trace_id: ids::hex(&ids::trace_id(j.pkt_id)),
-            pkt_id: format!("{:016x}", j.pkt_id),
+            pkt_id: ids::hex(&j.pkt_id.to_be_bytes()),
             id: j.pkt_id,
             end: j.end.as_str(),
             flow: FlowView {
@@ -342,5 +376,125 @@ impl Summary {
         self.spans_dropped =
             o.spans_dropped_queue_full + o.spans_dropped_export_failed + o.spans_dropped_shutdown;
         self.otlp = Some(o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journey::{End, Hop};
+    use crate::plugin_host::HookInfo;
+    use vnt_plugin_api::{Direction, Flow, PacketObservation};
+
+    fn meta() -> PluginMeta {
+        let hook = |id, name: &str, label: &str| HookInfo {
+            id,
+            terminal: false,
+            name: name.into(),
+            label: label.into(),
+        };
+        PluginMeta {
+            abi_major: 1,
+            abi_minor: 0,
+            name: "veth".into(),
+            version: "0.1.0".into(),
+            description: String::new(),
+            bpf_object: vec![],
+            probes: vec![],
+            hooks: vec![
+                hook(1, "net:net_dev_start_xmit", "xmit"),
+                hook(4, "skb:kfree_skb", "drop"),
+            ],
+        }
+    }
+
+    fn hop(hook: u16, ts_ns: u64, netns: u32) -> Hop {
+        Hop {
+            plugin: 0,
+            obs: PacketObservation {
+                hook,
+                ts_ns,
+                cpu: 1,
+                pkt_id: 0xabc,
+                flow: Flow {
+                    family: 4,
+                    proto: 17,
+                    saddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    daddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    sport: 1000,
+                    dport: 53,
+                },
+                ifindex: 3,
+                ifname: "veth-a".into(),
+                netns,
+                len: 64,
+                direction: Direction::Tx,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn views_read_as_documented_and_share_their_names() {
+        let dir = crate::testing::TempDir::new();
+        let pid = dir.path().join("proc/42");
+        std::fs::create_dir_all(pid.join("ns")).unwrap();
+        std::os::unix::fs::symlink("net:[777]", pid.join("ns/net")).unwrap();
+        std::fs::write(pid.join("comm"), "nginx\n").unwrap();
+        std::fs::write(pid.join("cgroup"), "0::/c1\n").unwrap();
+        let mut netns = NetnsResolver::new(dir.path().join("proc"), dir.path().join("none"));
+        let metas = [meta()];
+        let drops = DropReasons::from_pairs(&[(2, "NOT_SPECIFIED")]);
+        let mut names = Names {
+            plugins: &metas,
+            drops: &drops,
+            netns: &mut netns,
+            clock: WallClock::with_offset(1_000_000_000),
+        };
+        let mut dropped = hop(4, 150, 0);
+        dropped.obs.drop_reason = Some(2);
+        dropped.obs.direction = Direction::None;
+        let j = Journey {
+            pkt_id: 0xabc,
+            hops: vec![hop(1, 100, 777), hop(9, 120, 777), dropped],
+            end: End::Dropped,
+            intervals: vec![],
+        };
+        let a = JourneyView::new(&j, &mut names);
+        let b = JourneyView::new(&j, &mut names);
+        assert!(Arc::ptr_eq(&a.hops[0].hook, &b.hops[0].hook));
+        assert!(Arc::ptr_eq(&a.hops[0].plugin, &a.hops[2].plugin));
+        assert!(Arc::ptr_eq(
+            a.hops[0]
+                .netns_owner
+                .as_ref()
+                .unwrap()
+                .comm
+                .as_ref()
+                .unwrap(),
+            a.hops[1]
+                .netns_owner
+                .as_ref()
+                .unwrap()
+                .comm
+                .as_ref()
+                .unwrap(),
+        ));
+        // Pinned: the JSON of docs/output.md, field for field.
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            concat!(
+                r#"{"type":"journey","trace_id":""#,
+                "TRACE",
+                r#"","pkt_id":"0000000000000abc","end":"dropped","#,
+                r#""flow":{"src":"10.0.0.1","dst":"10.0.0.2","sport":1000,"dport":53,"proto":"udp","family":4},"#,
+                r#""len":64,"start_unix_nano":1000000100,"duration_ns":50,"hops":["#,
+                r#"{"hook":"net:net_dev_start_xmit","label":"xmit","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000100,"latency_ns":0},"#,
+                r#"{"hook":"hook-9","label":"","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000120,"latency_ns":20},"#,
+                r#"{"hook":"skb:kfree_skb","label":"drop","plugin":"veth","interface":"veth-a","ifindex":3,"netns":0,"direction":"-","cpu":1,"len":64,"ts_unix_nano":1000000150,"latency_ns":30,"drop":{"reason":"NOT_SPECIFIED","code":2}}"#,
+                "]}"
+            )
+            .replace("TRACE", &ids::hex(&ids::trace_id(0xabc)))
+        );
     }
 }

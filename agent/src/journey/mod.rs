@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use foldhash::fast::RandomState;
 use vnt_plugin_api::{Flow, IntervalObservation, PacketObservation};
 
 /// Why a journey ended.
@@ -129,6 +130,12 @@ struct Open {
     gen: u64,
 }
 
+/// Hops a journey has room for before its first reallocation: the six of a
+/// packet through two veth pairs and a bridge. It also keeps the allocation
+/// under 1 KiB, which glibc serves from its per-size caches; larger ones
+/// made it merge its free lists on every journey (BENCHMARKS.md, "User space").
+const HOPS_RESERVED: usize = 6;
+
 /// How long CPU intervals are kept for joining.
 const INTERVAL_KEEP_NS: u64 = 5_000_000_000;
 /// At most this many intervals per CPU.
@@ -138,11 +145,11 @@ const INTERVAL_KEEP_MAX: usize = 4096;
 pub struct Builder {
     idle_ns: u64,
     max_open: usize,
-    open: HashMap<u64, Open>,
+    open: HashMap<u64, Open, RandomState>,
     /// (deadline, pkt_id, gen), in deadline order because `now` never decreases.
     deadlines: VecDeque<(u64, u64, u64)>,
     next_gen: u64,
-    intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>>,
+    intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>, RandomState>,
     stats: BuilderStats,
 }
 
@@ -153,10 +160,10 @@ impl Builder {
         Builder {
             idle_ns,
             max_open: max_open.max(1),
-            open: HashMap::new(),
+            open: HashMap::default(),
             deadlines: VecDeque::new(),
             next_gen: 0,
-            intervals: HashMap::new(),
+            intervals: HashMap::default(),
             stats: BuilderStats::default(),
         }
     }
@@ -207,7 +214,7 @@ impl Builder {
         self.next_gen += 1;
         let gen = self.next_gen;
         let j = self.open.entry(id).or_insert_with(|| Open {
-            hops: Vec::with_capacity(8),
+            hops: Vec::with_capacity(HOPS_RESERVED),
             gen,
         });
         j.gen = gen;

@@ -2,9 +2,8 @@
 //! they match the running kernel (the values move between versions).
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use btf_rs::{Btf, Type};
+use super::btf::KernelBtf;
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
@@ -15,34 +14,28 @@ pub struct DropReasons {
 }
 
 impl DropReasons {
-    /// Read the enum from a BTF file (usually /sys/kernel/btf/vmlinux).
-    pub fn from_btf(path: &Path) -> Result<DropReasons, String> {
-        let btf = Btf::from_file(path)
-            .map_err(|e| format!("cannot parse BTF {}: {e}", path.display()))?;
-        let types = btf
-            .resolve_types_by_name("skb_drop_reason")
-            .map_err(|e| format!("no `enum skb_drop_reason` in {}: {e}", path.display()))?;
+    /// Read `enum skb_drop_reason` from the kernel's BTF.
+    pub fn from_btf(btf: &KernelBtf) -> Result<DropReasons, String> {
+        let members = btf
+            .enum_members("skb_drop_reason")
+            .map_err(|e| format!("cannot read `enum skb_drop_reason` from the kernel BTF: {e}"))?;
         let mut names = HashMap::new();
-        for t in types {
-            if let Type::Enum(e) = t {
-                for m in &e.members {
-                    if let Ok(name) = btf.resolve_name(m) {
-                        let short = name.strip_prefix(PREFIX).unwrap_or(&name);
-                        let short = match short {
-                            "SKB_NOT_DROPPED_YET" => "NOT_DROPPED_YET",
-                            "SKB_CONSUMED" => "CONSUMED",
-                            s => s,
-                        };
-                        names.insert(m.val(), short.to_string());
-                    }
-                }
-            }
+        for (name, value) in members {
+            let Ok(value) = u32::try_from(value) else {
+                continue;
+            };
+            let short = name.strip_prefix(PREFIX).unwrap_or(&name);
+            let short = match short {
+                "SKB_NOT_DROPPED_YET" => "NOT_DROPPED_YET",
+                "SKB_CONSUMED" => "CONSUMED",
+                s => s,
+            };
+            names.insert(value, short.to_string());
         }
         if names.is_empty() {
-            return Err(format!(
-                "`enum skb_drop_reason` in {} has no members",
-                path.display()
-            ));
+            return Err(
+                "the kernel BTF has no `enum skb_drop_reason` (or it has no members)".into(),
+            );
         }
         Ok(DropReasons { names })
     }
@@ -70,8 +63,7 @@ mod tests {
     #[test]
     fn names_come_from_the_running_kernel() {
         // vnt requires kernel BTF; a machine without it fails here, loudly.
-        let path = Path::new("/sys/kernel/btf/vmlinux");
-        let r = DropReasons::from_btf(path).unwrap();
+        let r = DropReasons::from_btf(&KernelBtf::read(None).unwrap()).unwrap();
         assert_eq!(r.name(2), "NOT_SPECIFIED");
         assert!(r.names.values().any(|n| n == "NETFILTER_DROP"));
     }

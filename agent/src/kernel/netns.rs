@@ -5,19 +5,21 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What is known about one namespace.
+/// What is known about one namespace. The strings are shared: every hop in
+/// the namespace shows them, and a view clones them without copying.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetnsInfo {
     /// Name under /run/netns, if any.
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// Lowest pid whose network namespace it is.
     pub pid: Option<u32>,
     /// That process's command name.
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     /// That process's cgroup (v2 path).
-    pub cgroup: Option<String>,
+    pub cgroup: Option<Arc<str>>,
 }
 
 /// Inode -> info, rescanned at most once per `min_rescan` when asked about an
@@ -37,10 +39,8 @@ impl Default for NetnsResolver {
     }
 }
 
-fn read_trim(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
+fn read_trim(p: &Path) -> Option<Arc<str>> {
+    std::fs::read_to_string(p).ok().map(|s| s.trim().into())
 }
 
 impl NetnsResolver {
@@ -82,7 +82,7 @@ impl NetnsResolver {
                 if let (Ok(meta), Some(name)) =
                     (std::fs::metadata(e.path()), e.file_name().to_str())
                 {
-                    known.entry(meta.ino() as u32).or_default().name = Some(name.to_string());
+                    known.entry(meta.ino() as u32).or_default().name = Some(name.into());
                 }
             }
         }
@@ -111,10 +111,8 @@ impl NetnsResolver {
             if info.pid.is_none() {
                 info.pid = Some(pid);
                 info.comm = read_trim(&dir.join("comm"));
-                info.cgroup = read_trim(&dir.join("cgroup")).and_then(|c| {
-                    c.lines()
-                        .find_map(|l| l.strip_prefix("0::").map(String::from))
-                });
+                info.cgroup = read_trim(&dir.join("cgroup"))
+                    .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(Arc::from)));
             }
         }
         self.known = known;

@@ -202,30 +202,6 @@ pub struct Attached {
     pub choices: Vec<ProbeChoice>,
 }
 
-/// Where the kernel publishes its own BTF.
-pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// The running kernel's BTF, from `--btf` or `/sys/kernel/btf/vmlinux`.
-pub fn kernel_btf(path: Option<&Path>) -> Result<Btf, String> {
-    match path {
-        Some(p) => Btf::parse_file(p, aya::Endianness::default()).map_err(|e| {
-            format!(
-                "cannot read BTF from {} (--btf): {}",
-                p.display(),
-                describe(&e)
-            )
-        }),
-        None if !Path::new(SYS_BTF).exists() => Err(format!(
-            "this kernel publishes no BTF ({SYS_BTF} is missing: it was built without \
-             CONFIG_DEBUG_INFO_BTF=y) and no --btf PATH was given; pass the kernel's BTF with \
-             --btf (e.g. from the distribution's debug package, or \
-             `pahole --btf_encode_detached FILE vmlinux`)"
-        )),
-        None => Btf::from_sys_fs()
-            .map_err(|e| format!("cannot read kernel BTF from {SYS_BTF}: {}", describe(&e))),
-    }
-}
-
 /// Effective capabilities of this process (`CapEff` in /proc/self/status).
 pub fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -627,15 +603,6 @@ mod tests {
         assert_eq!(parse_deny_list("").unwrap(), []);
         let e = parse_deny_list("fentry,kprobes").unwrap_err();
         assert!(e.contains("`kprobes`") && e.contains("kprobe"), "{e}");
-    }
-
-    #[test]
-    fn missing_btf_file_is_named() {
-        let e = kernel_btf(Some(Path::new("/nonexistent/vmlinux"))).unwrap_err();
-        assert!(
-            e.contains("/nonexistent/vmlinux") && e.contains("--btf"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -215,7 +215,7 @@ mod tests {
             panic!("not a packet")
         };
         assert_eq!(
-            (p.hook, p.pkt_id, p.ifname.as_str(), p.netns),
+            (p.hook, p.pkt_id, &*p.ifname.to_str(), p.netns),
             (hook::XMIT, 9, "veth-a", 77)
         );
     }

@@ -36,7 +36,8 @@ pub const OTHER: &str = "other";
 pub struct LabelCap {
     key: &'static str,
     max: usize,
-    known: HashMap<String, KeyValue>,
+    /// Looked up for every hop: hashed with foldhash, not SipHash.
+    known: HashMap<String, KeyValue, foldhash::fast::RandomState>,
     other: KeyValue,
 }
 
@@ -46,7 +47,7 @@ impl LabelCap {
         LabelCap {
             key,
             max,
-            known: HashMap::new(),
+            known: HashMap::default(),
             other: KeyValue::new(key, OTHER),
         }
     }

@@ -1,18 +1,20 @@
 //! Journeys as OpenTelemetry: one trace per packet, a root span per journey
 //! and a child span per hop, plus metrics (per-hop latency, packets and drops
 //! by interface and reason, the agent's health), sent over OTLP/gRPC or
-//! OTLP/HTTP with opentelemetry-otlp. The span model, attributes, metrics and
-//! the memory bound are written down in docs/otel.md.
+//! OTLP/HTTP. The span model, attributes, metrics and the memory bound are
+//! written down in docs/otel.md.
 //!
 //! The main loop calls [`Otlp::journey`] for each finished journey: metrics
 //! are recorded there and the journey goes into a bounded queue
 //! ([`queue::SpanQueue`], measured in spans). A thread of its own
-//! (`worker.rs`) builds the spans (with ids and times dictated by the packet,
-//! so it hands `SpanData` straight to the OTLP exporter rather than going
-//! through a tracer) and sends them in batches. When the collector is slow
-//! or down, the queue fills, journeys that do not fit are dropped and
-//! counted, and tracing goes on.
+//! (`worker.rs`) writes each batch's spans (with ids and times dictated by
+//! the packet, so no tracer is involved) straight into an OTLP export
+//! request (`encode.rs`, byte for byte what opentelemetry-otlp would send for
+//! the spans of `spans.rs`) and sends it (`transport.rs`); metrics go through
+//! opentelemetry-otlp. When the collector is slow or down, the queue fills,
+//! journeys that do not fit are dropped and counted, and tracing goes on.
 
+pub mod encode;
 pub mod health;
 pub mod metrics;
 pub mod queue;

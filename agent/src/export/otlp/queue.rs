@@ -138,7 +138,7 @@ mod tests {
                 dst: String::new(),
                 sport: 0,
                 dport: 0,
-                proto: String::new(),
+                proto: "".into(),
                 family: 4,
             },
             len: 0,

@@ -1,4 +1,7 @@
-//! A journey as OpenTelemetry spans (the span model of docs/otel.md).
+//! A journey as OpenTelemetry spans (the span model of docs/otel.md), as
+//! the SDK's `SpanData`. The export thread does not build these: it writes
+//! the same spans straight as protobuf (`encode.rs`, held to these byte for
+//! byte by its tests); this is the model's readable definition.
 //!
 //! One trace per packet: the trace id comes from the packet id alone
 //! (`ids::trace_id`), so every agent that sees the packet writes into the same
@@ -202,7 +205,7 @@ pub fn journey_spans(
                 let parent = hop_ids
                     .iter()
                     .rev()
-                    .find(|(hook, _)| *hook == parent_hook.as_str())
+                    .find(|(hook, _)| *hook == &**parent_hook)
                     .map_or(root, |(_, id)| *id);
                 (
                     parent,
@@ -247,7 +250,7 @@ pub fn journey_spans(
             scope,
         ));
         if h.parent_hook.is_none() {
-            hop_ids.push((h.hook.as_str(), SpanId::from_bytes(id)));
+            hop_ids.push((&h.hook, SpanId::from_bytes(id)));
         }
     }
 
@@ -291,7 +294,7 @@ mod tests {
             netns_owner: Some(OwnerView {
                 pid: 42,
                 comm: Some("nginx".into()),
-                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32))),
+                cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
             direction: "tx",
             cpu: 1,

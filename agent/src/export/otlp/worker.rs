@@ -1,7 +1,7 @@
 //! The export thread: its own single-threaded Tokio runtime, so a slow
 //! collector never delays the main loop. It takes batches from the queue,
-//! turns them into spans, sends them, and collects and sends metrics on an
-//! interval.
+//! writes their spans into an export request (`encode.rs`), sends it, and
+//! collects and sends metrics on an interval.
 //!
 //! A failed span export (after the exporter's own retries) drops that batch,
 //! counts it, and backs off (250 ms doubling to 5 s) before the next
@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
-use opentelemetry_otlp::{MetricExporter, SpanExporter};
+use opentelemetry_otlp::MetricExporter;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::ManualReader;
-use opentelemetry_sdk::trace::SpanExporter as _;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::encode::TraceEncoder;
 use super::health::Health;
 use super::queue::{Queued, SpanQueue};
 use super::resource::Identity;
-use super::{spans, transport, OtlpError};
+use super::transport::TraceClient;
+use super::{transport, OtlpError};
 use crate::config::OtlpConfig;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -76,12 +77,9 @@ pub(super) fn spawn(w: Worker) -> Result<std::thread::JoinHandle<()>, OtlpError>
 }
 
 async fn run(w: Worker, ready: std::sync::mpsc::SyncSender<Result<(), OtlpError>>) {
-    let span_exporter = if w.cfg.traces {
-        match transport::span_exporter(&w.cfg) {
-            Ok(mut e) => {
-                e.set_resource(&w.identity.resource);
-                Some(e)
-            }
+    let trace_client = if w.cfg.traces {
+        match TraceClient::new(&w.cfg) {
+            Ok(c) => Some(c),
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
@@ -103,8 +101,8 @@ async fn run(w: Worker, ready: std::sync::mpsc::SyncSender<Result<(), OtlpError>
     let _ = ready.send(Ok(()));
 
     let traces = async {
-        match &span_exporter {
-            Some(e) => span_loop(e, &w, w.stop.clone()).await,
+        match &trace_client {
+            Some(c) => span_loop(c, &w, w.stop.clone()).await,
             None => None,
         }
     };
@@ -126,9 +124,6 @@ async fn run(w: Worker, ready: std::sync::mpsc::SyncSender<Result<(), OtlpError>
             export_metrics(e, reader, &w, limit, &mut false).await;
         }
     }
-    if let Some(e) = &span_exporter {
-        let _ = e.shutdown();
-    }
 }
 
 fn stop_requested(stop: &watch::Receiver<bool>) -> bool {
@@ -137,7 +132,7 @@ fn stop_requested(stop: &watch::Receiver<bool>) -> bool {
 
 /// Returns the shutdown deadline it worked to.
 async fn span_loop(
-    exporter: &SpanExporter,
+    client: &TraceClient,
     w: &Worker,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Instant> {
@@ -145,6 +140,7 @@ async fn span_loop(
     let scope = InstrumentationScope::builder("vnt-agent")
         .with_version(env!("CARGO_PKG_VERSION"))
         .build();
+    let mut encoder = TraceEncoder::new(&w.identity.resource, &scope, w.identity.host_key);
     let mut taken: Vec<Queued> = Vec::new();
     let mut failures = 0u64;
     let mut backoff = Duration::ZERO;
@@ -176,15 +172,12 @@ async fn span_loop(
         if n == 0 {
             continue;
         }
-        let mut batch = Vec::with_capacity(n as usize);
-        for q in &taken {
-            spans::journey_spans(&q.view, w.identity.host_key, &scope, &mut batch);
-        }
+        let body = encoder.request(taken.iter().map(|q| &q.view));
         taken.clear();
         // Bounded by the request limit, and cut short by the shutdown
         // deadline: a collector that accepts connections but never answers
         // must not hold the agent's exit.
-        let export = tokio::time::timeout(request_limit, exporter.export(batch));
+        let export = tokio::time::timeout(request_limit, client.export(body));
         tokio::pin!(export);
         let outcome = loop {
             let until = deadline.unwrap_or_else(|| Instant::now() + request_limit);
@@ -198,7 +191,7 @@ async fn span_loop(
         };
         let error = match outcome {
             Some(Ok(Ok(()))) => None,
-            Some(Ok(Err(e))) => Some(e.to_string()),
+            Some(Ok(Err(e))) => Some(e),
             Some(Err(_)) => Some(format!("no answer within {request_limit:?}")),
             None => {
                 Health::add(&w.health.spans_dropped_shutdown, n);
