@@ -77,7 +77,7 @@ echo "OpenTelemetry tools ready in $(( $(date +%s) - tools_start )) s"
 step "privileged end-to-end tests (real eBPF, real namespaces)"
 # The VM tier's driver (tests/tests/vm_kernels.rs) runs in its own step below.
 VNT_AGENT_BIN="$PWD/target/release/vnt-agent" \
-  cargo test -p vnt-tests --release -- --test-threads=1 --skip vm_tier_
+  cargo test -p vnt-tests --release --no-fail-fast -- --test-threads=1 --skip vm_tier_
 
 step "VM tier: the privileged tests inside Debian 6.1 and 6.12 kernels (virtme-ng, TCG)"
 vm_start=$(date +%s)

@@ -84,7 +84,8 @@ fn plugin_for_another_abi_major_is_refused_with_both_versions() {
     let (code, err) = run(&["--plugins", so.to_str().unwrap(), "--duration", "1"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("plugin ABI 2.0"), "{err}");
-    assert!(err.contains("agent's ABI 1.0"), "{err}");
+    // The agent's own version, whatever 1.x minor it is at.
+    assert!(err.contains("agent's ABI 1."), "{err}");
     assert!(err.contains(&so.display().to_string()), "{err}");
 }
 
