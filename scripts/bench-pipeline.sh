@@ -12,8 +12,9 @@
 #   scripts/bench-pipeline.sh -r 5 -t 30
 #   scripts/bench-pipeline.sh --bench OTHER   also run OTHER (an older build of
 #                                             the example), interleaved: before/after;
-#                                             it decodes with the libvnt_plugin_veth.so
-#                                             next to it, if there is one
+#                                             it decodes with its own build's
+#                                             libvnt_plugin_veth.so (next to it, or in
+#                                             the directory above examples/)
 # No root needed. Prints a Markdown table to paste into BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +52,10 @@ for _ in $(seq "$rounds"); do
 			grpc) set -- --endpoint "http://127.0.0.1:$grpc" --protocol grpc --collector-pid "$jaeger_pid" ;;
 			*) set -- --endpoint "http://127.0.0.1:$http" --protocol "$proto" --collector-pid "$jaeger_pid" ;;
 			esac
+			# The plugin of the same build: next to the bench, or in the
+			# release directory above examples/.
 			plugin=$(dirname "$b")/libvnt_plugin_veth.so
+			[ -e "$plugin" ] || plugin=$(dirname "$b")/../libvnt_plugin_veth.so
 			[ -e "$plugin" ] || plugin=target/release/libvnt_plugin_veth.so
 			echo -n "| $b "
 			"$b" --seconds "$seconds" --plugin "$plugin" "$@"
