@@ -290,9 +290,12 @@ fn aligned(bytes: &[u8]) -> Vec<u64> {
 }
 
 /// A clearer reason for the commonest refusals, appended to aya's text.
+/// Where a kernel with kprobes publishes their perf event source.
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
 fn hint(kind: HookKind, target: &str, error: &str) -> Option<String> {
     match kind {
-        HookKind::KProbe if !Path::new("/sys/bus/event_source/devices/kprobe").exists() => Some(
+        HookKind::KProbe if !Path::new(KPROBE_PMU).exists() => Some(
             "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices: \
              CONFIG_KPROBES / CONFIG_KPROBE_EVENTS are off)"
                 .into(),
@@ -343,6 +346,12 @@ fn attach_one(
     let prog = ebpf
         .program_mut(&alt.program)
         .ok_or_else(|| format!("program `{}` is not in the object", alt.program))?;
+    // Loading runs the verifier (tens of ms for a packet program) before the
+    // attach could fail: on a kernel without the kprobe PMU, do not load.
+    if kind == HookKind::KProbe && !Path::new(KPROBE_PMU).exists() {
+        let why = hint(kind, &alt.target, "").unwrap_or_default();
+        return Err(format!("{why}: not loaded"));
+    }
     let err = |e: &dyn std::error::Error| {
         let text = describe(e);
         // aya appends the verifier log, empty when the kernel refused before verifying.
