@@ -362,7 +362,18 @@ fn readme_jaeger_section_works_as_written() -> Result<()> {
     vnt_tests::run(Command::new("ip").args(["netns", "add", &ns]))?;
     let result = (|| -> Result<String> {
         vnt_tests::run(Command::new("ip").args(["-n", &ns, "link", "set", "lo", "up"]))?;
-        let mut child = vnt_tests::exec_in(&ns, "bash", ["-euo", "pipefail", "-c", &script])
+        let mut cmd = vnt_tests::exec_in(&ns, "bash", ["-euo", "pipefail", "-c", &script]);
+        // The block runs scripts/demo.sh, whose own `cargo build` must be the
+        // no-op it is in a user's shell: cargo's variables for this test
+        // process would make build scripts rerun and rebuild the agent that
+        // other tests of this run execute.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("CARGO") || k == "OUT_DIR" || k.starts_with("RUSTC") {
+                cmd.env_remove(&key);
+            }
+        }
+        let mut child = cmd
             .current_dir(vnt_tests::workspace_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
