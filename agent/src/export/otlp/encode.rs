@@ -108,27 +108,31 @@ fn nested(buf: &mut Vec<u8>, field: u32, f: impl FnOnce(&mut Vec<u8>)) {
     }
 }
 
-/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.
-fn attr_str(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
-    let any = 1 + varint_len(value.len() as u64) + value.len();
+/// `KeyValue { key, value: AnyValue {` as field `field`, up to the
+/// `AnyValue`'s one field, whose encoding is `any` bytes long.
+fn attr_head(buf: &mut Vec<u8>, field: u32, key: &str, any: usize) {
     let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
     tag(buf, field, LEN);
     varint(buf, kv as u64);
     bytes(buf, 1, key.as_bytes());
     tag(buf, 2, LEN);
     varint(buf, any as u64);
+}
+
+/// `KeyValue { key, value: AnyValue { string_value } }` as field `field`.
+fn attr_str(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+    attr_head(
+        buf,
+        field,
+        key,
+        1 + varint_len(value.len() as u64) + value.len(),
+    );
     bytes_always(buf, 1, value.as_bytes());
 }
 
 /// `KeyValue { key, value: AnyValue { int_value } }` as field `field`.
 fn attr_int(buf: &mut Vec<u8>, field: u32, key: &str, value: i64) {
-    let any = 1 + varint_len(value as u64);
-    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
-    tag(buf, field, LEN);
-    varint(buf, kv as u64);
-    bytes(buf, 1, key.as_bytes());
-    tag(buf, 2, LEN);
-    varint(buf, any as u64);
+    attr_head(buf, field, key, 1 + varint_len(value as u64));
     tag(buf, 3, VARINT);
     varint(buf, value as u64);
 }
