@@ -115,6 +115,28 @@ fn check_each(what: &str, journeys: &[&Journey], expected: &[ExpectedHop]) -> Re
     Ok(())
 }
 
+/// Every journey ends dropped with `reason` on its last hop, and no earlier
+/// hop carries a drop.
+fn check_dropped_with(journeys: &[&Journey], reason: &str) -> Result<()> {
+    for j in journeys {
+        let last = j
+            .last_hop()
+            .and_then(|h| h.drop.as_ref())
+            .map(|d| d.reason.as_str());
+        ensure!(
+            j.end == JourneyEnd::Dropped && last == Some(reason),
+            "expected a {reason} drop at the end: {}",
+            j.describe()
+        );
+        ensure!(
+            j.hops[..j.hops.len() - 1].iter().all(|h| h.drop.is_none()),
+            "only the last hop may carry a drop: {}",
+            j.describe()
+        );
+    }
+    Ok(())
+}
+
 /// At least 99% of `sent` packets have a journey, and none has two.
 fn check_share(what: &str, journeys: usize, sent: u64) -> Result<()> {
     let needed = (sent * 99).div_ceil(100);
@@ -359,22 +381,7 @@ fn nft_drop_shows_on_the_right_hop_with_reason() -> Result<()> {
     let journeys = udp_journeys(&out, src, dst, dropped);
     check_share("dropped flow", journeys.len(), count)?;
     check_each("dropped flow", &journeys, &expected)?;
-    for j in &journeys {
-        let reason = j
-            .last_hop()
-            .and_then(|h| h.drop.as_ref())
-            .map(|d| d.reason.as_str());
-        ensure!(
-            j.end == JourneyEnd::Dropped && reason == Some("NETFILTER_DROP"),
-            "expected a NETFILTER_DROP at the end: {}",
-            j.describe()
-        );
-        ensure!(
-            j.hops[..j.hops.len() - 1].iter().all(|h| h.drop.is_none()),
-            "only the last hop may carry a drop: {}",
-            j.describe()
-        );
-    }
+    check_dropped_with(&journeys, "NETFILTER_DROP")?;
     ensure!(
         out.summary.journeys_dropped >= journeys.len() as u64,
         "{:?}",
@@ -469,18 +476,7 @@ fn drop_without_a_specific_reason_is_reported() -> Result<()> {
         ExpectedHop::at(hooks::DROP, &c1.veth),
     ];
     check_each(what, &journeys, &expected)?;
-    for j in &journeys {
-        let reason = j
-            .last_hop()
-            .and_then(|h| h.drop.as_ref())
-            .map(|d| d.reason.as_str());
-        ensure!(
-            j.end == JourneyEnd::Dropped && reason == Some("NOT_SPECIFIED"),
-            "expected a drop with reason NOT_SPECIFIED: {}",
-            j.describe()
-        );
-    }
-    Ok(())
+    check_dropped_with(&journeys, "NOT_SPECIFIED")
 }
 
 /// The default probe set (no `--probes`) is the smallest that still gives
