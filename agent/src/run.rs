@@ -24,6 +24,7 @@ use crate::kernel::btf::KernelBtf;
 use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
+use crate::kernel::process::ProcessNames;
 use crate::plugin_host::{self, DecodeOutcome, LoadedPlugin, PluginError, PluginMeta};
 use crate::probes::{self, KernelStats, ProbeError};
 use crate::signals::{Signals, Stop};
@@ -287,8 +288,10 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
 
     let mut output = Output::new(cfg.output, out);
     let mut netns = NetnsResolver::default();
+    let mut procs = ProcessNames::default();
     let mut clock = WallClock::measure();
-    let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight);
+    let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
+        .with_benign_drops(drops.benign());
     let mut done = Vec::new();
     // Config bounds the duration (config::MAX_DURATION_SECS); a deadline
     // beyond what an Instant can hold is no deadline at all.
@@ -305,6 +308,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
                 output: &mut Output,
                 otlp: &mut Option<Otlp>,
                 netns: &mut NetnsResolver,
+                procs: &ProcessNames,
                 clock: WallClock,
                 metas: &[PluginMeta],
                 broken: &mut bool| {
@@ -315,6 +319,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             plugins: metas,
             drops: &drops,
             netns,
+            procs,
             clock,
         };
         for j in done.drain(..) {
@@ -344,7 +349,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         };
         tokio::select! {
             b = rx.recv(), if channel_open => match b {
-                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut done),
+                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut procs, &mut done),
                 None => channel_open = false,
             },
             _ = tick.tick() => {
@@ -369,6 +374,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             &mut output,
             &mut otlp,
             &mut netns,
+            &procs,
             clock,
             &metas,
             &mut output_broken,
@@ -388,6 +394,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             &mut summary,
             &metas,
             &mut output,
+            &mut procs,
             &mut done,
         );
     }
@@ -400,6 +407,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         &mut output,
         &mut otlp,
         &mut netns,
+        &procs,
         clock,
         &metas,
         &mut output_broken,
@@ -457,6 +465,7 @@ fn handle_batch(
     summary: &mut Summary,
     metas: &[PluginMeta],
     output: &mut Output,
+    procs: &mut ProcessNames,
     done: &mut Vec<crate::journey::Journey>,
 ) {
     match b {
@@ -476,7 +485,10 @@ fn handle_batch(
             let now = monotonic_ns();
             for o in obs {
                 match o {
-                    Observation::Packet(p) => builder.packet(plugin, p, now, done),
+                    Observation::Packet(p) => {
+                        procs.note(p.pid);
+                        builder.packet(plugin, p, now, done)
+                    }
                     Observation::Interval(i) => builder.interval(plugin, i),
                     Observation::Connection(c) => {
                         let v = serde_json::json!({

@@ -28,7 +28,7 @@ pub mod wire;
 pub use export::{build_table, Exported};
 pub use observation::{
     ConnectionObservation, Direction, Flow, IfName, IntervalObservation, Observation,
-    PacketObservation,
+    PacketObservation, PACKET_HOST,
 };
 pub use plugin::{
     DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,

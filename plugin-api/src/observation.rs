@@ -115,7 +115,8 @@ pub struct PacketObservation {
     pub ifname: IfName,
     /// Network namespace inode (0 when unknown).
     pub netns: u32,
-    /// Bytes (skb->len).
+    /// Bytes from the network header on (the IP packet), the same at every
+    /// hook: skb->len counts the link header at transmit and none at receive.
     pub len: u32,
     /// Transmit or receive.
     pub direction: Direction,
@@ -125,7 +126,17 @@ pub struct PacketObservation {
     pub terminal: bool,
     /// For a substep nested in a hop: (parent hook id, end timestamp).
     pub substep: Option<(u16, u64)>,
+    /// The process the hook ran for, where it knows it (0 when not): the
+    /// reader at a socket read, the sender at a transmit in its context.
+    pub pid: u32,
+    /// `skb->pkt_type` (`PACKET_HOST` 0, `PACKET_OTHERHOST` 3, ...), when
+    /// the hook reports it. A receive addressed to this host
+    /// (`PACKET_HOST`) that nothing dropped went up the local stack.
+    pub pkt_type: Option<u8>,
 }
+
+/// `skb->pkt_type` of a frame addressed to this host.
+pub const PACKET_HOST: u8 = 0;
 
 /// A CPU interval not tied to a packet, joined to journeys by CPU and time.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -294,6 +305,8 @@ impl From<&Observation> for abi::Observation {
                 r.direction = p.direction.to_raw();
                 r.drop_reason = p.drop_reason.unwrap_or(0);
                 r.terminal = u8::from(p.terminal);
+                r.pid = p.pid;
+                r.detail = p.pkt_type.map_or(0, |t| u32::from(t) + 1);
                 if let Some((parent, end)) = p.substep {
                     r.parent_hook = parent;
                     r.end_ns = end;
@@ -358,6 +371,8 @@ impl TryFrom<&abi::Observation> for Observation {
                     terminal: r.terminal != 0,
                     substep: (r.kind == observation_kind::SUBSTEP)
                         .then_some((r.parent_hook, r.end_ns)),
+                    pid: r.pid,
+                    pkt_type: r.detail.checked_sub(1).and_then(|t| u8::try_from(t).ok()),
                 })
             }
             observation_kind::INTERVAL => Observation::Interval(IntervalObservation {

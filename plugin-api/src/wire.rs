@@ -12,7 +12,11 @@ use crate::observation::{Direction, Flow, IfName, PacketObservation};
 use crate::plugin::DecodeError;
 
 /// `VNT_WIRE_VERSION`.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
+
+/// The oldest wire version decoders still read: version 1 records are the
+/// 128 bytes before `pid` was appended (read as pid 0).
+pub const WIRE_VERSION_MIN: u32 = 1;
 
 /// `enum vnt_event_kind`.
 pub mod kind {
@@ -82,7 +86,8 @@ pub struct PacketEvent {
     pub ifindex: u32,
     /// Network namespace inode.
     pub netns: u32,
-    /// skb->len.
+    /// Bytes from the network header on: the IP packet, whatever the hook
+    /// (skb->len adjusted for where skb->data points).
     pub skb_len: u32,
     /// Drop reason (DROP records).
     pub drop_reason: u32,
@@ -102,12 +107,20 @@ pub struct PacketEvent {
     pub ip_ident: u32,
     /// Interface name, NUL-padded.
     pub ifname: [u8; 16],
+    /// The process the hook ran for, or 0 (appended in wire version 2).
+    pub pid: u32,
+    /// Padding.
+    pub _pad1: u32,
 }
+
+/// Size of a version 1 packet record, before `pid`.
+const PACKET_V1_SIZE: usize = 128;
 
 const _: () = {
     assert!(size_of::<EventHdr>() == 24);
     assert!(size_of::<WireFlow>() == 40);
-    assert!(size_of::<PacketEvent>() == 128);
+    assert!(size_of::<PacketEvent>() == 136);
+    assert!(offset_of!(PacketEvent, pid) == PACKET_V1_SIZE);
     assert!(offset_of!(PacketEvent, flow) == 40);
     assert!(offset_of!(PacketEvent, ifindex) == 80);
     assert!(offset_of!(PacketEvent, ifname) == 112);
@@ -135,9 +148,9 @@ pub fn header(record: &[u8]) -> Result<EventHdr, DecodeError> {
             size_of::<EventHdr>()
         ))
     })?;
-    if hdr.wire_version != WIRE_VERSION {
+    if !(WIRE_VERSION_MIN..=WIRE_VERSION).contains(&hdr.wire_version) {
         return Err(DecodeError(format!(
-            "record has wire version {}, this decoder reads {WIRE_VERSION}",
+            "record has wire version {}, this decoder reads {WIRE_VERSION_MIN} to {WIRE_VERSION}",
             hdr.wire_version
         )));
     }
@@ -147,14 +160,23 @@ pub fn header(record: &[u8]) -> Result<EventHdr, DecodeError> {
 /// Decode a `struct vnt_packet_event` (kind PACKET or DROP) into a packet
 /// observation. `terminal` comes from the plugin's hook table.
 pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, DecodeError> {
-    header(record)?;
-    let (e, _) = PacketEvent::read_from_prefix(record).map_err(|_| {
-        DecodeError(format!(
-            "packet record of {} bytes is shorter than {}",
-            record.len(),
-            size_of::<PacketEvent>()
-        ))
-    })?;
+    let hdr = header(record)?;
+    let need = if hdr.wire_version == 1 {
+        PACKET_V1_SIZE
+    } else {
+        size_of::<PacketEvent>()
+    };
+    if record.len() < need {
+        return Err(DecodeError(format!(
+            "packet record of {} bytes is shorter than {need}",
+            record.len()
+        )));
+    }
+    // A version 1 record lacks the trailing pid: read it as zero.
+    let mut buf = [0u8; size_of::<PacketEvent>()];
+    buf[..need].copy_from_slice(&record[..need]);
+    let (e, _) = PacketEvent::read_from_prefix(&buf[..])
+        .map_err(|_| DecodeError("packet record layout".to_string()))?;
     let drop = e.hdr.kind == kind::DROP;
     if !drop && e.hdr.kind != kind::PACKET {
         return Err(DecodeError(format!(
@@ -181,6 +203,8 @@ pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, Decode
         drop_reason: drop.then_some(e.drop_reason),
         terminal: terminal || drop,
         substep: None,
+        pid: e.pid,
+        pkt_type: Some(e.pkt_type),
     })
 }
 
@@ -266,6 +290,18 @@ mod tests {
         r[20] = 9;
         let err = packet(&r, false).unwrap_err();
         assert!(err.0.contains("wire version 9"), "{err}");
+    }
+
+    #[test]
+    fn version_1_records_decode_without_a_pid() {
+        let mut r = fixture::packet_record(kind::PACKET, 1, 1, 1, "x", 1, 1, 0);
+        r[128..132].copy_from_slice(&4242u32.to_ne_bytes());
+        assert_eq!(packet(&r, false).unwrap().pid, 4242);
+        r[20..24].copy_from_slice(&1u32.to_ne_bytes());
+        r.truncate(PACKET_V1_SIZE);
+        let p = packet(&r, false).unwrap();
+        assert_eq!((p.pid, p.ifname.to_str().as_ref()), (0, "x"));
+        assert!(packet(&r[..PACKET_V1_SIZE - 1], false).is_err());
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! `--output pretty`: a block per journey, readable at a glance.
 //!
 //! ```text
-//! udp 10.1.2.1:40000 -> 10.1.2.2:7777  128 B  6 hops  14.2us  idle  trace 3f1c…
-//!          +0ns  xmit     vt1c1    tx  netns vt1-c1 (pid 812 vnt-traffic)  net:net_dev_start_xmit
-//!       +1.20us  backlog  vt1h1    rx  netns vt1-h                       net:netif_rx
+//! icmp 10.1.2.2 -> 10.1.2.1  84 B  5 hops  21.4us  delivered to ping[812]  trace 3f1c…
+//!          +0ns  xmit     vt1c2    tx  netns vt1-c2 (pid 640 sleep)  net:net_dev_start_xmit
+//!       +2.10us  receive  vt1h2    rx  netns vt1-h                   net:netif_receive_skb
 //!   ...
-//!   DROPPED at vt1h1 (netns vt1-h): NETFILTER_DROP
+//!      +15.2us  deliver  -          -  netns vt1-c1 (pid 640 sleep)  skb:skb_copy_datagram_iovec  by ping[812]
+//! udp 10.1.2.1:40000 -> 10.1.2.2:9999  92 B  3 hops  8.1us  dropped  trace 9a02…
+//!   ...
+//!   DROPPED at vt1h1 (netns vt1-h): NETFILTER_DROP (12)
 //! ```
 
 use std::io::{self, Write};
 
-use super::view::{JourneyView, Summary};
+use super::view::{JourneyView, ProcessView, Summary};
 
 /// Human duration: ns, us, ms, s.
 pub fn duration(ns: u64) -> String {
@@ -30,6 +33,27 @@ fn endpoint(addr: &str, port: u16, family: u8) -> String {
     }
 }
 
+fn process(p: &ProcessView) -> String {
+    format!("{}[{}]", p.comm.as_deref().unwrap_or("?"), p.pid)
+}
+
+/// The verdict as a phrase: `delivered to ping[812]`, `forwarded via eth0`.
+fn verdict(j: &JourneyView) -> String {
+    match (j.end, j.delivered_to) {
+        ("delivered", Some("socket")) => match &j.process {
+            Some(p) => format!("delivered to {}", process(p)),
+            None => "delivered to a socket".into(),
+        },
+        ("delivered", Some("socket-unread")) => "delivered, freed unread at close".into(),
+        ("delivered", _) => "delivered to the local stack".into(),
+        ("forwarded", _) => match j.hops.iter().rev().find(|h| h.parent_hook.is_none()) {
+            Some(h) => format!("forwarded via {}", h.interface),
+            None => "forwarded".into(),
+        },
+        (end, _) => end.into(),
+    }
+}
+
 pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
     let f = &j.flow;
     let hops = j.hops.iter().filter(|h| h.parent_hook.is_none()).count();
@@ -42,7 +66,7 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
         j.len,
         hops,
         duration(j.duration_ns),
-        j.end,
+        verdict(j),
         &j.trace_id[..12],
     )?;
     for h in &j.hops {
@@ -66,10 +90,24 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
         } else {
             format!("+{}", duration(h.latency_ns))
         };
+        let who = h
+            .process
+            .as_ref()
+            .map(|p| format!("  by {}", process(p)))
+            .unwrap_or_default();
         writeln!(
             out,
-            "  {:>12}  {:<8} {:<15} {:<2}  {:<40} {}",
-            when, h.label, h.interface, h.direction, ns, h.hook
+            "  {:>12}  {:<8} {:<15} {:<2}  {:<40} {}{who}",
+            when,
+            h.label,
+            if h.interface.is_empty() {
+                "-"
+            } else {
+                &h.interface
+            },
+            h.direction,
+            ns,
+            h.hook
         )?;
         if let Some(d) = &h.drop {
             writeln!(
@@ -96,8 +134,8 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
 pub fn summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     writeln!(
         out,
-        "vnt-agent: {} journeys ({} dropped, {} idle, {} evicted), {} observations, {} records, {} lost in the kernel, {} decode errors",
-        s.journeys, s.journeys_dropped, s.journeys_idle, s.journeys_evicted, s.observations, s.records, s.events_lost, s.decode_errors
+        "vnt-agent: {} journeys ({} delivered, {} forwarded, {} dropped, {} unknown; {} evicted early), {} observations, {} records, {} lost in the kernel, {} decode errors",
+        s.journeys, s.journeys_delivered, s.journeys_forwarded, s.journeys_dropped, s.journeys_unknown, s.journeys_evicted, s.observations, s.records, s.events_lost, s.decode_errors
     )?;
     if let Some(o) = &s.otlp {
         writeln!(

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::ids;
-use crate::journey::{BuilderStats, Journey};
+use crate::journey::{BuilderStats, DeliveredTo, Journey, Verdict};
 use crate::kernel::clock::WallClock;
 use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
+use crate::kernel::process::ProcessNames;
 use crate::plugin_host::PluginMeta;
 use crate::probes::stats::StatTotals;
 
@@ -24,6 +25,8 @@ pub struct Names<'a> {
     pub drops: &'a DropReasons,
     /// Netns owners.
     pub netns: &'a mut NetnsResolver,
+    /// Names of the processes hooks reported.
+    pub procs: &'a ProcessNames,
     /// Monotonic to wall clock.
     pub clock: WallClock,
 }
@@ -67,6 +70,17 @@ pub struct OwnerView {
     pub cgroup: Option<Arc<str>>,
 }
 
+/// A process a hook named: the sender at a transmit, the reader at a
+/// socket read.
+#[derive(Debug, Serialize, Clone)]
+pub struct ProcessView {
+    /// Pid (the thread group id).
+    pub pid: u32,
+    /// Command, when /proc still had it as the observation arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<Arc<str>>,
+}
+
 /// One hop. Names that many hops share (hooks, plugins, namespaces and
 /// their owners) are shared strings: building a view copies none of them.
 #[derive(Debug, Serialize)]
@@ -89,6 +103,9 @@ pub struct HopView {
     /// A process in that netns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_owner: Option<OwnerView>,
+    /// The process the hook ran for, where it knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessView>,
     /// `tx`, `rx` or `-`.
     pub direction: &'static str,
     /// CPU.
@@ -140,8 +157,19 @@ pub struct JourneyView {
     /// The packet id as a number (for span ids; not serialised).
     #[serde(skip)]
     pub id: u64,
-    /// `idle`, `dropped`, `terminal`, `evicted`, `shutdown`.
+    /// The verdict: `delivered`, `forwarded`, `dropped`, `unknown`.
     pub end: &'static str,
+    /// Delivered only: `socket` (a process read it), `socket-unread` (its
+    /// socket closed before reading it), `stack` (up the local stack, no
+    /// read seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<&'static str>,
+    /// Delivered to a socket: the process that read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessView>,
+    /// What closed the journey record: `idle` (no hop for the idle
+    /// timeout), `dropped`, `terminal`, `evicted`, `shutdown`.
+    pub closed: &'static str,
     /// Addresses, ports, protocol.
     pub flow: FlowView,
     /// Bytes at the first hop.
@@ -226,6 +254,10 @@ impl JourneyView {
                         cgroup: n.cgroup.clone(),
                     })
                 }),
+                process: (h.obs.pid != 0).then(|| ProcessView {
+                    pid: h.obs.pid,
+                    comm: names.procs.name(h.obs.pid),
+                }),
                 direction: h.obs.direction.as_str(),
                 cpu: h.obs.cpu,
                 len: h.obs.len,
@@ -259,7 +291,20 @@ impl JourneyView {
             trace_id: ids::hex(&ids::trace_id(j.pkt_id)),
             pkt_id: ids::hex(&j.pkt_id.to_be_bytes()),
             id: j.pkt_id,
-            end: j.end.as_str(),
+            end: j.verdict.as_str(),
+            delivered_to: match j.verdict {
+                Verdict::Delivered(DeliveredTo::Socket { .. }) => Some("socket"),
+                Verdict::Delivered(DeliveredTo::SocketUnread { .. }) => Some("socket-unread"),
+                Verdict::Delivered(DeliveredTo::Stack) => Some("stack"),
+                _ => None,
+            },
+            process: match j.verdict {
+                Verdict::Delivered(DeliveredTo::Socket { hop }) => {
+                    hops.get(hop).and_then(|h| h.process.clone())
+                }
+                _ => None,
+            },
+            closed: j.end.as_str(),
             flow: FlowView {
                 src: flow.src().map(|a| a.to_string()).unwrap_or_default(),
                 dst: flow.dst().map(|a| a.to_string()).unwrap_or_default(),
@@ -303,16 +348,23 @@ pub struct Summary {
     pub kind: &'static str,
     /// Journeys output.
     pub journeys: u64,
-    /// Of which dropped.
+    /// By verdict: delivered.
+    pub journeys_delivered: u64,
+    /// Forwarded out of this host's watched devices.
+    pub journeys_forwarded: u64,
+    /// Dropped.
     pub journeys_dropped: u64,
-    /// Of which ended idle.
+    /// Nothing says.
+    pub journeys_unknown: u64,
+    /// Closed by the idle timeout (any verdict): no hop for
+    /// `journey.idle_timeout_ms`.
     pub journeys_idle: u64,
-    /// Of which ended at a terminal hook.
-    pub journeys_terminal: u64,
-    /// Of which evicted early.
+    /// Closed early (any verdict): too many in flight.
     pub journeys_evicted: u64,
-    /// Of which ended by shutdown.
+    /// Closed early (any verdict): the agent stopped.
     pub journeys_shutdown: u64,
+    /// Socket reads of packets whose journey had already ended.
+    pub late_reads: u64,
     /// Observations decoded.
     pub observations: u64,
     /// Ring-buffer records read.
@@ -362,11 +414,14 @@ impl Summary {
     /// Fill the journey counters from the builder's.
     pub fn set_builder(&mut self, b: BuilderStats) {
         self.journeys = b.journeys();
-        self.journeys_dropped = b.dropped;
+        self.journeys_delivered = b.delivered;
+        self.journeys_forwarded = b.forwarded;
+        self.journeys_dropped = b.verdict_dropped;
+        self.journeys_unknown = b.unknown;
         self.journeys_idle = b.idle;
-        self.journeys_terminal = b.terminal;
         self.journeys_evicted = b.evicted;
         self.journeys_shutdown = b.shutdown;
+        self.late_reads = b.late_terminal;
         self.observations = b.observations + b.intervals;
     }
 
@@ -449,6 +504,7 @@ mod tests {
             plugins: &metas,
             drops: &drops,
             netns: &mut netns,
+            procs: &ProcessNames::new(dir.path().join("none")),
             clock: WallClock::with_offset(1_000_000_000),
         };
         let mut dropped = hop(4, 150, 0);
@@ -458,6 +514,7 @@ mod tests {
             pkt_id: 0xabc,
             hops: vec![hop(1, 100, 777), hop(9, 120, 777), dropped],
             end: End::Dropped,
+            verdict: Verdict::Dropped,
             intervals: vec![],
         };
         let a = JourneyView::new(&j, &mut names);
@@ -486,7 +543,7 @@ mod tests {
             concat!(
                 r#"{"type":"journey","trace_id":""#,
                 "TRACE",
-                r#"","pkt_id":"0000000000000abc","end":"dropped","#,
+                r#"","pkt_id":"0000000000000abc","end":"dropped","closed":"dropped","#,
                 r#""flow":{"src":"10.0.0.1","dst":"10.0.0.2","sport":1000,"dport":53,"proto":"udp","family":4},"#,
                 r#""len":64,"start_unix_nano":1000000100,"duration_ns":50,"hops":["#,
                 r#"{"hook":"net:net_dev_start_xmit","label":"xmit","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000100,"latency_ns":0},"#,

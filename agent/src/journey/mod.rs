@@ -14,11 +14,71 @@
 //!
 //! CPU intervals (a vCPU descheduled from t1 to t2) are kept per CPU for a
 //! while and attached to the journeys whose hops ran on that CPU during them.
+//!
+//! Every journey also gets a [`Verdict`], what became of the packet on this
+//! host, from its hops (docs/output.md, "Verdicts"):
+//! - delivered: a process read it from its socket (a terminal hook), or its
+//!   last hop was a receive addressed to this host (`PACKET_HOST`) that no
+//!   drop followed, or it was freed with a reason that means "discarded by
+//!   its socket's owner" (unread data purged at close);
+//! - dropped: freed with any other drop reason;
+//! - forwarded: its last hop was a transmit: it left the devices this host
+//!   watches (a physical NIC, a tunnel);
+//! - unknown: anything else.
+//!
+//! A terminal hop (a socket read) that finds no open journey of its packet
+//! (read after the idle timeout, or read twice) starts none: it is counted
+//! in [`BuilderStats::late_terminal`].
 
 use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
-use vnt_plugin_api::{Flow, IntervalObservation, PacketObservation};
+use vnt_plugin_api::{Direction, Flow, IntervalObservation, PacketObservation, PACKET_HOST};
+
+/// What became of the packet on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It reached its destination here.
+    Delivered(DeliveredTo),
+    /// It left through a device this host watches last.
+    Forwarded,
+    /// It died here, with a reason.
+    Dropped,
+    /// Nothing says.
+    Unknown,
+}
+
+/// Where a delivered packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveredTo {
+    /// A process read it from its socket (hop `hop`, which names the process).
+    Socket {
+        /// Index of the reading hop.
+        hop: usize,
+    },
+    /// Into its socket, which discarded it unread (closed): hop `hop` has
+    /// the reason.
+    SocketUnread {
+        /// Index of the freeing hop.
+        hop: usize,
+    },
+    /// Up the local stack: its last hop was a receive addressed to this
+    /// host and nothing dropped it, but no socket read was seen (UDP reads
+    /// and TCP acknowledgments have no tracepoint).
+    Stack,
+}
+
+impl Verdict {
+    /// `delivered`, `forwarded`, `dropped`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Delivered(_) => "delivered",
+            Verdict::Forwarded => "forwarded",
+            Verdict::Dropped => "dropped",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
 
 /// Why a journey ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +126,40 @@ pub struct Journey {
     pub hops: Vec<Hop>,
     /// Why it ended.
     pub end: End,
+    /// What became of the packet.
+    pub verdict: Verdict,
     /// CPU intervals that overlapped the journey on a CPU one of its hops ran on.
     pub intervals: Vec<(u16, IntervalObservation)>,
+}
+
+/// The verdict of hops in time order; `benign` says which drop reason codes
+/// mean "discarded by its socket's owner".
+pub fn verdict(hops: &[Hop], benign: &[u32]) -> Verdict {
+    let Some((last_i, last)) = hops
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, h)| h.obs.substep.is_none())
+    else {
+        return Verdict::Unknown;
+    };
+    if let Some(code) = last.obs.drop_reason {
+        return if benign.contains(&code) {
+            Verdict::Delivered(DeliveredTo::SocketUnread { hop: last_i })
+        } else {
+            Verdict::Dropped
+        };
+    }
+    if last.obs.terminal {
+        return Verdict::Delivered(DeliveredTo::Socket { hop: last_i });
+    }
+    match last.obs.direction {
+        Direction::Tx => Verdict::Forwarded,
+        Direction::Rx if last.obs.pkt_type == Some(PACKET_HOST) => {
+            Verdict::Delivered(DeliveredTo::Stack)
+        }
+        _ => Verdict::Unknown,
+    }
 }
 
 impl Journey {
@@ -115,6 +207,16 @@ pub struct BuilderStats {
     pub evicted: u64,
     /// Shutdown.
     pub shutdown: u64,
+    /// Verdicts: delivered.
+    pub delivered: u64,
+    /// Forwarded.
+    pub forwarded: u64,
+    /// Dropped (a drop reason that is not benign).
+    pub verdict_dropped: u64,
+    /// Unknown.
+    pub unknown: u64,
+    /// Terminal hops (socket reads) that found no open journey.
+    pub late_terminal: u64,
 }
 
 impl BuilderStats {
@@ -151,6 +253,7 @@ pub struct Builder {
     next_gen: u64,
     intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>, RandomState>,
     stats: BuilderStats,
+    benign_drops: Vec<u32>,
 }
 
 impl Builder {
@@ -165,7 +268,15 @@ impl Builder {
             next_gen: 0,
             intervals: HashMap::default(),
             stats: BuilderStats::default(),
+            benign_drops: Vec::new(),
         }
+    }
+
+    /// Drop reason codes that mean "discarded by its socket's owner", not a
+    /// drop (`QUEUE_PURGE`: unread data freed when its socket closed).
+    pub fn with_benign_drops(mut self, codes: Vec<u32>) -> Builder {
+        self.benign_drops = codes;
+        self
     }
 
     /// Counters so far.
@@ -200,6 +311,12 @@ impl Builder {
         });
         if repeat {
             self.finish(id, End::Idle, out);
+        }
+        if obs.terminal && obs.drop_reason.is_none() && !self.open.contains_key(&id) {
+            // A read of a packet whose journey already ended (or a second
+            // read of it): not a journey of its own.
+            self.stats.late_terminal += 1;
+            return;
         }
         if !self.open.contains_key(&id) && self.open.len() >= self.max_open {
             self.evict_one(out);
@@ -287,6 +404,13 @@ impl Builder {
         };
         let mut hops = open.hops;
         hops.sort_by_key(|h| h.obs.ts_ns);
+        let verdict = verdict(&hops, &self.benign_drops);
+        match verdict {
+            Verdict::Delivered(_) => self.stats.delivered += 1,
+            Verdict::Forwarded => self.stats.forwarded += 1,
+            Verdict::Dropped => self.stats.verdict_dropped += 1,
+            Verdict::Unknown => self.stats.unknown += 1,
+        }
         match end {
             End::Idle => self.stats.idle += 1,
             End::Dropped => self.stats.dropped += 1,
@@ -298,6 +422,7 @@ impl Builder {
             pkt_id: id,
             hops,
             end,
+            verdict,
             intervals: vec![],
         };
         self.join_intervals(&mut j);
@@ -396,10 +521,58 @@ mod tests {
     fn a_terminal_hook_ends_the_journey() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
+        b.packet(0, obs(1, 1, 5, 1), 0, &mut out);
         let mut t = obs(1, 9, 10, 1);
         t.terminal = true;
-        b.packet(0, t, 0, &mut out);
+        b.packet(0, t.clone(), 0, &mut out);
         assert_eq!(out[0].end, End::Terminal);
+        assert_eq!(
+            out[0].verdict,
+            Verdict::Delivered(DeliveredTo::Socket { hop: 1 })
+        );
+        // A second read of the same packet starts no journey.
+        b.packet(0, t, 0, &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(b.stats().late_terminal, 1);
+    }
+
+    fn dev_hop(direction: Direction, pkt_type: Option<u8>) -> Hop {
+        Hop {
+            plugin: 0,
+            obs: PacketObservation {
+                direction,
+                pkt_type,
+                ..obs(1, 1, 1, 1)
+            },
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_last_hop() {
+        let tx = dev_hop(Direction::Tx, Some(0));
+        let rx_host = dev_hop(Direction::Rx, Some(PACKET_HOST));
+        let rx_other = dev_hop(Direction::Rx, Some(3));
+        let mut purge = dev_hop(Direction::None, None);
+        purge.obs.drop_reason = Some(7);
+        let mut drop = purge.clone();
+        drop.obs.drop_reason = Some(8);
+        let benign = [7];
+        assert_eq!(verdict(&[tx.clone()], &benign), Verdict::Forwarded);
+        assert_eq!(
+            verdict(&[tx.clone(), rx_host.clone()], &benign),
+            Verdict::Delivered(DeliveredTo::Stack)
+        );
+        assert_eq!(
+            verdict(&[tx.clone(), rx_other.clone()], &benign),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            verdict(&[tx.clone(), rx_host.clone(), purge], &benign),
+            Verdict::Delivered(DeliveredTo::SocketUnread { hop: 2 })
+        );
+        assert_eq!(verdict(&[tx, rx_host, drop], &benign), Verdict::Dropped);
+        assert_eq!(verdict(&[], &benign), Verdict::Unknown);
     }
 
     #[test]

@@ -48,6 +48,21 @@ impl DropReasons {
     }
 
     /// The name of `value`, or `UNKNOWN_<n>` when this kernel does not list it.
+    /// Codes of the reasons that mean "discarded by its socket's owner", not
+    /// a network drop: `QUEUE_PURGE`, data that reached a socket and was
+    /// freed unread when the socket closed (a TCP connection's close).
+    pub fn benign(&self) -> Vec<u32> {
+        const BENIGN: &[&str] = &["QUEUE_PURGE"];
+        let mut codes: Vec<u32> = self
+            .names
+            .iter()
+            .filter(|(_, n)| BENIGN.contains(&n.as_str()))
+            .map(|(v, _)| *v)
+            .collect();
+        codes.sort_unstable();
+        codes
+    }
+
     pub fn name(&self, value: u32) -> String {
         self.names
             .get(&value)

@@ -6,3 +6,4 @@ pub mod btf;
 pub mod clock;
 pub mod drop_reason;
 pub mod netns;
+pub mod process;

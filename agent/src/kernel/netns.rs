@@ -1,6 +1,13 @@
 //! Who owns a network namespace: its `ip netns` name and a process in it
 //! (pid, command, cgroup), found by inode number. Containers are processes
 //! in a namespace, so this names the container a hop happened in.
+//!
+//! The owner is the lowest pid in the namespace (usually its oldest
+//! process: a container's init). Owners exit: an owner is checked again
+//! when its namespace is looked up a second or more after the last check,
+//! and a gone or moved owner makes the table be read again. The host's own
+//! namespace (pid 1's) is named `host` and has no owner: every host process
+//! lives there.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -27,6 +34,8 @@ pub struct NetnsInfo {
 #[derive(Debug)]
 pub struct NetnsResolver {
     known: HashMap<u32, NetnsInfo>,
+    /// When each namespace's owner was last confirmed.
+    checked: HashMap<u32, Instant>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
     proc_root: std::path::PathBuf,
@@ -51,6 +60,7 @@ impl NetnsResolver {
     ) -> Self {
         NetnsResolver {
             known: HashMap::new(),
+            checked: HashMap::new(),
             last_scan: None,
             min_rescan: Duration::from_secs(1),
             proc_root: proc_root.into(),
@@ -63,7 +73,21 @@ impl NetnsResolver {
         if inode == 0 {
             return None;
         }
-        if !self.known.contains_key(&inode)
+        let stale = match self.known.get(&inode) {
+            None => true,
+            Some(info) => {
+                let due = self
+                    .checked
+                    .get(&inode)
+                    .is_none_or(|t| t.elapsed() >= self.min_rescan);
+                due && {
+                    self.checked.insert(inode, Instant::now());
+                    info.pid
+                        .is_some_and(|pid| self.netns_of(pid) != Some(inode))
+                }
+            }
+        };
+        if stale
             && self
                 .last_scan
                 .is_none_or(|t| t.elapsed() >= self.min_rescan)
@@ -73,9 +97,21 @@ impl NetnsResolver {
         self.known.get(&inode)
     }
 
+    /// The network namespace inode of `pid`, if it is alive.
+    fn netns_of(&self, pid: u32) -> Option<u32> {
+        let link = std::fs::read_link(self.proc_root.join(pid.to_string()).join("ns/net")).ok()?;
+        link.to_str()?
+            .strip_prefix("net:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
+
     /// Rebuild the table from /run/netns and /proc/*/ns/net.
     pub fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
+        self.checked.clear();
+        let host = self.netns_of(1);
         let mut known: HashMap<u32, NetnsInfo> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(&self.run_netns) {
             for e in entries.flatten() {
@@ -108,11 +144,20 @@ impl NetnsResolver {
                 continue;
             };
             let info = known.entry(inode).or_default();
+            if Some(inode) == host {
+                continue;
+            }
             if info.pid.is_none() {
                 info.pid = Some(pid);
                 info.comm = read_trim(&dir.join("comm"));
                 info.cgroup = read_trim(&dir.join("cgroup"))
                     .and_then(|c| c.lines().find_map(|l| l.strip_prefix("0::").map(Arc::from)));
+            }
+        }
+        if let Some(host) = host {
+            let info = known.entry(host).or_default();
+            if info.name.is_none() {
+                info.name = Some("host".into());
             }
         }
         self.known = known;
@@ -124,12 +169,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn own_namespace_is_found_with_a_process() {
+    fn own_namespace_is_found() {
         let inode = std::fs::metadata("/proc/self/ns/net").unwrap().ino() as u32;
         let mut r = NetnsResolver::default();
         let info = r.lookup(inode).expect("own netns");
-        assert!(info.pid.is_some());
-        assert!(info.comm.is_some());
+        let host = std::fs::metadata("/proc/1/ns/net").map(|m| m.ino() as u32);
+        if host.ok() == Some(inode) {
+            assert_eq!(info.name.as_deref(), Some("host"));
+            assert_eq!(info.pid, None, "the host namespace has no owner");
+        } else {
+            assert!(info.pid.is_some());
+            assert!(info.comm.is_some());
+        }
+    }
+
+    fn fake_process(proc_root: &Path, pid: u32, netns: u32, comm: &str) {
+        let p = proc_root.join(pid.to_string());
+        std::fs::create_dir_all(p.join("ns")).unwrap();
+        std::os::unix::fs::symlink(format!("net:[{netns}]"), p.join("ns/net")).unwrap();
+        std::fs::write(p.join("comm"), format!("{comm}\n")).unwrap();
+    }
+
+    #[test]
+    fn an_owner_that_exits_is_replaced_and_the_host_is_named() {
+        let dir = crate::testing::TempDir::new();
+        let proc_root = dir.path().join("proc");
+        fake_process(&proc_root, 1, 500, "init");
+        fake_process(&proc_root, 2, 500, "kthreadd");
+        fake_process(&proc_root, 40, 777, "ping");
+        fake_process(&proc_root, 41, 777, "vnt-traffic");
+        let mut r = NetnsResolver::new(&proc_root, dir.path().join("none"));
+        r.min_rescan = Duration::ZERO;
+        assert_eq!(r.lookup(777).unwrap().comm.as_deref(), Some("ping"));
+        let host = r.lookup(500).unwrap().clone();
+        assert_eq!((host.name.as_deref(), host.pid), (Some("host"), None));
+        std::fs::remove_dir_all(proc_root.join("40")).unwrap();
+        let info = r.lookup(777).unwrap();
+        assert_eq!(
+            (info.pid, info.comm.as_deref()),
+            (Some(41), Some("vnt-traffic"))
+        );
     }
 
     #[test]

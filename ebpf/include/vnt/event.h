@@ -14,7 +14,7 @@
 #ifndef VNT_EVENT_H
 #define VNT_EVENT_H
 
-#define VNT_WIRE_VERSION 1
+#define VNT_WIRE_VERSION 2
 
 /* hdr.kind */
 enum vnt_event_kind {
@@ -69,7 +69,7 @@ struct vnt_pkt_key {
 	__u8 payload[16]; /* first payload bytes of UDP/ICMP, zero-padded */
 };
 
-/* 128 bytes */
+/* 136 bytes (128 before the `pid` was appended; decoders accept both) */
 struct vnt_packet_event {
 	struct vnt_event_hdr hdr;
 	__u64 pkt_id;  /* hash of struct vnt_pkt_key */
@@ -77,7 +77,7 @@ struct vnt_packet_event {
 	struct vnt_flow flow;
 	__u32 ifindex;
 	__u32 netns;   /* network namespace inode number */
-	__u32 skb_len;
+	__u32 skb_len; /* bytes from the network header on (IP header + payload) */
 	__u32 drop_reason; /* enum skb_drop_reason, VNT_EV_DROP only */
 	__u32 tcp_seq;
 	__u32 tcp_ack;
@@ -87,13 +87,21 @@ struct vnt_packet_event {
 	__u8 _pad0;
 	__u32 ip_ident;
 	char ifname[16];
+	/*
+	 * The process the hook ran for, where the hook knows it (0 when not):
+	 * the reader at a socket read, the sender at a transmit that runs in
+	 * the sending task's context. Appended in wire version 2.
+	 */
+	__u32 pid;
+	__u32 _pad1;
 };
 
 /* The Rust mirror (plugin-api/src/wire.rs) asserts the same numbers. */
 _Static_assert(sizeof(struct vnt_event_hdr) == 24, "vnt_event_hdr size");
 _Static_assert(sizeof(struct vnt_flow) == 40, "vnt_flow size");
 _Static_assert(sizeof(struct vnt_pkt_key) == 80, "vnt_pkt_key size");
-_Static_assert(sizeof(struct vnt_packet_event) == 128, "vnt_packet_event size");
+_Static_assert(sizeof(struct vnt_packet_event) == 136, "vnt_packet_event size");
+_Static_assert(__builtin_offsetof(struct vnt_packet_event, pid) == 128, "pid offset");
 _Static_assert(__builtin_offsetof(struct vnt_packet_event, flow) == 40, "flow offset");
 _Static_assert(__builtin_offsetof(struct vnt_packet_event, ifindex) == 80, "ifindex offset");
 _Static_assert(__builtin_offsetof(struct vnt_packet_event, ifname) == 112, "ifname offset");

@@ -26,6 +26,16 @@
 /* Read src->a->b... directly (typed) or through bpf_probe_read_kernel. */
 #define VNT_READ(typed, src, a, ...) ((typed) ? ___arrow(src, a, ##__VA_ARGS__) : BPF_CORE_READ(src, a, ##__VA_ARGS__))
 
+/* Which process a hook attributes the packet to (vnt_hook_ctx.task). */
+enum vnt_task {
+	VNT_TASK_NONE = 0,
+	/* The current task, always: hooks that run in the process's own
+	 * context, such as a socket read (skb:skb_copy_datagram_iovec). */
+	VNT_TASK_CURRENT = 1,
+	/* The current task when it is the sender: see vnt_sender_pid(). */
+	VNT_TASK_SENDER = 2,
+};
+
 /* What a packet hook reports about the packet it sees. */
 struct vnt_hook_ctx {
 	__u16 hook;       /* plugin's hook id */
@@ -33,14 +43,87 @@ struct vnt_hook_ctx {
 	__u8 direction;   /* enum vnt_direction */
 	bool typed;       /* tp_btf / fentry: direct reads */
 	bool data_is_l3;  /* skb->data points at the network header here */
+	__u8 task;        /* enum vnt_task */
 	__u32 drop_reason;
 };
+
+#ifndef PF_KTHREAD
+#define PF_KTHREAD 0x00200000
+#endif
 
 static __always_inline __u32 vnt_dev_netns(const struct net_device *dev, bool typed)
 {
 	if (!dev)
 		return 0;
 	return VNT_READ(typed, dev, nd_net.net, ns.inum);
+}
+
+/* The namespace of the hook: its device's, else (a socket read, where the
+ * skb has no device any more) the owning socket's. */
+static __always_inline __u32 vnt_hook_netns(struct sk_buff *skb, const struct net_device *dev, bool typed)
+{
+	if (dev)
+		return vnt_dev_netns(dev, typed);
+	struct sock *sk = VNT_READ(typed, skb, sk);
+
+	if (!sk)
+		return 0;
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/*
+ * The sending process of a packet at a transmit hook, or 0 when the hook
+ * cannot know it. The skb must belong to a user-space socket (a kernel
+ * socket sends ICMP errors and TCP resets) of the current task's network
+ * namespace, the current task must not be a kernel thread, and the packet
+ * must not be TCP: UDP, ICMP and raw sockets transmit inside sendmsg(), in
+ * the sender's own context, but TCP also transmits from softirq (ACKs,
+ * data released by an incoming ACK) and timers (retransmits), in whatever
+ * task the CPU happened to run.
+ */
+static __always_inline __u32 vnt_sender_pid(struct sk_buff *skb, bool typed, __u8 proto)
+{
+	if (proto == VNT_IPPROTO_TCP)
+		return 0;
+	struct sock *sk = VNT_READ(typed, skb, sk);
+
+	if (!sk)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+
+	if (!sock || !BPF_CORE_READ(sock, file))
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+	if (BPF_CORE_READ(t, flags) & PF_KTHREAD)
+		return 0;
+	if (BPF_CORE_READ(t, nsproxy, net_ns, ns.inum) != BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum))
+		return 0;
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/*
+ * True when another copy of the skb's data is still alive: the skb was
+ * cloned and the data's reference count is above one. A raw socket (ping)
+ * gets a clone of every ICMP packet before the protocol handler runs, and
+ * the handler then frees the original, with NO_SOCKET when no ping socket
+ * wanted an echo reply: the packet did not die, its copy waits in the raw
+ * socket.
+ */
+static __always_inline bool vnt_skb_data_shared(struct sk_buff *skb, bool typed)
+{
+	__u8 cloned = typed ? BPF_CORE_READ_BITFIELD(skb, cloned) : BPF_CORE_READ_BITFIELD_PROBED(skb, cloned);
+
+	if (!cloned)
+		return false;
+	unsigned char *head = VNT_READ(typed, skb, head);
+	__u32 end = VNT_READ(typed, skb, end);
+	struct skb_shared_info *sh = (struct skb_shared_info *)(head + end);
+	int dataref = 0;
+
+	bpf_probe_read_kernel(&dataref, sizeof(dataref), &sh->dataref.counter);
+	/* The low 16 bits count every reference to the data (SKB_DATAREF_MASK). */
+	return (dataref & 0xffff) > 1;
 }
 
 /*
@@ -50,7 +133,7 @@ static __always_inline __u32 vnt_dev_netns(const struct net_device *dev, bool ty
  * -1 when nothing could be copied.
  */
 static __always_inline int vnt_copy_headers(struct sk_buff *skb, const struct vnt_hook_ctx c, struct vnt_hdr_buf *h,
-					    __u16 *proto, __u8 *from_l2)
+					    __u16 *proto, __u8 *from_l2, __s32 *l3_adjust)
 {
 	unsigned char *head = VNT_READ(c.typed, skb, head);
 	unsigned char *data = VNT_READ(c.typed, skb, data);
@@ -67,6 +150,13 @@ static __always_inline int vnt_copy_headers(struct sk_buff *skb, const struct vn
 		else
 			*from_l2 = 1;
 	}
+	/* skb->len counts from skb->data: the link header at transmit, the
+	 * transport payload once a protocol pulled its headers. Reported
+	 * lengths count from the network header: *l3_adjust is what to add. */
+	if (*from_l2)
+		*l3_adjust = -14; /* ETH_HLEN */
+	else
+		*l3_adjust = (__s32)((const unsigned char *)data - (const unsigned char *)from);
 	return vnt_headers_copy(h, from, end) ? 0 : -1;
 }
 
@@ -190,7 +280,7 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 			else
 				BPF_CORE_READ_STR_INTO(&name, dev, name);
 		}
-		netns = vnt_dev_netns(dev, c.typed);
+		netns = vnt_hook_netns(skb, dev, c.typed);
 		if (!vnt_dev_wanted(name, netns)) {
 			vnt_count(VNT_STAT_FILTERED);
 			return 0;
@@ -201,8 +291,9 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	struct vnt_hdr_buf h = {};
 	__u16 proto;
 	__u8 from_l2;
+	__s32 l3_adjust = 0;
 
-	if (vnt_copy_headers(skb, c, &h, &proto, &from_l2)) {
+	if (vnt_copy_headers(skb, c, &h, &proto, &from_l2, &l3_adjust)) {
 		vnt_count(VNT_STAT_NOT_IP);
 		return 0;
 	}
@@ -246,9 +337,11 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	} else {
 		__builtin_memset(e->ifname, 0, sizeof(e->ifname));
 		e->ifindex = 0;
-		e->netns = 0;
+		e->netns = netns ? netns : vnt_hook_netns(skb, dev, c.typed);
 	}
-	e->skb_len = VNT_READ(c.typed, skb, len);
+	__s64 len = (__s64)VNT_READ(c.typed, skb, len) + l3_adjust;
+
+	e->skb_len = len > 0 ? (__u32)len : 0;
 	e->drop_reason = c.drop_reason;
 	e->tcp_seq = p.tcp_seq;
 	e->tcp_ack = p.tcp_ack;
@@ -260,6 +353,13 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 		e->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
 	e->_pad0 = 0;
 	e->ip_ident = p.key.ip_ident;
+	if (c.task == VNT_TASK_CURRENT)
+		e->pid = bpf_get_current_pid_tgid() >> 32;
+	else if (c.task == VNT_TASK_SENDER)
+		e->pid = vnt_sender_pid(skb, c.typed, p.key.flow.proto);
+	else
+		e->pid = 0;
+	e->_pad1 = 0;
 	vnt_submit(e);
 	return 0;
 }

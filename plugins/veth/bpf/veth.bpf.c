@@ -29,6 +29,7 @@ enum veth_hook {
 	VETH_HOOK_RX = 2,      /* net:netif_rx, the peer queues it to its backlog */
 	VETH_HOOK_RECEIVE = 3, /* net:netif_receive_skb, the stack/bridge takes it */
 	VETH_HOOK_DROP = 4,    /* skb:kfree_skb, freed with a drop reason */
+	VETH_HOOK_DELIVER = 5, /* skb:skb_copy_datagram_iovec, a process reads it */
 };
 
 /* One hop: `typed` is true in tp_btf and fentry programs (direct reads). */
@@ -41,6 +42,8 @@ static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device
 		.direction = direction,
 		.typed = typed,
 		.data_is_l3 = data_is_l3,
+		/* A transmit may run in the sender's own context. */
+		.task = direction == VNT_DIR_TX ? VNT_TASK_SENDER : VNT_TASK_NONE,
 	};
 
 	return vnt_packet_observe(skb, dev, c);
@@ -63,6 +66,10 @@ static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason, bool typ
 		return 0;
 	if (reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
 		reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
+	/* One copy freed while another lives on (the clone a raw socket such
+	 * as ping's got): the packet did not die here. */
+	if (vnt_skb_data_shared(skb, typed))
+		return 0;
 
 	struct vnt_hook_ctx c = {
 		.hook = VETH_HOOK_DROP,
@@ -101,6 +108,39 @@ int BPF_PROG(veth_drop_btf, struct sk_buff *skb, void *location, int reason)
 	return veth_drop(skb, reason, true);
 }
 
+/*
+ * A process reads the packet from its socket: skb_copy_datagram_iter() runs
+ * in recvmsg(), in the reader's own context, for UDP, ICMP (ping sockets),
+ * raw sockets and TCP. The skb has no device any more; the namespace comes
+ * from its socket and the headers from its network header offset. Terminal:
+ * the journey ends as delivered, to this process.
+ */
+static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
+{
+	struct sock *sk = VNT_READ(typed, skb, sk);
+
+	/* A packet socket (a capture tool reading without a ring) reads a
+	 * copy of a packet that goes on: not a delivery. */
+	if (sk && BPF_CORE_READ(sk, __sk_common.skc_family) == 17 /* AF_PACKET */)
+		return 0;
+
+	struct vnt_hook_ctx c = {
+		.hook = VETH_HOOK_DELIVER,
+		.kind = VNT_EV_PACKET,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.task = VNT_TASK_CURRENT,
+	};
+
+	return vnt_packet_observe(skb, SKB_DEV(typed, skb), c);
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(veth_deliver_btf, const struct sk_buff *skb, int len)
+{
+	return veth_deliver((struct sk_buff *)skb, true);
+}
+
 /* ---- raw_tp --------------------------------------------------------------- */
 
 SEC("raw_tp/net_dev_start_xmit")
@@ -125,6 +165,12 @@ SEC("raw_tp/kfree_skb")
 int BPF_PROG(veth_drop_raw, struct sk_buff *skb, void *location, int reason)
 {
 	return veth_drop(skb, reason, false);
+}
+
+SEC("raw_tp/skb_copy_datagram_iovec")
+int BPF_PROG(veth_deliver_raw, const struct sk_buff *skb, int len)
+{
+	return veth_deliver((struct sk_buff *)skb, false);
 }
 
 /* ---- fentry / kprobe -------------------------------------------------------

@@ -4,7 +4,8 @@
 //! Hooks (see `bpf/veth.bpf.c`): the device transmit
 //! (`net:net_dev_start_xmit`), the peer queueing it to its backlog
 //! (`net:netif_rx`), the stack or bridge taking it (`net:netif_receive_skb`),
-//! and drops with the kernel's reason (`skb:kfree_skb`). Each has a tp_btf and
+//! drops with the kernel's reason (`skb:kfree_skb`), and the process reading
+//! it from its socket (`skb:skb_copy_datagram_iovec`). Each has a tp_btf and
 //! a raw_tp program; the transmit and the backlog hop also have fentry and
 //! kprobe programs on the functions veth runs (`veth_xmit`, `__netif_rx`),
 //! preferred because they fire for veth traffic only. The agent picks the
@@ -28,6 +29,8 @@ pub mod hook {
     pub const RECEIVE: u16 = 3;
     /// `skb:kfree_skb`.
     pub const DROP: u16 = 4;
+    /// `skb:skb_copy_datagram_iovec`: a process reads the packet.
+    pub const DELIVER: u16 = 5;
 }
 
 const fn tp(name: &'static str, btf: &'static str, raw: &'static str) -> [ProbeAlternative; 2] {
@@ -83,8 +86,13 @@ static RX: [ProbeAlternative; 4] = func_then_tp(
 static RECEIVE: [ProbeAlternative; 2] =
     tp("netif_receive_skb", "veth_receive_btf", "veth_receive_raw");
 static DROP: [ProbeAlternative; 2] = tp("kfree_skb", "veth_drop_btf", "veth_drop_raw");
+static DELIVER: [ProbeAlternative; 2] = tp(
+    "skb_copy_datagram_iovec",
+    "veth_deliver_btf",
+    "veth_deliver_raw",
+);
 
-static PROBES: [ProbeSpec; 4] = [
+static PROBES: [ProbeSpec; 5] = [
     ProbeSpec {
         name: "veth_xmit",
         required: true,
@@ -112,9 +120,18 @@ static PROBES: [ProbeSpec; 4] = [
         opt_in: false,
         alternatives: &DROP,
     },
+    ProbeSpec {
+        // Not required: without it, journeys that reach a socket end as
+        // delivered to the stack (or unknown) instead of delivered to the
+        // reading process.
+        name: "veth_deliver",
+        required: false,
+        opt_in: false,
+        alternatives: &DELIVER,
+    },
 ];
 
-static HOOKS: [HookSpec; 4] = [
+static HOOKS: [HookSpec; 5] = [
     HookSpec {
         id: hook::XMIT,
         name: "net:net_dev_start_xmit",
@@ -137,6 +154,12 @@ static HOOKS: [HookSpec; 4] = [
         id: hook::DROP,
         name: "skb:kfree_skb",
         label: "drop",
+        terminal: true,
+    },
+    HookSpec {
+        id: hook::DELIVER,
+        name: "skb:skb_copy_datagram_iovec",
+        label: "deliver",
         terminal: true,
     },
 ];
@@ -178,10 +201,10 @@ impl Plugin for Veth {
         emit: &mut dyn FnMut(&Observation),
     ) -> Result<(), DecodeError> {
         let hdr = wire::header(record)?;
-        if !(hook::XMIT..=hook::DROP).contains(&hdr.hook) {
+        if !(hook::XMIT..=hook::DELIVER).contains(&hdr.hook) {
             return Err(DecodeError(format!("unknown veth hook id {}", hdr.hook)));
         }
-        let p = wire::packet(record, false)?;
+        let p = wire::packet(record, hdr.hook == hook::DELIVER)?;
         emit(&Observation::Packet(p));
         Ok(())
     }

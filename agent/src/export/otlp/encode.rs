@@ -20,9 +20,9 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use prost::Message;
 
-use super::spans::container_id;
+use super::spans::{container_id, drop_event_time, hop_name, root_bounds, root_name, HopClock};
 use crate::export::ids;
-use crate::export::view::{HopView, JourneyView};
+use crate::export::view::{HopView, JourneyView, ProcessView};
 
 /// Protobuf wire types.
 const VARINT: u32 = 0;
@@ -185,15 +185,10 @@ fn span_tail(buf: &mut Vec<u8>, error: Option<&[&str]>) {
 
 fn root_span(buf: &mut Vec<u8>, j: &JourneyView, ids: &Ids, name: &mut String) {
     let f = &j.flow;
-    name.clear();
-    name.push_str(&f.proto);
-    name.push_str(" journey");
+    root_name(j, name);
     span_head(buf, ids, &ids.root, None, name);
-    times(
-        buf,
-        j.start_unix_nano,
-        j.start_unix_nano.saturating_add(j.duration_ns),
-    );
+    let (start, end) = root_bounds(j);
+    times(buf, start, end);
     attr_str(buf, SPAN_ATTR, "network.transport", &f.proto);
     attr_str(
         buf,
@@ -212,6 +207,13 @@ fn root_span(buf: &mut Vec<u8>, j: &JourneyView, ids: &Ids, name: &mut String) {
     attr_str(buf, SPAN_ATTR, "vnt.packet.id", &j.pkt_id);
     attr_int(buf, SPAN_ATTR, "vnt.packet.length", i64::from(j.len));
     attr_str(buf, SPAN_ATTR, "vnt.journey.end", j.end);
+    if let Some(to) = j.delivered_to {
+        attr_str(buf, SPAN_ATTR, "vnt.delivered.to", to);
+    }
+    if let Some(p) = &j.process {
+        process_attributes(buf, p);
+    }
+    attr_str(buf, SPAN_ATTR, "vnt.journey.closed", j.closed);
     let hops = j.hops.iter().filter(|h| h.parent_hook.is_none()).count();
     attr_int(buf, SPAN_ATTR, "vnt.journey.hops", hops as i64);
     if let Some(first) = j.hops.first() {
@@ -221,13 +223,20 @@ fn root_span(buf: &mut Vec<u8>, j: &JourneyView, ids: &Ids, name: &mut String) {
     if let Some(d) = drop_hop.and_then(|h| h.drop.as_ref()) {
         attr_str(buf, SPAN_ATTR, "error.type", &d.reason);
     }
-    match drop_hop.and_then(|h| h.drop.as_ref().map(|d| (h, d))) {
-        Some((h, d)) => span_tail(buf, Some(&["dropped at ", &h.interface, ": ", &d.reason])),
-        None => span_tail(buf, None),
+    span_tail(buf, None);
+}
+
+fn process_attributes(buf: &mut Vec<u8>, p: &ProcessView) {
+    attr_int(buf, SPAN_ATTR, "process.pid", i64::from(p.pid));
+    if let Some(c) = &p.comm {
+        attr_str(buf, SPAN_ATTR, "process.executable.name", c);
     }
 }
 
-fn hop_attributes(buf: &mut Vec<u8>, h: &HopView) {
+fn hop_attributes(buf: &mut Vec<u8>, h: &HopView, index: Option<u32>) {
+    if let Some(i) = index {
+        attr_int(buf, SPAN_ATTR, "vnt.hop.index", i64::from(i));
+    }
     attr_str(buf, SPAN_ATTR, "vnt.hook", &h.hook);
     attr_str(buf, SPAN_ATTR, "vnt.hook.label", &h.label);
     attr_str(buf, SPAN_ATTR, "vnt.plugin", &h.plugin);
@@ -248,6 +257,9 @@ fn hop_attributes(buf: &mut Vec<u8>, h: &HopView) {
                 attr_str(buf, SPAN_ATTR, "container.id", id);
             }
         }
+    }
+    if let Some(p) = &h.process {
+        process_attributes(buf, p);
     }
     attr_str(buf, SPAN_ATTR, "vnt.direction", h.direction);
     match h.direction {
@@ -275,41 +287,33 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
 
     // Span ids of the hops so far, to nest substeps under their parent hop.
     scratch.hop_ids.clear();
+    let mut clock = HopClock::default();
+    let mut index = 0u32;
     for (i, h) in j.hops.iter().enumerate() {
         let id = ids::child_span_id(ids.root, i as u32 + 1);
         let name = &mut scratch.name;
-        name.clear();
-        name.push_str(&h.plugin);
-        name.push(' ');
-        name.push_str(if h.label.is_empty() {
-            &h.hook
-        } else {
-            &h.label
-        });
-        let (parent, start, end) = match &h.parent_hook {
-            Some(parent_hook) => (
-                scratch
-                    .hop_ids
-                    .iter()
-                    .rev()
-                    .find(|(hook, _)| j.hops[*hook].hook == *parent_hook)
-                    .map_or(ids.root, |(_, id)| *id),
-                h.ts_unix_nano,
-                h.ts_unix_nano.saturating_add(h.duration_ns.unwrap_or(0)),
-            ),
-            None => (
-                ids.root,
-                h.ts_unix_nano.saturating_sub(h.latency_ns),
-                h.ts_unix_nano,
-            ),
+        hop_name(h, name);
+        let (start, end) = clock.next(h);
+        let parent = match &h.parent_hook {
+            Some(parent_hook) => scratch
+                .hop_ids
+                .iter()
+                .rev()
+                .find(|(hook, _)| j.hops[*hook].hook == *parent_hook)
+                .map_or(ids.root, |(_, id)| *id),
+            None => ids.root,
         };
+        let hop_index = h.parent_hook.is_none().then(|| {
+            index += 1;
+            index
+        });
         nested(buf, 2, |b| {
             span_head(b, &ids, &id, Some(&parent), name);
             times(b, start, end);
-            hop_attributes(b, h);
+            hop_attributes(b, h, hop_index);
             if let Some(d) = &h.drop {
                 nested(b, 11, |e| {
-                    fixed64(e, 1, h.ts_unix_nano);
+                    fixed64(e, 1, drop_event_time(start, h.ts_unix_nano));
                     bytes(e, 2, b"packet dropped");
                     attr_str(e, EVENT_ATTR, "vnt.drop.reason", &d.reason);
                     attr_int(e, EVENT_ATTR, "vnt.drop.code", i64::from(d.code));
@@ -470,6 +474,7 @@ mod tests {
                 cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
             direction: "tx",
+            process: None,
             cpu: 1,
             len: 100,
             ts_unix_nano: ts,
@@ -521,6 +526,9 @@ mod tests {
             pkt_id: format!("{:016x}", 99),
             id: 99,
             end: "dropped",
+            delivered_to: None,
+            process: None,
+            closed: "dropped",
             flow: flow("udp", 4, 4000, 53),
             len: 100,
             start_unix_nano: 1_000_000,
@@ -547,7 +555,10 @@ mod tests {
             trace_id: String::new(),
             pkt_id: format!("{id:016x}"),
             id,
-            end: "idle",
+            end: "unknown",
+            delivered_to: None,
+            process: None,
+            closed: "idle",
             flow: f,
             len: 1500,
             start_unix_nano: start,
@@ -617,8 +628,12 @@ mod tests {
             js.iter().map(spans::span_count).sum::<usize>(),
             "every span is there"
         );
-        assert_eq!(spans[0].name, "udp journey");
-        assert_eq!(spans[0].status.as_ref().unwrap().code, 2);
+        assert_eq!(spans[0].name, "udp 10.0.0.1 -> 10.0.0.2:53");
+        let errors = spans[..spans::span_count(&js[0])]
+            .iter()
+            .filter(|s| s.status.as_ref().is_some_and(|st| st.code == 2))
+            .count();
+        assert_eq!(errors, 1, "one error per dropped journey");
         // Each journey alone, and the buffer sized from the last request.
         for j in &js {
             assert_eq!(

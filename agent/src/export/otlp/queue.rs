@@ -132,7 +132,10 @@ mod tests {
             trace_id: String::new(),
             pkt_id: String::new(),
             id: n,
-            end: "idle",
+            end: "unknown",
+            delivered_to: None,
+            process: None,
+            closed: "idle",
             flow: crate::export::view::FlowView {
                 src: String::new(),
                 dst: String::new(),

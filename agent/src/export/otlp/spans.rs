@@ -6,14 +6,23 @@
 //! One trace per packet: the trace id comes from the packet id alone
 //! (`ids::trace_id`), so every agent that sees the packet writes into the same
 //! trace without talking to the others. Per agent and journey there is one
-//! root span (`<proto> journey`, from the first hop to the last) and one child
-//! span per hop, in time order, that starts at the previous hop and ends at
-//! this one: its duration is the hop's `latency_ns` in `--output json`. The
-//! first hop, which has no latency, is a 1 ns span at its own time (zero-length
-//! spans are rejected as invalid by backends). Substeps (an OVS upcall)
-//! are children of the hop they are nested in; CPU intervals are children of
-//! the root. A drop sets the error status on the hop and the root, with the
-//! kernel's reason in `error.type` and in a `packet dropped` event.
+//! root span, named after the flow (`udp 10.0.0.1 -> 10.0.0.2:53`: no source
+//! port, which would make every name unique), and one child span per hop,
+//! named after its hook and device (`xmit veth1`, `deliver ping`).
+//!
+//! Hops are strictly ordered: each hop's span starts where the previous one
+//! ended and ends at the hop's own time ([`HopClock`]); the first hop, which
+//! has no latency, is a 1 ns span at its own time (zero-length spans are
+//! rejected as invalid by backends). Jaeger shows whole microseconds, so the
+//! exact time since the previous hop is in `vnt.latency_ns` and the order in
+//! `vnt.hop.index`. Substeps (an OVS upcall) are children of the hop they are
+//! nested in; CPU intervals are children of the root.
+//!
+//! A drop sets the error status on the dropping hop only (one error per
+//! dropped journey), with the kernel's reason in `error.type` and in a
+//! `packet dropped` event placed inside that span. The root carries the
+//! verdict (`vnt.journey.end`) and, when dropped, `error.type` as a plain
+//! attribute for searches.
 //!
 //! Span ids are deterministic too: the root's from the packet id, the host
 //! identity and the journey's start, the hops' from the root's and their
@@ -30,6 +39,86 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::export::ids;
 use crate::export::view::{HopView, JourneyView};
+
+/// Where each hop's span starts and ends: at the previous hop's end, and at
+/// its own time (at least 1 ns later). Substeps keep their own times.
+#[derive(Debug, Default)]
+pub struct HopClock {
+    prev_end: Option<u64>,
+}
+
+impl HopClock {
+    /// (start, end) of `h`'s span; call for every hop in order.
+    pub fn next(&mut self, h: &HopView) -> (u64, u64) {
+        if h.parent_hook.is_some() {
+            let start = h.ts_unix_nano;
+            let end = start.saturating_add(h.duration_ns.unwrap_or(0));
+            return (start, end.max(start.saturating_add(1)));
+        }
+        let start = self.prev_end.unwrap_or(h.ts_unix_nano);
+        let end = h.ts_unix_nano.max(start.saturating_add(1));
+        self.prev_end = Some(end);
+        (start, end)
+    }
+}
+
+/// The root span's (start, end): from the first hop to the end of the last
+/// hop span, which may be a few ns past the last hop's time.
+pub fn root_bounds(j: &JourneyView) -> (u64, u64) {
+    let mut clock = HopClock::default();
+    let mut end = j.start_unix_nano.saturating_add(j.duration_ns);
+    for h in &j.hops {
+        end = end.max(clock.next(h).1);
+    }
+    (
+        j.start_unix_nano,
+        end.max(j.start_unix_nano.saturating_add(1)),
+    )
+}
+
+/// When a drop event is placed: 1 us before the drop, but not before its
+/// span starts. Jaeger truncates times to whole microseconds and hides
+/// events past the trace's end behind "show all"; this keeps it in view.
+pub fn drop_event_time(span_start: u64, drop_ts: u64) -> u64 {
+    drop_ts.saturating_sub(1_000).max(span_start)
+}
+
+/// The root span's name: `<proto> <src> -> <dst>[:<dport>]`.
+pub fn root_name(j: &JourneyView, out: &mut String) {
+    use std::fmt::Write;
+    let f = &j.flow;
+    out.clear();
+    let _ = write!(out, "{} {} -> ", f.proto, f.src);
+    match (f.family, f.dport) {
+        (_, 0) => out.push_str(&f.dst),
+        (6, p) => {
+            let _ = write!(out, "[{}]:{p}", f.dst);
+        }
+        (_, p) => {
+            let _ = write!(out, "{}:{p}", f.dst);
+        }
+    }
+}
+
+/// A hop span's name: its label (or hook) and device, or the process for a
+/// hook without a device (a socket read: `deliver ping`).
+pub fn hop_name(h: &HopView, out: &mut String) {
+    out.clear();
+    out.push_str(if h.label.is_empty() {
+        &h.hook
+    } else {
+        &h.label
+    });
+    let what: Option<&str> = if !h.interface.is_empty() {
+        Some(&h.interface)
+    } else {
+        h.process.as_ref().and_then(|p| p.comm.as_deref())
+    };
+    if let Some(w) = what {
+        out.push(' ');
+        out.push_str(w);
+    }
+}
 
 /// Number of spans `j` becomes.
 pub fn span_count(j: &JourneyView) -> usize {
@@ -49,8 +138,11 @@ pub fn container_id(cgroup: &str) -> Option<&str> {
         .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn hop_attributes(h: &HopView) -> Vec<KeyValue> {
+fn hop_attributes(h: &HopView, index: Option<u32>) -> Vec<KeyValue> {
     let mut a = Vec::with_capacity(16);
+    if let Some(i) = index {
+        a.push(KeyValue::new("vnt.hop.index", i64::from(i)));
+    }
     a.push(KeyValue::new("vnt.hook", h.hook.clone()));
     a.push(KeyValue::new("vnt.hook.label", h.label.clone()));
     a.push(KeyValue::new("vnt.plugin", h.plugin.clone()));
@@ -70,6 +162,12 @@ fn hop_attributes(h: &HopView) -> Vec<KeyValue> {
             if let Some(id) = container_id(cg) {
                 a.push(KeyValue::new("container.id", id.to_string()));
             }
+        }
+    }
+    if let Some(p) = &h.process {
+        a.push(KeyValue::new("process.pid", i64::from(p.pid)));
+        if let Some(c) = &p.comm {
+            a.push(KeyValue::new("process.executable.name", c.clone()));
         }
     }
     a.push(KeyValue::new("vnt.direction", h.direction));
@@ -108,6 +206,16 @@ fn root_attributes(j: &JourneyView) -> Vec<KeyValue> {
     a.push(KeyValue::new("vnt.packet.id", j.pkt_id.clone()));
     a.push(KeyValue::new("vnt.packet.length", i64::from(j.len)));
     a.push(KeyValue::new("vnt.journey.end", j.end));
+    if let Some(to) = j.delivered_to {
+        a.push(KeyValue::new("vnt.delivered.to", to));
+    }
+    if let Some(p) = &j.process {
+        a.push(KeyValue::new("process.pid", i64::from(p.pid)));
+        if let Some(c) = &p.comm {
+            a.push(KeyValue::new("process.executable.name", c.clone()));
+        }
+    }
+    a.push(KeyValue::new("vnt.journey.closed", j.closed));
     let hops = j.hops.iter().filter(|h| h.parent_hook.is_none()).count();
     a.push(KeyValue::new("vnt.journey.hops", hops as i64));
     if let Some(first) = j.hops.first() {
@@ -171,54 +279,43 @@ pub fn journey_spans(
     let trace = TraceId::from_bytes(ids::trace_id(j.id));
     let root_id = ids::root_span_id(j.id, host, j.start_unix_nano);
     let root = SpanId::from_bytes(root_id);
-    let drop_hop = j.hops.iter().rev().find(|h| h.drop.is_some());
-    let root_status = match drop_hop.and_then(|h| h.drop.as_ref().map(|d| (h, d))) {
-        Some((h, d)) => Status::Error {
-            description: format!("dropped at {}: {}", h.interface, d.reason).into(),
-        },
-        None => Status::Unset,
-    };
+    let (root_start, root_end) = root_bounds(j);
+    let mut name = String::new();
+    root_name(j, &mut name);
     out.push(span(
         trace,
         root_id,
         SpanId::INVALID,
-        format!("{} journey", j.flow.proto).into(),
-        j.start_unix_nano,
-        j.start_unix_nano.saturating_add(j.duration_ns),
+        name.into(),
+        root_start,
+        root_end,
         root_attributes(j),
         vec![],
-        root_status,
+        Status::Unset,
         scope,
     ));
 
     // Span ids of the hops so far, to nest substeps under their parent hop.
     let mut hop_ids: Vec<(&str, SpanId)> = Vec::with_capacity(j.hops.len());
+    let mut clock = HopClock::default();
+    let mut index = 0u32;
     for (i, h) in j.hops.iter().enumerate() {
         let id = ids::child_span_id(root_id, i as u32 + 1);
-        let name: Cow<'static, str> = if h.label.is_empty() {
-            format!("{} {}", h.plugin, h.hook).into()
-        } else {
-            format!("{} {}", h.plugin, h.label).into()
+        let mut name = String::new();
+        hop_name(h, &mut name);
+        let (start, end) = clock.next(h);
+        let parent = match &h.parent_hook {
+            Some(parent_hook) => hop_ids
+                .iter()
+                .rev()
+                .find(|(hook, _)| *hook == &**parent_hook)
+                .map_or(root, |(_, id)| *id),
+            None => root,
         };
-        let (parent, start, end) = match (&h.parent_hook, h.duration_ns) {
-            (Some(parent_hook), d) => {
-                let parent = hop_ids
-                    .iter()
-                    .rev()
-                    .find(|(hook, _)| *hook == &**parent_hook)
-                    .map_or(root, |(_, id)| *id);
-                (
-                    parent,
-                    h.ts_unix_nano,
-                    h.ts_unix_nano.saturating_add(d.unwrap_or(0)),
-                )
-            }
-            (None, _) => (
-                root,
-                h.ts_unix_nano.saturating_sub(h.latency_ns),
-                h.ts_unix_nano,
-            ),
-        };
+        let hop_index = h.parent_hook.is_none().then(|| {
+            index += 1;
+            index
+        });
         let (status, events) = match &h.drop {
             Some(d) => (
                 Status::Error {
@@ -226,7 +323,7 @@ pub fn journey_spans(
                 },
                 vec![Event::new(
                     "packet dropped",
-                    time(h.ts_unix_nano),
+                    time(drop_event_time(start, h.ts_unix_nano)),
                     vec![
                         KeyValue::new("vnt.drop.reason", d.reason.clone()),
                         KeyValue::new("vnt.drop.code", i64::from(d.code)),
@@ -241,10 +338,10 @@ pub fn journey_spans(
             trace,
             id,
             parent,
-            name,
+            name.into(),
             start,
             end,
-            hop_attributes(h),
+            hop_attributes(h, hop_index),
             events,
             status,
             scope,
@@ -297,6 +394,7 @@ mod tests {
                 cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
             direction: "tx",
+            process: None,
             cpu: 1,
             len: 100,
             ts_unix_nano: ts,
@@ -322,6 +420,9 @@ mod tests {
             pkt_id: format!("{:016x}", 99),
             id: 99,
             end: "dropped",
+            delivered_to: None,
+            process: None,
+            closed: "dropped",
             flow: FlowView {
                 src: "10.0.0.1".into(),
                 dst: "10.0.0.2".into(),
@@ -373,18 +474,32 @@ mod tests {
         assert!(out.iter().all(|s| s.span_context.trace_id() == trace));
         let root = &out[0];
         assert_eq!(root.parent_span_id, SpanId::INVALID);
-        assert_eq!(root.name, "udp journey");
+        assert_eq!(root.name, "udp 10.0.0.1 -> 10.0.0.2:53");
         assert_eq!(ns(root.start_time), 1_000_000);
         assert_eq!(ns(root.end_time), 1_000_900);
         let root_id = root.span_context.span_id();
-        // hops: parent is the root, duration is latency_ns, time order kept
+        // hops: parent is the root; each starts where the previous ended
+        // and ends at its own time, so they sort in path order.
+        let mut prev_end = None;
+        let mut index = 0;
         for (s, h) in out[1..].iter().zip(&j.hops) {
             if h.parent_hook.is_some() {
                 continue;
             }
+            index += 1;
             assert_eq!(s.parent_span_id, root_id);
-            assert_eq!(ns(s.start_time), h.ts_unix_nano - h.latency_ns);
-            assert_eq!(ns(s.end_time) - ns(s.start_time), h.latency_ns.max(1));
+            assert_eq!(attr(s, "vnt.hop.index"), Some(&Value::from(index)));
+            assert_eq!(ns(s.end_time), h.ts_unix_nano.max(ns(s.start_time) + 1));
+            if let Some(p) = prev_end {
+                assert_eq!(
+                    ns(s.start_time),
+                    p,
+                    "{} starts where the last ended",
+                    s.name
+                );
+                assert!(ns(s.start_time) < ns(s.end_time));
+            }
+            prev_end = Some(ns(s.end_time));
             assert_eq!(
                 attr(s, "network.interface.name"),
                 Some(&Value::from(h.interface.clone()))
@@ -393,9 +508,11 @@ mod tests {
             assert_eq!(attr(s, "vnt.plugin"), Some(&Value::from("veth")));
             assert_eq!(attr(s, "vnt.netns"), Some(&Value::from(4026532000i64)));
         }
-        assert_eq!(out[1].name, "veth xmit");
+        assert_eq!(out[1].name, "xmit c1");
+        assert_eq!(out[2].name, "backlog h1");
         assert_eq!(ns(out[1].start_time), 1_000_000);
         assert_eq!(ns(out[1].end_time), 1_000_001, "first hop: 1 ns, not 0");
+        assert_eq!(ns(out[2].start_time), 1_000_001, "strictly after the first");
         // the substep nests under the netif_rx hop and lasts its duration
         assert_eq!(out[3].parent_span_id, out[2].span_context.span_id());
         assert_eq!(ns(out[3].end_time) - ns(out[3].start_time), 50);
@@ -440,11 +557,19 @@ mod tests {
             .iter()
             .any(|kv| kv.key.as_str() == "vnt.drop.reason"
                 && kv.value == Value::from("NETFILTER_DROP")));
-        assert!(
-            matches!(&out[0].status, Status::Error { description } if description.contains("NETFILTER_DROP") && description.contains("h2"))
+        // Inside its span, at least 1 us before the trace ends.
+        assert!(ns(ev.timestamp) >= ns(drop.start_time) && ns(ev.timestamp) < ns(drop.end_time));
+        assert!(ns(ev.timestamp) + 1_000 <= ns(out[0].end_time).max(ns(drop.start_time) + 1_000));
+        // One error per dropped journey: the root and the other hops are not.
+        let errors = out
+            .iter()
+            .filter(|s| matches!(s.status, Status::Error { .. }))
+            .count();
+        assert_eq!(errors, 1);
+        assert_eq!(
+            attr(&out[0], "error.type"),
+            Some(&Value::from("NETFILTER_DROP"))
         );
-        // hops before the drop are not errors
-        assert_eq!(out[1].status, Status::Unset);
     }
 
     #[test]
