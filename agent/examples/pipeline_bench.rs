@@ -257,6 +257,7 @@ struct Pipeline {
     metas: Vec<plugin_host::PluginMeta>,
     drops: DropReasons,
     netns: NetnsResolver,
+    procs: vnt_agent::kernel::process::ProcessNames,
     clock: WallClock,
     builder: Builder,
     obs: Vec<Observation>,
@@ -296,6 +297,7 @@ impl Pipeline {
             // is the records' (see `--rate`).
             for o in self.obs.drain(..) {
                 if let Observation::Packet(p) = o {
+                    self.procs.note(p.pid);
                     self.builder.packet(0, p, now, &mut self.done);
                 }
             }
@@ -305,6 +307,7 @@ impl Pipeline {
                 plugins: &self.metas,
                 drops: &self.drops,
                 netns: &mut self.netns,
+                procs: &self.procs,
                 clock: self.clock,
             };
             self.views
@@ -391,6 +394,7 @@ fn run(args: &[String]) -> Result<(), String> {
         plugin,
         drops,
         netns: NetnsResolver::new(&host.proc_root, &host.run_netns),
+        procs: vnt_agent::kernel::process::ProcessNames::new(&host.proc_root),
         clock: WallClock::measure(),
         // The agent's defaults: journey.idle_timeout_ms 100, max_in_flight 65536.
         builder: Builder::new(100_000_000, 65_536),
