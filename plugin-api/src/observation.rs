@@ -435,6 +435,8 @@ mod tests {
             drop_reason: Some(12),
             terminal: false,
             substep: None,
+            pid: 4242,
+            pkt_type: Some(PACKET_HOST),
         }));
         roundtrip(Observation::Packet(PacketObservation {
             hook: 9,
