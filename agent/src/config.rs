@@ -538,6 +538,9 @@ pub struct RawOtlp {
     pub max_interfaces: usize,
     /// How long the agent may spend exporting what is queued when it stops.
     pub shutdown_timeout_ms: u64,
+    /// Leave the agent's own export traffic (to and from the collector's
+    /// addresses and port) out of tracing, so it cannot feed itself.
+    pub exclude_own_traffic: bool,
     /// TLS files.
     pub tls: RawOtlpTls,
 }
@@ -559,6 +562,7 @@ impl Default for RawOtlp {
             batch_delay_ms: 1_000,
             max_interfaces: 64,
             shutdown_timeout_ms: 5_000,
+            exclude_own_traffic: true,
             tls: RawOtlpTls::default(),
         }
     }
@@ -718,6 +722,8 @@ pub struct OtlpConfig {
     pub batch_delay: Duration,
     /// Interface label values kept before folding into `other`.
     pub max_interfaces: usize,
+    /// Leave the export traffic out of tracing.
+    pub exclude_own_traffic: bool,
     /// Time allowed to export the queue at exit.
     pub shutdown_timeout: Duration,
     /// CA file.
@@ -840,6 +846,7 @@ impl OtlpConfig {
             batch_spans: raw.batch_spans,
             batch_delay: Duration::from_millis(delay_ms),
             max_interfaces: raw.max_interfaces,
+            exclude_own_traffic: raw.exclude_own_traffic,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             tls_ca: raw.tls.ca.clone(),
             tls_cert: raw.tls.cert.clone(),

@@ -220,7 +220,28 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         tracing::warn!(error = %e, "drop reasons will be shown as numbers");
         DropReasons::default()
     });
-    let kfilter = cfg.filter.to_kernel(cfg.sample_n);
+    let mut kfilter = cfg.filter.to_kernel(cfg.sample_n);
+    if let Some(o) = cfg.otlp.as_ref().filter(|o| o.exclude_own_traffic) {
+        let addrs = endpoint_addrs(&o.endpoint);
+        if addrs.is_empty() {
+            tracing::warn!(
+                endpoint = %o.endpoint,
+                "cannot resolve the OTLP endpoint: the agent's own export traffic may show up in journeys"
+            );
+        }
+        let ignored = kfilter.exclude(&addrs);
+        let excluded: Vec<String> = addrs
+            .iter()
+            .filter(|a| !ignored.contains(a))
+            .map(|a| a.to_string())
+            .collect();
+        if !excluded.is_empty() {
+            tracing::info!(
+                endpoints = %excluded.join(","),
+                "not tracing the agent's own export traffic (otlp.exclude_own_traffic = false traces it)"
+            );
+        }
+    }
 
     let mut metas: Vec<PluginMeta> = Vec::new();
     let mut stats: Vec<KernelStats> = Vec::new();
@@ -437,6 +458,30 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
 }
 
 /// Every probe named in `--probes` is an opt-in probe of a loaded plugin.
+/// The socket addresses of an `http(s)://host:port[/path]` endpoint.
+fn endpoint_addrs(endpoint: &str) -> Vec<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (rest, default_port) = match endpoint.split_once("://") {
+        Some(("https", r)) => (r, 443),
+        Some((_, r)) => (r, 80),
+        None => (endpoint, 80),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
+        format!("{authority}:{default_port}")
+    } else {
+        authority.to_string()
+    };
+    let mut addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
+}
+
 fn check_probe_names(opt_in: &probes::OptIn, loaded: &[LoadedPlugin]) -> Result<(), RunError> {
     let known: Vec<&str> = loaded
         .iter()
@@ -512,5 +557,17 @@ fn handle_batch(
                 ps.disabled_reason = Some(reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoint_addresses() {
+        let v = super::endpoint_addrs("http://127.0.0.1:4317");
+        assert_eq!(v, vec!["127.0.0.1:4317".parse().unwrap()]);
+        let v = super::endpoint_addrs("https://[::1]/v1");
+        assert_eq!(v, vec!["[::1]:443".parse().unwrap()]);
+        assert!(super::endpoint_addrs("http://no.such.host.invalid:1").is_empty());
     }
 }

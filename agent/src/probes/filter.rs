@@ -32,7 +32,11 @@ mod flag {
     pub const DPORT: u32 = 1 << 7;
     pub const DEV: u32 = 1 << 8;
     pub const NETNS: u32 = 1 << 9;
+    pub const EXCLUDE: u32 = 1 << 10;
 }
+
+/// Mirror of `VNT_MAX_EXCLUDE`: endpoints whose traffic is left out.
+pub const MAX_EXCLUDE: usize = 4;
 
 /// A filter expression that did not parse.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -351,11 +355,58 @@ pub struct KernelFilter {
     dev: [u8; 16],
     netns_count: u32,
     netns: [u32; MAX_NETNS],
+    exclude_count: u32,
+    exclude: [KernelEndpoint; MAX_EXCLUDE],
 }
 
-const _: () = assert!(std::mem::size_of::<KernelFilter>() == 16 + 3 * 20 + 16 + 4 + 4 * MAX_NETNS);
+/// Mirror of `struct vnt_endpoint`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelEndpoint {
+    addr: [u8; 16],
+    port: u16,
+    family: u8,
+    _pad: u8,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<KernelFilter>()
+        == 16 + 3 * 20 + 16 + 4 + 4 * MAX_NETNS + 4 + 20 * MAX_EXCLUDE
+);
+const _: () = assert!(std::mem::size_of::<KernelFilter>() == 212);
 
 impl KernelFilter {
+    /// Leave out packets to or from `endpoints` (at most [`MAX_EXCLUDE`];
+    /// the rest are ignored and returned).
+    pub fn exclude(&mut self, endpoints: &[std::net::SocketAddr]) -> Vec<std::net::SocketAddr> {
+        let mut left_over = vec![];
+        for ep in endpoints {
+            let n = self.exclude_count as usize;
+            if n >= MAX_EXCLUDE {
+                left_over.push(*ep);
+                continue;
+            }
+            let mut e = KernelEndpoint {
+                port: ep.port(),
+                ..KernelEndpoint::default()
+            };
+            match ep.ip() {
+                IpAddr::V4(a) => {
+                    e.family = 4;
+                    e.addr[..4].copy_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    e.family = 6;
+                    e.addr = a.octets();
+                }
+            }
+            self.exclude[n] = e;
+            self.exclude_count += 1;
+            self.flags |= flag::EXCLUDE;
+        }
+        left_over
+    }
+
     /// The `dev` filter's interface name, when set (TC probes attach there).
     pub fn dev(&self) -> Option<String> {
         if self.flags & flag::DEV == 0 {
@@ -408,6 +459,23 @@ mod tests {
         assert_eq!(k.host.addr[..4], [10, 1, 0, 0]);
         assert_eq!(k.host.prefix_len, 16);
         assert_eq!(k.sample_n, 10);
+    }
+
+    #[test]
+    fn exclusions_fill_up_to_the_limit() {
+        let mut k = FilterSpec::default().to_kernel(1);
+        let eps: Vec<std::net::SocketAddr> = ["127.0.0.1:4317", "[::1]:4317"]
+            .iter()
+            .chain(["10.0.0.1:1", "10.0.0.2:2", "10.0.0.3:3"].iter())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let rest = k.exclude(&eps);
+        assert_eq!(rest, vec![eps[4]]);
+        assert_eq!(k.flags, flag::EXCLUDE);
+        assert_eq!(k.exclude_count, 4);
+        assert_eq!(k.exclude[0].addr[..4], [127, 0, 0, 1]);
+        assert_eq!((k.exclude[0].port, k.exclude[0].family), (4317, 4));
+        assert_eq!((k.exclude[1].addr[15], k.exclude[1].family), (1, 6));
     }
 
     #[test]

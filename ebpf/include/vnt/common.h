@@ -31,6 +31,17 @@
 #define VNT_F_DPORT (1u << 7)
 #define VNT_F_DEV (1u << 8)
 #define VNT_F_NETNS (1u << 9)
+#define VNT_F_EXCLUDE (1u << 10)
+
+#define VNT_MAX_EXCLUDE 4
+
+/* An address and port whose traffic is left out: the agent's own export. */
+struct vnt_endpoint {
+	__u8 addr[16];
+	__u16 port; /* host order */
+	__u8 family; /* 4 or 6 */
+	__u8 _pad;
+};
 
 struct vnt_cidr {
 	__u8 addr[16];
@@ -58,9 +69,13 @@ struct vnt_filter {
 	char dev[16];
 	__u32 netns_count;
 	__u32 netns[VNT_MAX_NETNS];
+	/* Packets to or from these endpoints are not traced (VNT_F_EXCLUDE):
+	 * the agent's own OTLP export, which would otherwise feed itself. */
+	__u32 exclude_count;
+	struct vnt_endpoint exclude[VNT_MAX_EXCLUDE];
 };
 
-_Static_assert(sizeof(struct vnt_filter) == 128, "vnt_filter size: see agent/src/probes/filter.rs");
+_Static_assert(sizeof(struct vnt_filter) == 212, "vnt_filter size: see agent/src/probes/filter.rs");
 
 const volatile struct vnt_filter vnt_filter = {};
 
@@ -189,10 +204,38 @@ static __always_inline bool vnt_cidr_match(const volatile struct vnt_cidr *c, co
 	return true;
 }
 
+static __always_inline bool vnt_endpoint_is(const volatile struct vnt_endpoint *e, const __u8 *addr, __u16 port, __u8 family)
+{
+	if (e->family != family || e->port != port)
+		return false;
+	int n = family == 6 ? 16 : 4;
+
+	for (int i = 0; i < 16; i++) {
+		if (i < n && e->addr[i] != addr[i])
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool vnt_flow_excluded(const struct vnt_flow *f)
+{
+	for (int i = 0; i < VNT_MAX_EXCLUDE; i++) {
+		if (i >= vnt_filter.exclude_count)
+			break;
+		const volatile struct vnt_endpoint *e = &vnt_filter.exclude[i];
+
+		if (vnt_endpoint_is(e, f->saddr, f->sport, f->family) || vnt_endpoint_is(e, f->daddr, f->dport, f->family))
+			return true;
+	}
+	return false;
+}
+
 static __always_inline bool vnt_flow_wanted(const struct vnt_flow *f)
 {
 	__u32 fl = vnt_filter.flags;
 
+	if ((fl & VNT_F_EXCLUDE) && vnt_flow_excluded(f))
+		return false;
 	if ((fl & VNT_F_FAMILY) && f->family != vnt_filter.family)
 		return false;
 	if ((fl & VNT_F_PROTO) && f->proto != vnt_filter.proto)

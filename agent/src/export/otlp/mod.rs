@@ -237,6 +237,7 @@ mod tests {
             batch_spans: 8,
             batch_delay: Duration::from_millis(20),
             max_interfaces: 4,
+            exclude_own_traffic: true,
             shutdown_timeout: shutdown,
             tls_ca: None,
             tls_cert: None,

@@ -1,5 +1,6 @@
 //! Who is exporting: the OpenTelemetry resource (`service.*`, `host.*`,
-//! `os.type`) and the host key that keeps this agent's span ids apart from
+//! `os.type`, `os.version`: the kernel release, which decides what the
+//! agent can see) and the host key that keeps this agent's span ids apart from
 //! other agents' in a shared trace.
 
 use opentelemetry::KeyValue;
@@ -42,13 +43,37 @@ fn host_arch() -> &'static str {
     }
 }
 
+/// A stable `service.instance.id` for this agent on this host: a UUID
+/// (version 8, RFC 9562) made from `host.name` and `host.id`, so a
+/// restarted agent keeps it and two hosts never share it.
+fn instance_id(host_name: &str, host_id: &str) -> String {
+    let hi = ids::host_key(&["vnt-agent instance", host_name, host_id]);
+    let lo = ids::host_key(&[host_id, host_name, "vnt-agent instance"]);
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&hi.to_be_bytes());
+    b[8..].copy_from_slice(&lo.to_be_bytes());
+    b[6] = (b[6] & 0x0f) | 0x80; // version 8
+    b[8] = (b[8] & 0x3f) | 0x80; // variant 10
+    let h = ids::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// The attributes, in order of precedence (later wins): detected defaults,
 /// `otlp.resource` (and `OTEL_RESOURCE_ATTRIBUTES`), `otlp.service_name`
-/// (and `OTEL_SERVICE_NAME`).
+/// (and `OTEL_SERVICE_NAME`). `service.instance.id` is derived from the
+/// host's name and id in effect unless set.
 pub fn attributes(
     cfg: &OtlpConfig,
     detected_host: Option<String>,
     machine_id: Option<String>,
+    os_release: Option<String>,
 ) -> Vec<(String, String)> {
     let mut attrs: Vec<(String, String)> = vec![
         ("service.name".into(), SERVICE_NAME.into()),
@@ -64,6 +89,9 @@ pub fn attributes(
     if let Some(id) = machine_id {
         attrs.push(("host.id".into(), id));
     }
+    if let Some(r) = os_release {
+        attrs.push(("os.version".into(), r));
+    }
     let mut set = |k: &str, v: &str| match attrs.iter_mut().find(|(key, _)| key == k) {
         Some(slot) => slot.1 = v.to_string(),
         None => attrs.push((k.to_string(), v.to_string())),
@@ -74,6 +102,16 @@ pub fn attributes(
     if let Some(name) = &cfg.service_name {
         set("service.name", name);
     }
+    if !attrs.iter().any(|(k, _)| k == "service.instance.id") {
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let id = instance_id(get("host.name"), get("host.id"));
+        attrs.push(("service.instance.id".into(), id));
+    }
     attrs
 }
 
@@ -83,6 +121,7 @@ pub fn identity(cfg: &OtlpConfig) -> Identity {
         cfg,
         read_trimmed("/proc/sys/kernel/hostname"),
         read_trimmed("/etc/machine-id"),
+        read_trimmed("/proc/sys/kernel/osrelease"),
     );
     let get = |k: &str| {
         attrs
@@ -131,6 +170,7 @@ mod tests {
             batch_spans: 1,
             batch_delay: Duration::from_secs(1),
             max_interfaces: 1,
+            exclude_own_traffic: true,
             shutdown_timeout: Duration::from_secs(1),
             tls_ca: None,
             tls_cert: None,
@@ -144,11 +184,35 @@ mod tests {
 
     #[test]
     fn defaults_then_resource_attributes_then_service_name() {
-        let a = attributes(&cfg(&[], None), Some("box".into()), Some("m1".into()));
+        let a = attributes(
+            &cfg(&[], None),
+            Some("box".into()),
+            Some("m1".into()),
+            Some("6.1.0-57-amd64".into()),
+        );
         assert_eq!(get(&a, "service.name"), Some("vnt-agent"));
         assert_eq!(get(&a, "host.name"), Some("box"));
         assert_eq!(get(&a, "host.id"), Some("m1"));
         assert_eq!(get(&a, "os.type"), Some("linux"));
+        assert_eq!(get(&a, "os.version"), Some("6.1.0-57-amd64"));
+        let id = get(&a, "service.instance.id").unwrap();
+        assert_eq!((id.len(), &id[14..15], &id[8..9]), (36, "8", "-"), "{id}");
+        let again = attributes(&cfg(&[], None), Some("box".into()), Some("m1".into()), None);
+        assert_eq!(get(&again, "service.instance.id"), Some(id), "stable");
+        let other = attributes(
+            &cfg(&[], None),
+            Some("box2".into()),
+            Some("m1".into()),
+            None,
+        );
+        assert_ne!(get(&other, "service.instance.id"), Some(id));
+        let set = attributes(
+            &cfg(&[("service.instance.id", "x")], None),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(get(&set, "service.instance.id"), Some("x"));
 
         let a = attributes(
             &cfg(
@@ -161,6 +225,7 @@ mod tests {
             ),
             Some("box".into()),
             None,
+            None,
         );
         assert_eq!(
             get(&a, "host.name"),
@@ -172,6 +237,7 @@ mod tests {
 
         let a = attributes(
             &cfg(&[("service.name", "from-attrs")], Some("svc")),
+            None,
             None,
             None,
         );
