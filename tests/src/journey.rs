@@ -21,19 +21,37 @@ pub mod hooks {
     pub const DROP: &str = "skb:kfree_skb";
 }
 
-/// How a journey ended.
+/// The verdict of a journey: what became of the packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JourneyEnd {
-    /// No further observation within the idle timeout.
-    Idle,
+    /// It reached a socket or the local stack.
+    Delivered,
+    /// It left through the last device seen.
+    Forwarded,
     /// The packet was dropped (the last hop carries `drop`).
     Dropped,
-    /// The packet reached a terminal hook.
-    Terminal,
+    /// Nothing says.
+    Unknown,
     /// A value this harness does not know yet.
     #[serde(other)]
     Other,
+}
+
+/// A process a hook named.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    #[serde(default)]
+    pub comm: Option<String>,
+}
+
+/// The process owning a hop's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NetnsOwner {
+    pub pid: u32,
+    #[serde(default)]
+    pub comm: Option<String>,
 }
 
 /// The packet's 5-tuple.
@@ -75,6 +93,12 @@ pub struct Hop {
     #[serde(default)]
     pub netns_name: Option<String>,
     #[serde(default)]
+    pub netns_owner: Option<NetnsOwner>,
+    #[serde(default)]
+    pub process: Option<Process>,
+    #[serde(default)]
+    pub len: u32,
+    #[serde(default)]
     pub direction: Option<String>,
     #[serde(default)]
     pub cpu: u32,
@@ -91,6 +115,12 @@ pub struct Journey {
     pub trace_id: String,
     pub pkt_id: String,
     pub end: JourneyEnd,
+    #[serde(default)]
+    pub delivered_to: Option<String>,
+    #[serde(default)]
+    pub process: Option<Process>,
+    #[serde(default)]
+    pub closed: String,
     pub flow: Flow,
     #[serde(default)]
     pub len: u32,
@@ -129,8 +159,12 @@ pub struct PluginSummary {
 #[serde(default)]
 pub struct Summary {
     pub journeys: u64,
+    pub journeys_delivered: u64,
+    pub journeys_forwarded: u64,
     pub journeys_dropped: u64,
+    pub journeys_unknown: u64,
     pub journeys_idle: u64,
+    pub late_reads: u64,
     pub observations: u64,
     pub decode_errors: u64,
     pub events_lost: u64,

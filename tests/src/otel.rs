@@ -609,6 +609,51 @@ impl JProcess {
 }
 
 impl JTrace {
+    /// The trace as Jaeger's UI lists it: depth first from the root, the
+    /// children of a span ordered by start time in whole microseconds (a
+    /// stable sort, as the UI's, so ties keep the API's order), with the
+    /// depth of each row.
+    pub fn ui_rows(&self) -> Vec<(usize, &JSpan)> {
+        fn walk<'a>(
+            t: &'a JTrace,
+            parent: Option<&str>,
+            depth: usize,
+            out: &mut Vec<(usize, &'a JSpan)>,
+        ) {
+            let mut children: Vec<&JSpan> =
+                t.spans.iter().filter(|s| s.parent() == parent).collect();
+            children.sort_by_key(|s| s.start_time);
+            for c in children {
+                out.push((depth, c));
+                walk(t, Some(&c.span_id), depth + 1, out);
+            }
+        }
+        let mut out = vec![];
+        walk(self, None, 0, &mut out);
+        out
+    }
+
+    /// [`Self::ui_rows`] as text: one line per span, indented by depth,
+    /// with its duration in microseconds and `ERROR` on errors.
+    pub fn render(&self) -> String {
+        self.ui_rows()
+            .iter()
+            .map(|(d, s)| {
+                format!(
+                    "{}{} {}us{}\n",
+                    "  ".repeat(*d),
+                    s.operation_name,
+                    s.duration,
+                    if s.tag("error") == Some(&serde_json::Value::Bool(true)) {
+                        "  ERROR"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
+    }
+
     /// The `host.name` of the process that reported `span`.
     pub fn host_of(&self, span: &JSpan) -> Option<&str> {
         self.processes

@@ -128,6 +128,11 @@ fn journeys_reach_jaeger(protocol: &str) -> Result<()> {
     for j in &journeys {
         check_trace(&jaeger, j).with_context(|| format!("trace of {}", j.describe()))?;
     }
+    if let Some(j) = journeys.iter().find(|j| j.end == JourneyEnd::Dropped) {
+        if let Some(t) = jaeger.trace(&j.trace_id)? {
+            eprintln!("a dropped journey as Jaeger's UI lists it:\n{}", t.render());
+        }
+    }
     eprintln!(
         "{protocol}: {} journeys ({n_dropped} dropped) = {} traces in Jaeger, {} spans, durations equal to hop latencies",
         journeys.len(),
@@ -150,12 +155,22 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
     let roots: Vec<&OSpan> = spans.iter().filter(|s| s.is_root()).collect();
     ensure!(roots.len() == 1, "{} root spans", roots.len());
     let root = roots[0];
-    ensure!(root.name == "udp journey", "root span is `{}`", root.name);
+    let want_root = format!("udp {} -> {}:{}", j.flow.src, j.flow.dst, j.flow.dport);
     ensure!(
-        root.start_ns == j.start_unix_nano && root.duration_ns() == j.duration_ns.max(1),
-        "root span {}+{} ns, journey {}+{} ns",
+        root.name == want_root,
+        "root span is `{}`, expected `{want_root}`",
+        root.name
+    );
+    // Spans lie on whole microseconds (Jaeger's unit), each hop at least
+    // 1 us: the root from the first hop's microsecond to past the last.
+    let last_ts = j.hops.last().map_or(0, |h| h.ts_unix_nano);
+    ensure!(
+        root.start_ns == j.start_unix_nano - j.start_unix_nano % 1_000
+            && root.end_ns >= last_ts
+            && root.end_ns <= last_ts + 1_000 * j.hops.len() as u64,
+        "root span {}..{} ns, journey {}+{} ns",
         root.start_ns,
-        root.duration_ns(),
+        root.end_ns,
         j.start_unix_nano,
         j.duration_ns
     );
@@ -164,12 +179,21 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
         "resource {:?}",
         root.resource
     );
+    for key in ["os.version", "service.instance.id"] {
+        ensure!(
+            root.resource.get(key).is_some_and(|v| !v.is_empty()),
+            "resource lacks {key}: {:?}",
+            root.resource
+        );
+    }
     let mut children: Vec<&OSpan> = spans.iter().filter(|s| !s.is_root()).collect();
     ensure!(
         children.iter().all(|s| s.parent_span_id == root.span_id),
         "hop spans must be children of the root"
     );
-    children.sort_by_key(|s| (s.end_ns, s.start_ns));
+    // Strictly ordered: by start time alone the spans come in path order.
+    children.sort_by_key(|s| s.start_ns);
+    let mut prev_end: Option<u64> = None;
     for (i, (s, h)) in children.iter().zip(&j.hops).enumerate() {
         let want = [
             ("vnt.hook", h.hook.clone()),
@@ -177,6 +201,7 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
             ("network.interface.name", h.interface.clone()),
             ("vnt.ifindex", h.ifindex.to_string()),
             ("vnt.netns", h.netns.to_string()),
+            ("vnt.hop.index", (i + 1).to_string()),
         ];
         for (k, v) in want {
             ensure!(
@@ -194,23 +219,24 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
             );
         }
         ensure!(
-            s.name == format!("{} {}", h.plugin, h.label),
-            "hop {i} span named `{}`",
-            s.name
+            s.name == format!("{} {}", h.label, h.interface),
+            "hop {i} span named `{}`, expected `{} {}`",
+            s.name,
+            h.label,
+            h.interface
         );
-        // The span ends at the hop and starts at the previous one: its
-        // duration is the hop's latency (the first hop, latency 0, is 1 ns).
+        // Each span starts where the previous ended and ends at its hop,
+        // rounded up to a whole microsecond, at least 1 us after its start.
         ensure!(
-            s.end_ns == h.ts_unix_nano.max(s.start_ns + 1)
-                && s.duration_ns() == h.latency_ns.max(1),
-            "hop {i} ({}) span {}..{} ({} ns), --output json says ts {} latency {} ns",
+            s.end_ns == (h.ts_unix_nano.div_ceil(1_000) * 1_000).max(s.start_ns + 1_000)
+                && prev_end.is_none_or(|p| s.start_ns == p),
+            "hop {i} ({}) span {}..{}, previous ended at {prev_end:?}, hop at {}",
             h.hook,
             s.start_ns,
             s.end_ns,
-            s.duration_ns(),
-            h.ts_unix_nano,
-            h.latency_ns
+            h.ts_unix_nano
         );
+        prev_end = Some(s.end_ns);
         ensure!(
             s.attr("vnt.latency_ns").as_deref() == Some(h.latency_ns.to_string().as_str()),
             "hop {i}: vnt.latency_ns {:?}",
@@ -232,20 +258,20 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
                     s.events
                 );
                 ensure!(
-                    root.status.code == 2 && root.status.message.contains(&d.reason),
-                    "root status {:?}",
-                    root.status
+                    root.attr("error.type").as_deref() == Some(d.reason.as_str()),
+                    "root error.type {:?}",
+                    root.attr("error.type")
                 );
             }
             None => ensure!(s.status.code != 2, "hop {i} is an error: {:?}", s.status),
         }
     }
-    if j.end != JourneyEnd::Dropped {
-        ensure!(
-            root.status.code != 2,
-            "root of an undropped journey is an error"
-        );
-    }
+    let errors = spans.iter().filter(|s| s.status.code == 2).count();
+    let want_errors = usize::from(j.end == JourneyEnd::Dropped);
+    ensure!(
+        errors == want_errors,
+        "{errors} error spans, expected {want_errors} (one per dropped journey)"
+    );
 
     // The v1 API (what the Jaeger UI reads) shows the same trace: one
     // process, the drop as an error tag with its reason in a log.
@@ -270,6 +296,34 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
             s.warnings
         );
     }
+    // As the UI shows it: the root, then the hops in path order with
+    // distinct names, one error when dropped, the reason in the drop's log.
+    let rows = t.ui_rows();
+    let picture = t.render();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|(_, s)| s.operation_name.as_str())
+        .collect();
+    let mut want_names = vec![want_root.clone()];
+    want_names.extend(
+        j.hops
+            .iter()
+            .map(|h| format!("{} {}", h.label, h.interface)),
+    );
+    ensure!(
+        names == want_names.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the UI lists\n{picture}expected {want_names:?}"
+    );
+    let distinct: BTreeSet<&str> = names.iter().copied().collect();
+    ensure!(
+        distinct.len() == names.len(),
+        "repeated span names:\n{picture}"
+    );
+    let ui_errors = picture.matches("ERROR").count();
+    ensure!(
+        ui_errors == want_errors,
+        "the UI shows {ui_errors} errors, expected {want_errors}:\n{picture}"
+    );
     if let Some(d) = j.hops.last().and_then(|h| h.drop.as_ref()) {
         let drop_span = t
             .spans
@@ -288,6 +342,23 @@ fn check_trace(jaeger: &Jaeger, j: &Journey) -> Result<()> {
                 })
             }),
             "v1 drop span logs {:?}",
+            drop_span.logs
+        );
+        // In view without "show all": the log lies inside its span and
+        // before the trace's end, in the UI's microseconds.
+        let trace_end = rows
+            .iter()
+            .map(|(_, s)| s.start_time + s.duration)
+            .max()
+            .unwrap_or(0);
+        ensure!(
+            drop_span
+                .logs
+                .iter()
+                .all(|l| l.timestamp >= drop_span.start_time
+                    && l.timestamp <= drop_span.start_time + drop_span.duration
+                    && l.timestamp <= trace_end),
+            "drop log outside its span or the trace: {:?}\n{picture}",
             drop_span.logs
         );
     }

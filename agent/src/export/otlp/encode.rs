@@ -313,7 +313,7 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
             hop_attributes(b, h, hop_index);
             if let Some(d) = &h.drop {
                 nested(b, 11, |e| {
-                    fixed64(e, 1, drop_event_time(start, h.ts_unix_nano));
+                    fixed64(e, 1, drop_event_time(start, end));
                     bytes(e, 2, b"packet dropped");
                     attr_str(e, EVENT_ATTR, "vnt.drop.reason", &d.reason);
                     attr_int(e, EVENT_ATTR, "vnt.drop.code", i64::from(d.code));

@@ -11,12 +11,12 @@
 //! named after its hook and device (`xmit veth1`, `deliver ping`).
 //!
 //! Hops are strictly ordered: each hop's span starts where the previous one
-//! ended and ends at the hop's own time ([`HopClock`]); the first hop, which
-//! has no latency, is a 1 ns span at its own time (zero-length spans are
-//! rejected as invalid by backends). Jaeger shows whole microseconds, so the
-//! exact time since the previous hop is in `vnt.latency_ns` and the order in
-//! `vnt.hop.index`. Substeps (an OVS upcall) are children of the hop they are
-//! nested in; CPU intervals are children of the root.
+//! ended and ends at the hop's own time, laid out on whole microseconds
+//! because Jaeger orders and shows spans by whole microseconds
+//! ([`HopClock`]); the exact time since the previous hop is in
+//! `vnt.latency_ns` and the order in `vnt.hop.index`. Substeps (an OVS
+//! upcall) are children of the hop they are nested in; CPU intervals are
+//! children of the root.
 //!
 //! A drop sets the error status on the dropping hop only (one error per
 //! dropped journey), with the kernel's reason in `error.type` and in a
@@ -40,8 +40,25 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use crate::export::ids;
 use crate::export::view::{HopView, JourneyView};
 
-/// Where each hop's span starts and ends: at the previous hop's end, and at
-/// its own time (at least 1 ns later). Substeps keep their own times.
+const US: u64 = 1_000;
+
+fn floor_us(ns: u64) -> u64 {
+    ns - ns % US
+}
+
+fn ceil_us(ns: u64) -> u64 {
+    floor_us(ns.saturating_add(US - 1))
+}
+
+/// Where each hop's span starts and ends. Jaeger keeps and orders spans by
+/// whole microseconds: two hops in one microsecond would tie and be listed
+/// in any order, and truncated starts and durations would leave gaps. So
+/// hop spans are laid out on whole microseconds: the first starts at its
+/// hop's microsecond, each next one starts where the previous ended, and
+/// each ends at its hop's time rounded up to a microsecond, at least 1 us
+/// after it started. A boundary moves by less than 1 us unless hops come
+/// less than 1 us apart; the exact time since the previous hop is the
+/// span's `vnt.latency_ns`. Substeps keep their own times.
 #[derive(Debug, Default)]
 pub struct HopClock {
     prev_end: Option<u64>,
@@ -55,32 +72,30 @@ impl HopClock {
             let end = start.saturating_add(h.duration_ns.unwrap_or(0));
             return (start, end.max(start.saturating_add(1)));
         }
-        let start = self.prev_end.unwrap_or(h.ts_unix_nano);
-        let end = h.ts_unix_nano.max(start.saturating_add(1));
+        let start = self.prev_end.unwrap_or(floor_us(h.ts_unix_nano));
+        let end = ceil_us(h.ts_unix_nano).max(start.saturating_add(US));
         self.prev_end = Some(end);
         (start, end)
     }
 }
 
-/// The root span's (start, end): from the first hop to the end of the last
-/// hop span, which may be a few ns past the last hop's time.
+/// The root span's (start, end): from the first hop span's start to the
+/// last one's end ([`HopClock`]).
 pub fn root_bounds(j: &JourneyView) -> (u64, u64) {
     let mut clock = HopClock::default();
+    let start = floor_us(j.start_unix_nano);
     let mut end = j.start_unix_nano.saturating_add(j.duration_ns);
     for h in &j.hops {
         end = end.max(clock.next(h).1);
     }
-    (
-        j.start_unix_nano,
-        end.max(j.start_unix_nano.saturating_add(1)),
-    )
+    (start, end.max(start.saturating_add(1)))
 }
 
-/// When a drop event is placed: 1 us before the drop, but not before its
-/// span starts. Jaeger truncates times to whole microseconds and hides
-/// events past the trace's end behind "show all"; this keeps it in view.
-pub fn drop_event_time(span_start: u64, drop_ts: u64) -> u64 {
-    drop_ts.saturating_sub(1_000).max(span_start)
+/// When a drop event is placed: 1 ns before its span ends, which in
+/// Jaeger's microseconds is inside the span and before the trace's end (an
+/// event past the end hides behind "show all").
+pub fn drop_event_time(span_start: u64, span_end: u64) -> u64 {
+    span_end.saturating_sub(1).max(span_start)
 }
 
 /// The root span's name: `<proto> <src> -> <dst>[:<dport>]`.
@@ -323,7 +338,7 @@ pub fn journey_spans(
                 },
                 vec![Event::new(
                     "packet dropped",
-                    time(drop_event_time(start, h.ts_unix_nano)),
+                    time(drop_event_time(start, end)),
                     vec![
                         KeyValue::new("vnt.drop.reason", d.reason.clone()),
                         KeyValue::new("vnt.drop.code", i64::from(d.code)),
@@ -476,7 +491,7 @@ mod tests {
         assert_eq!(root.parent_span_id, SpanId::INVALID);
         assert_eq!(root.name, "udp 10.0.0.1 -> 10.0.0.2:53");
         assert_eq!(ns(root.start_time), 1_000_000);
-        assert_eq!(ns(root.end_time), 1_000_900);
+        assert_eq!(ns(root.end_time), 1_004_000, "4 hops, 1 us each at least");
         let root_id = root.span_context.span_id();
         // hops: parent is the root; each starts where the previous ended
         // and ends at its own time, so they sort in path order.
@@ -489,7 +504,10 @@ mod tests {
             index += 1;
             assert_eq!(s.parent_span_id, root_id);
             assert_eq!(attr(s, "vnt.hop.index"), Some(&Value::from(index)));
-            assert_eq!(ns(s.end_time), h.ts_unix_nano.max(ns(s.start_time) + 1));
+            assert!(ns(s.end_time) >= h.ts_unix_nano);
+            assert!(ns(s.end_time) - ns(s.start_time) >= 1_000);
+            assert_eq!(ns(s.start_time) % 1_000, 0, "whole microseconds");
+            assert_eq!(ns(s.end_time) % 1_000, 0, "whole microseconds");
             if let Some(p) = prev_end {
                 assert_eq!(
                     ns(s.start_time),
@@ -511,8 +529,8 @@ mod tests {
         assert_eq!(out[1].name, "xmit c1");
         assert_eq!(out[2].name, "backlog h1");
         assert_eq!(ns(out[1].start_time), 1_000_000);
-        assert_eq!(ns(out[1].end_time), 1_000_001, "first hop: 1 ns, not 0");
-        assert_eq!(ns(out[2].start_time), 1_000_001, "strictly after the first");
+        assert_eq!(ns(out[1].end_time), 1_001_000, "first hop: 1 us, not 0");
+        assert_eq!(ns(out[2].start_time), 1_001_000, "strictly after the first");
         // the substep nests under the netif_rx hop and lasts its duration
         assert_eq!(out[3].parent_span_id, out[2].span_context.span_id());
         assert_eq!(ns(out[3].end_time) - ns(out[3].start_time), 50);
@@ -559,7 +577,7 @@ mod tests {
                 && kv.value == Value::from("NETFILTER_DROP")));
         // Inside its span, at least 1 us before the trace ends.
         assert!(ns(ev.timestamp) >= ns(drop.start_time) && ns(ev.timestamp) < ns(drop.end_time));
-        assert!(ns(ev.timestamp) + 1_000 <= ns(out[0].end_time).max(ns(drop.start_time) + 1_000));
+        assert!(ns(ev.timestamp) < ns(out[0].end_time));
         // One error per dropped journey: the root and the other hops are not.
         let errors = out
             .iter()
