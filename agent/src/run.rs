@@ -199,6 +199,8 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     // Resolve every plugin before touching the kernel, so a typo costs nothing.
     let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let mut loaded = Vec::new();
+    // Plugins whose library is at fault: disabled, the others go on.
+    let mut refused: Vec<(String, PluginError)> = Vec::new();
     for entry in &cfg.plugins {
         let path: PathBuf = plugin_host::resolve(entry, &dirs)?;
         let plugin_cfg = cfg
@@ -206,9 +208,29 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             .get(entry.as_str())
             .cloned()
             .unwrap_or(serde_json::Value::Null);
-        let p = plugin_host::load(&path, &plugin_cfg)?;
-        tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
-        loaded.push(p);
+        match plugin_host::load(&path, &plugin_cfg) {
+            Ok(p) => {
+                tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
+                loaded.push(p);
+            }
+            Err(e) if e.disables_only_the_plugin() => {
+                let name = match &e {
+                    PluginError::Invalid {
+                        plugin: Some(n), ..
+                    } => n.clone(),
+                    _ => plugin_host::name_of(&path),
+                };
+                tracing::error!(plugin = %name, error = %e, "plugin disabled before loading; tracing goes on with the others");
+                refused.push((name, e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if loaded.is_empty() {
+        if let Some((_, e)) = refused.into_iter().next() {
+            return Err(e.into());
+        }
+        return Err(RunError::NoPlugins);
     }
     check_probe_names(&cfg.probes, &loaded)?;
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
@@ -227,6 +249,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         kind: "summary",
         ..Default::default()
     };
+    for (name, e) in refused {
+        let ps = summary.plugins.entry(name).or_default();
+        ps.disabled = true;
+        ps.disabled_reason = Some(e.to_string());
+    }
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();

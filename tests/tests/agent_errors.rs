@@ -80,7 +80,7 @@ fn missing_plugin_file_is_named() {
 
 #[test]
 fn plugin_for_another_abi_major_is_refused_with_both_versions() {
-    let so = fixture("libvnt_plugin_abi2.so");
+    let so = fixture("libvnt_fixture_abi2.so");
     let (code, err) = run(&["--plugins", so.to_str().unwrap(), "--duration", "1"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("plugin ABI 2.0"), "{err}");

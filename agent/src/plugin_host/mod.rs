@@ -66,6 +66,20 @@ pub enum PluginError {
         /// Both versions.
         reason: String,
     },
+    /// The plugin's table (or its entry point) cannot be used as it is: a
+    /// panic, a null pointer with a length, an absurd length or count, a
+    /// string that is not UTF-8, a table smaller than ABI 1.0's.
+    #[error("refusing plugin {}{path}: `{field}` {reason}", plugin.as_ref().map(|n| format!("`{n}` from ")).unwrap_or_default())]
+    Invalid {
+        /// Path.
+        path: String,
+        /// Plugin name, when it could be read.
+        plugin: Option<String>,
+        /// The field at fault (`probes[0].alternatives_len`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `create` failed.
     #[error("plugin `{name}` failed to start: {reason}")]
     Create {
@@ -82,6 +96,37 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
+}
+
+impl PluginError {
+    /// A fault of the plugin library itself (it cannot be opened, speaks
+    /// another ABI, or hands over a table that cannot be used): the agent
+    /// disables that plugin and goes on with the others. The other errors are
+    /// the operator's to fix (a name, a path, a file's permissions, the
+    /// plugin's configuration) and stop the agent before it touches the kernel.
+    pub fn disables_only_the_plugin(&self) -> bool {
+        matches!(
+            self,
+            PluginError::Open { .. }
+                | PluginError::NotAPlugin { .. }
+                | PluginError::Abi { .. }
+                | PluginError::Invalid { .. }
+        )
+    }
+}
+
+/// The plugin name a library file stands for, before it is opened:
+/// `/x/libvnt_plugin_xen_sched.so` -> `xen-sched`; other files by their stem.
+pub fn name_of(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file.strip_suffix(SUFFIX).unwrap_or(&file);
+    stem.strip_prefix(PREFIX)
+        .or_else(|| stem.strip_prefix("libvnt_fixture_"))
+        .unwrap_or(stem)
+        .replace('_', "-")
 }
 
 /// One alternative of a probe, as the plugin declared it.
@@ -136,6 +181,8 @@ pub struct PluginMeta {
     pub version: String,
     /// One line.
     pub description: String,
+    /// A test fixture, not a product (listed only with `--all`).
+    pub test_fixture: bool,
     /// eBPF ELF object.
     pub bpf_object: Vec<u8>,
     /// Probes.
