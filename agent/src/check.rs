@@ -453,7 +453,7 @@ fn check_plugin(
     };
     let meta = match plugin_host::resolve(entry, dirs).and_then(|p| {
         report.path = Some(p.display().to_string());
-        plugin_host::inspect(&p)
+        plugin_host::inspect(&p, cfg.plugin_trust)
     }) {
         Ok(m) => m,
         Err(e) => {

@@ -21,13 +21,16 @@ SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, d
   Default `auto`: every packet when --filter narrows what is traced, 1/100 when it does not.
 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
-  Keys: plugins, plugin_dirs, probes, filter, sample, output, duration, ready_file, btf,
+  Keys: plugins, plugin_dirs, allow_unsafe_plugin_files, probes, filter, sample, output, duration, ready_file, btf,
   [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
 
 PLUGINS are found as libvnt_plugin_NAME.so in: --plugin-dir, $VNT_PLUGIN_PATH, the agent's own
   directory and ../lib/vnt/plugins beside it, /usr/local/lib/vnt/plugins, /usr/lib/vnt/plugins.
+  A plugin file (its directory, and every symlink on the way) must be owned by root or the
+  agent's user and not writable by group or others, else it is refused; override with
+  --allow-unsafe-plugin-files (allow_unsafe_plugin_files = true, VNT_ALLOW_UNSAFE_PLUGIN_FILES).
 
 OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_ENDPOINT) sends
   each journey as a trace (root span + one span per hop) and metrics over OTLP; --output keeps
@@ -89,6 +92,11 @@ struct Cli {
     /// Also search DIR for plugins (repeatable; searched first).
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     plugin_dirs: Vec<String>,
+
+    /// Open plugin files even when someone other than root or the agent's user could write
+    /// them (or a symlink or directory on the way); refused by default (docs/plugin-guide.md).
+    #[arg(long, global = true)]
+    allow_unsafe_plugin_files: bool,
 
     /// Write this file (JSON: pid, probes in use) once every probe is attached; removed at exit.
     #[arg(long, value_name = "PATH", global = true)]
@@ -177,7 +185,7 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
+fn list_plugins(cfg_dirs: &[PathBuf], trust: plugin_host::Trust) -> ExitCode {
     let dirs = plugin_host::search_path(cfg_dirs);
     let found = plugin_host::discover(&dirs);
     if found.is_empty() {
@@ -191,7 +199,7 @@ fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
         return ExitCode::from(3);
     }
     for (name, path) in found {
-        match plugin_host::inspect(&path) {
+        match plugin_host::inspect(&path, trust) {
             Ok(m) => {
                 println!(
                     "{name} {} (ABI {}.{}) - {}",
@@ -229,6 +237,7 @@ fn main() -> ExitCode {
         plugins: cli.plugins.clone(),
         probes: cli.probes.clone(),
         plugin_dirs: (!cli.plugin_dirs.is_empty()).then(|| cli.plugin_dirs.clone()),
+        allow_unsafe_plugin_files: cli.allow_unsafe_plugin_files.then_some(true),
         filter: cli.filter.clone(),
         sample: cli.sample.clone(),
         output: cli.output,
@@ -253,7 +262,7 @@ fn main() -> ExitCode {
     };
 
     if let Some(Command::Plugins) = cli.command {
-        return list_plugins(&cfg.plugin_dirs);
+        return list_plugins(&cfg.plugin_dirs, cfg.plugin_trust);
     }
     if let Some(Command::Check) = cli.command {
         return vnt_agent::check::main(&cfg);

@@ -208,7 +208,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             .get(entry.as_str())
             .cloned()
             .unwrap_or(serde_json::Value::Null);
-        match plugin_host::load(&path, &plugin_cfg) {
+        match plugin_host::load(&path, &plugin_cfg, cfg.plugin_trust) {
             Ok(p) => {
                 tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
                 loaded.push(p);

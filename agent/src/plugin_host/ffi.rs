@@ -125,6 +125,12 @@ unsafe fn copy_message(s: abi::Str) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The agent's effective user id (the owner a plugin file may have besides root).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// An opened plugin library whose ABI and table have been checked.
 pub struct PluginLibrary {
     calls: Calls,

@@ -11,6 +11,7 @@
 //! A plugin given as a path (it contains `/`) is opened as is.
 
 mod ffi;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use thiserror::Error;
 use vnt_plugin_api::{HookKind, Observation};
 
 pub use ffi::DecodeOutcome;
+pub use trust::Trust;
 
 const PREFIX: &str = "libvnt_plugin_";
 const SUFFIX: &str = ".so";
@@ -79,6 +81,19 @@ pub enum PluginError {
         field: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The file, a symlink on the way to it, or a directory holding one of
+    /// them could be written by someone other than root or the agent's user.
+    #[error("refusing plugin file {path}: {reason}. A plugin runs inside the agent (uid {euid}): whoever can write it can take over the host. Fix it with {fix}, or override with {override_}", override_ = trust::OVERRIDE)]
+    Unsafe {
+        /// The path as given or resolved.
+        path: String,
+        /// Which path and what is wrong with it.
+        reason: String,
+        /// A command that makes it safe.
+        fix: String,
+        /// The agent's effective user.
+        euid: u32,
     },
     /// `create` failed.
     #[error("plugin `{name}` failed to start: {reason}")]
@@ -302,13 +317,19 @@ pub fn resolve(entry: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
     })
 }
 
-/// Open a plugin library and read its description (ABI checked).
-pub fn inspect(path: &Path) -> Result<PluginMeta, PluginError> {
+/// Open a plugin library and read its description (file trust and ABI checked).
+pub fn inspect(path: &Path, trust: Trust) -> Result<PluginMeta, PluginError> {
+    trust::check(path, trust)?;
     ffi::open(path).map(|(_, meta)| meta)
 }
 
-/// Open, check and instantiate a plugin.
-pub fn load(path: &Path, config: &serde_json::Value) -> Result<LoadedPlugin, PluginError> {
+/// Check the file, open it, check the table and instantiate the plugin.
+pub fn load(
+    path: &Path,
+    config: &serde_json::Value,
+    trust: Trust,
+) -> Result<LoadedPlugin, PluginError> {
+    trust::check(path, trust)?;
     let (lib, meta) = ffi::open(path)?;
     let json = serde_json::to_vec(config).map_err(|e| PluginError::Config {
         name: meta.name.clone(),
@@ -371,7 +392,7 @@ mod tests {
         let dir = crate::testing::TempDir::new();
         let p = dir.path().join("libvnt_plugin_junk.so");
         std::fs::write(&p, b"not an ELF").unwrap();
-        let err = inspect(&p).unwrap_err().to_string();
+        let err = inspect(&p, Trust::AllowUnsafe).unwrap_err().to_string();
         assert!(err.starts_with("cannot open plugin"), "{err}");
     }
 }
