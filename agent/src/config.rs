@@ -287,7 +287,25 @@ pub fn figment(file: Option<&Path>, flags: &FlagLayer) -> Result<Figment, Config
     for layer in OtelEnv::from_process() {
         fig = fig.merge(layer);
     }
-    Ok(fig.merge(env).merge(flags.clone()))
+    let fig = fig.merge(env);
+    // Before the flags, which would hide it: `[plugins.NAME]` (a table where
+    // the list of plugins goes) is a misspelt `[plugin.NAME]`.
+    if let Ok(figment::value::Value::Dict(_, tables)) = fig.find_value("plugins") {
+        let name = tables
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "NAME".into());
+        return Err(invalid(
+            &fig,
+            "plugins",
+            format!(
+                "`[plugins.{name}]` is not where a plugin's settings go: write `[plugin.{name}]` \
+                 (singular); `plugins` is the list of plugins to load"
+            ),
+        ));
+    }
+    Ok(fig.merge(flags.clone()))
 }
 
 fn invalid(fig: &Figment, key: &str, message: impl Into<String>) -> ConfigError {

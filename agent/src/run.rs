@@ -203,9 +203,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut refused: Vec<(String, PluginError)> = Vec::new();
     for entry in &cfg.plugins {
         let path: PathBuf = plugin_host::resolve(entry, &dirs)?;
+        // `[plugin.NAME]`, NAME as given or, for a path, the file's plugin name.
         let plugin_cfg = cfg
             .plugin_config
             .get(entry.as_str())
+            .or_else(|| cfg.plugin_config.get(&plugin_host::name_of(&path)))
             .cloned()
             .unwrap_or(serde_json::Value::Null);
         match plugin_host::load(&path, &plugin_cfg, cfg.plugin_trust) {
@@ -233,6 +235,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         return Err(RunError::NoPlugins);
     }
     check_probe_names(&cfg.probes, &loaded)?;
+    check_plugin_tables(&cfg, &loaded, &refused, &dirs)?;
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
     let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
@@ -453,6 +456,42 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         let _ = std::fs::remove_file(path);
     }
     Ok(summary)
+}
+
+/// Every `[plugin.NAME]` table is for a plugin of this run. A name that no
+/// plugin on the search path has is a typo, refused like an unknown key; the
+/// table of a plugin that exists but is not loaded now is only unused (a
+/// config file shared by runs with different `--plugins`): a warning.
+fn check_plugin_tables(
+    cfg: &Config,
+    loaded: &[LoadedPlugin],
+    refused: &[(String, PluginError)],
+    dirs: &[PathBuf],
+) -> Result<(), RunError> {
+    let in_run = |name: &str| {
+        cfg.plugins.iter().any(|e| e == name)
+            || loaded
+                .iter()
+                .any(|p| p.meta.name == name || plugin_host::name_of(&p.path) == name)
+            || refused.iter().any(|(n, _)| n == name)
+    };
+    let available = plugin_host::discover(dirs);
+    for name in cfg.plugin_config.keys().filter(|n| !in_run(n)) {
+        if available.contains_key(name) {
+            tracing::warn!(plugin = %name, "config table `[plugin.{name}]` is not used: plugin `{name}` is not loaded in this run (--plugins {})", cfg.plugins.join(","));
+        } else {
+            return Err(RunError::Config(format!(
+                "`[plugin.{name}]`: there is no plugin `{name}` (plugins in this run: {}; on the search path: {})",
+                cfg.plugins.join(", "),
+                if available.is_empty() {
+                    "none".to_owned()
+                } else {
+                    available.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every probe named in `--probes` is an opt-in probe of a loaded plugin.

@@ -176,7 +176,8 @@ impl HostLog {
 /// What `Plugin::new` receives.
 #[derive(Debug)]
 pub struct InitContext {
-    /// The plugin's table from the agent's config (`[plugin.<name>]`; `[plugins.<name>]` is an error), or null.
+    /// The plugin's table from the agent's config, `[plugin.<name>]` (singular;
+    /// `[plugins.<name>]` is refused, naming this spelling), or null.
     pub config: serde_json::Value,
     /// Logs through the host.
     pub log: HostLog,
