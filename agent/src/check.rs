@@ -527,6 +527,26 @@ fn check_plugin(
     report
 }
 
+/// For `vnt-agent plugins`: every probe of each plugin file tried on this
+/// kernel as `check` does (loaded, attached, detached), BTF read once.
+pub fn probe_reports(cfg: &Config, paths: &[PathBuf]) -> Vec<PluginReport> {
+    let btf = KernelBtf::read(cfg.btf.as_deref()).ok();
+    let deny = probes::denied_kinds().unwrap_or_default();
+    paths
+        .iter()
+        .map(|p| {
+            check_plugin(
+                &p.display().to_string(),
+                &[],
+                btf.as_ref().map(KernelBtf::aya),
+                cfg,
+                &cfg.filter,
+                &deny,
+            )
+        })
+        .collect()
+}
+
 /// Build the report: features, then every plugin's probes.
 /// `--plugins`, `--filter`, `--btf` and `--plugin-dir` come with `cfg`, as for
 /// a run; without plugins there, every plugin found is checked.
