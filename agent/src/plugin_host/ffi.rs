@@ -30,7 +30,8 @@ struct Calls {
 /// `#[repr(C)]` records of the boundary whose every field is an integer or a
 /// raw pointer, so that all-zero bytes are a valid value.
 ///
-/// SAFETY (implementor): the type is `#[repr(C)]` and valid when zeroed.
+/// # Safety
+/// Implement it only for a `#[repr(C)]` type that is valid when zeroed.
 unsafe trait Plain: Copy {}
 // SAFETY: integers and raw pointers only.
 unsafe impl Plain for abi::Probe {}
@@ -86,7 +87,7 @@ fn check_span(
     if len > 0 && ptr.is_null() {
         return Err(invalid(field, format!("is {len} with a null pointer")));
     }
-    if len > 0 && !(ptr as usize).is_multiple_of(align) {
+    if len > 0 && (ptr as usize) % align != 0 {
         return Err(invalid(
             field,
             format!("has a pointer ({ptr:p}) not aligned to {align} bytes"),
