@@ -360,8 +360,12 @@ fn run(args: &[String]) -> Result<(), String> {
         .filter(|&r| r > 0)
         .unwrap_or(1_000_000);
 
-    let plugin = plugin_host::load(&plugin_path, &serde_json::Value::Null)
-        .map_err(|e| format!("{}: {e}", plugin_path.display()))?;
+    let plugin = plugin_host::load(
+        &plugin_path,
+        &serde_json::Value::Null,
+        plugin_host::Trust::default(),
+    )
+    .map_err(|e| format!("{}: {e}", plugin_path.display()))?;
     let drops = KernelBtf::read(None)
         .and_then(|b| DropReasons::from_btf(&b))
         .unwrap_or_else(|e| {

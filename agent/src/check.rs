@@ -453,7 +453,7 @@ fn check_plugin(
     };
     let meta = match plugin_host::resolve(entry, dirs).and_then(|p| {
         report.path = Some(p.display().to_string());
-        plugin_host::inspect(&p)
+        plugin_host::inspect(&p, cfg.plugin_trust)
     }) {
         Ok(m) => m,
         Err(e) => {
@@ -525,6 +525,26 @@ fn check_plugin(
     // Dropping the object detaches every program it attached.
     drop(ebpf);
     report
+}
+
+/// For `vnt-agent plugins`: every probe of each plugin file tried on this
+/// kernel as `check` does (loaded, attached, detached), BTF read once.
+pub fn probe_reports(cfg: &Config, paths: &[PathBuf]) -> Vec<PluginReport> {
+    let btf = KernelBtf::read(cfg.btf.as_deref()).ok();
+    let deny = probes::denied_kinds().unwrap_or_default();
+    paths
+        .iter()
+        .map(|p| {
+            check_plugin(
+                &p.display().to_string(),
+                &[],
+                btf.as_ref().map(KernelBtf::aya),
+                cfg,
+                &cfg.filter,
+                &deny,
+            )
+        })
+        .collect()
 }
 
 /// Build the report: features, then every plugin's probes.

@@ -21,6 +21,7 @@ use crate::probes::OptIn;
 const ENV_KEYS: &[&str] = &[
     "plugins",
     "plugin_dirs",
+    "allow_unsafe_plugin_files",
     "probes",
     "filter",
     "sample",
@@ -96,6 +97,8 @@ pub struct RawConfig {
     pub plugins: ListOrString,
     /// Extra plugin directories, searched first.
     pub plugin_dirs: ListOrString,
+    /// Open plugin files that others could write (plugin_host::trust).
+    pub allow_unsafe_plugin_files: bool,
     /// Opt-in probes to attach too, by name, or `all`.
     pub probes: ListOrString,
     /// Filter expression (see `--help`).
@@ -125,6 +128,7 @@ impl Default for RawConfig {
         RawConfig {
             plugins: ListOrString::List(vec![]),
             plugin_dirs: ListOrString::List(vec![]),
+            allow_unsafe_plugin_files: false,
             probes: ListOrString::List(vec![]),
             filter: String::new(),
             sample: "auto".into(),
@@ -154,6 +158,9 @@ pub struct FlagLayer {
     /// `--plugin-dir` (repeatable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin_dirs: Option<Vec<String>>,
+    /// `--allow-unsafe-plugin-files`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_unsafe_plugin_files: Option<bool>,
     /// `--probes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<String>,
@@ -199,6 +206,8 @@ pub struct Config {
     pub plugins: Vec<String>,
     /// Extra plugin directories.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Whether plugin files must be safe to open.
+    pub plugin_trust: crate::plugin_host::Trust,
     /// Opt-in probes to attach too.
     pub probes: OptIn,
     /// The filter.
@@ -278,7 +287,25 @@ pub fn figment(file: Option<&Path>, flags: &FlagLayer) -> Result<Figment, Config
     for layer in OtelEnv::from_process() {
         fig = fig.merge(layer);
     }
-    Ok(fig.merge(env).merge(flags.clone()))
+    let fig = fig.merge(env);
+    // Before the flags, which would hide it: `[plugins.NAME]` (a table where
+    // the list of plugins goes) is a misspelt `[plugin.NAME]`.
+    if let Ok(figment::value::Value::Dict(_, tables)) = fig.find_value("plugins") {
+        let name = tables
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_else(|| "NAME".into());
+        return Err(invalid(
+            &fig,
+            "plugins",
+            format!(
+                "`[plugins.{name}]` is not where a plugin's settings go: write `[plugin.{name}]` \
+                 (singular); `plugins` is the list of plugins to load"
+            ),
+        ));
+    }
+    Ok(fig.merge(flags.clone()))
 }
 
 fn invalid(fig: &Figment, key: &str, message: impl Into<String>) -> ConfigError {
@@ -400,6 +427,11 @@ impl Config {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            plugin_trust: if raw.allow_unsafe_plugin_files {
+                crate::plugin_host::Trust::AllowUnsafe
+            } else {
+                crate::plugin_host::Trust::SafeFilesOnly
+            },
             probes,
             filter,
             filter_text: raw.filter,

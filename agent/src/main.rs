@@ -21,13 +21,16 @@ SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, d
   Default `auto`: every packet when --filter narrows what is traced, 1/100 when it does not.
 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
-  Keys: plugins, plugin_dirs, probes, filter, sample, output, duration, ready_file, btf,
+  Keys: plugins, plugin_dirs, allow_unsafe_plugin_files, probes, filter, sample, output, duration, ready_file, btf,
   [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
 
 PLUGINS are found as libvnt_plugin_NAME.so in: --plugin-dir, $VNT_PLUGIN_PATH, the agent's own
   directory and ../lib/vnt/plugins beside it, /usr/local/lib/vnt/plugins, /usr/lib/vnt/plugins.
+  A plugin file (its directory, and every symlink on the way) must be owned by root or the
+  agent's user and not writable by group or others, else it is refused; override with
+  --allow-unsafe-plugin-files (allow_unsafe_plugin_files = true, VNT_ALLOW_UNSAFE_PLUGIN_FILES).
 
 OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_ENDPOINT) sends
   each journey as a trace (root span + one span per hop) and metrics over OTLP; --output keeps
@@ -90,6 +93,11 @@ struct Cli {
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     plugin_dirs: Vec<String>,
 
+    /// Open plugin files even when someone other than root or the agent's user could write
+    /// them (or a symlink or directory on the way); refused by default (docs/plugin-guide.md).
+    #[arg(long, global = true)]
+    allow_unsafe_plugin_files: bool,
+
     /// Write this file (JSON: pid, probes in use) once every probe is attached; removed at exit.
     #[arg(long, value_name = "PATH", global = true)]
     ready_file: Option<PathBuf>,
@@ -117,8 +125,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the plugins found on the search path, with their probes.
-    Plugins,
+    /// List the plugins found on the search path: version, ABI, probes, and whether each
+    /// probe can attach on this kernel (tried as `check` does; needs root).
+    Plugins {
+        /// Also list test fixtures (plugins built for the agent's own tests).
+        #[arg(long)]
+        all: bool,
+    },
     /// Report the kernel's eBPF features and, for every probe of the plugins, the hook
     /// variant a run would use or why none can (each is really loaded and attached, then
     /// detached). Exit 0 when every required probe can attach, 4 when one cannot.
@@ -177,8 +190,8 @@ fn init_logging(level: &str) {
         .init();
 }
 
-fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
-    let dirs = plugin_host::search_path(cfg_dirs);
+fn list_plugins(cfg: &Config, all: bool) -> ExitCode {
+    let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let found = plugin_host::discover(&dirs);
     if found.is_empty() {
         eprintln!(
@@ -190,33 +203,78 @@ fn list_plugins(cfg_dirs: &[PathBuf]) -> ExitCode {
         );
         return ExitCode::from(3);
     }
+    let mut listed = Vec::new();
+    let mut hidden = 0;
     for (name, path) in found {
-        match plugin_host::inspect(&path) {
-            Ok(m) => {
-                println!(
-                    "{name} {} (ABI {}.{}) - {}",
-                    m.version, m.abi_major, m.abi_minor, m.description
-                );
-                println!("  {}", path.display());
-                for p in &m.probes {
-                    let alts: Vec<String> = p
-                        .alternatives
-                        .iter()
-                        .map(|a| {
-                            format!("{}:{}", a.kind.map(|k| k.as_str()).unwrap_or("?"), a.target)
-                        })
-                        .collect();
-                    println!(
-                        "  probe {}{}{}: {}",
-                        p.name,
-                        if p.required { " (required)" } else { "" },
-                        if p.opt_in { " (opt-in: --probes)" } else { "" },
-                        alts.join(" | ")
-                    );
-                }
-            }
-            Err(e) => println!("{name}: unusable: {e}"),
+        match plugin_host::inspect(&path, cfg.plugin_trust) {
+            Ok(m) if m.test_fixture && !all => hidden += 1,
+            Ok(m) => listed.push((name, path, Ok(m))),
+            Err(e) => listed.push((name, path, Err(e))),
         }
+    }
+    let usable: Vec<PathBuf> = listed
+        .iter()
+        .filter(|(_, _, m)| m.is_ok())
+        .map(|(_, p, _)| p.clone())
+        .collect();
+    let reports = vnt_agent::check::probe_reports(cfg, &usable);
+    let mut reports = usable.iter().zip(&reports);
+    for (name, path, meta) in &listed {
+        let m = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name}: unusable: {e}");
+                continue;
+            }
+        };
+        let report = reports.next().map(|(_, r)| r);
+        println!(
+            "{name} {} (ABI {}.{}){} - {}",
+            m.version,
+            m.abi_major,
+            m.abi_minor,
+            if m.test_fixture {
+                " (test fixture)"
+            } else {
+                ""
+            },
+            m.description
+        );
+        println!("  {}", path.display());
+        if let Some(e) = report.and_then(|r| r.error.as_deref()) {
+            println!("  on this kernel: unknown ({e}); `vnt-agent check` as root says more");
+        }
+        for p in &m.probes {
+            let alts: Vec<String> = p
+                .alternatives
+                .iter()
+                .map(|a| format!("{}:{}", a.kind.map(|k| k.as_str()).unwrap_or("?"), a.target))
+                .collect();
+            println!(
+                "  probe {}{}{}: {}",
+                p.name,
+                if p.required { " (required)" } else { "" },
+                if p.opt_in { " (opt-in: --probes)" } else { "" },
+                alts.join(" | ")
+            );
+            let Some(r) = report.and_then(|r| r.probes.iter().find(|r| r.name == p.name)) else {
+                continue;
+            };
+            match &r.hook {
+                Some(h) => println!("    here: attaches as {h}"),
+                None => println!(
+                    "    here: CANNOT ATTACH ({})",
+                    r.tried
+                        .iter()
+                        .map(|t| format!("{}: {}", t.hook, t.error.lines().next().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }
+        }
+    }
+    if hidden > 0 {
+        eprintln!("({hidden} test fixture(s) not listed; `vnt-agent plugins --all` lists them)");
     }
     ExitCode::SUCCESS
 }
@@ -229,6 +287,7 @@ fn main() -> ExitCode {
         plugins: cli.plugins.clone(),
         probes: cli.probes.clone(),
         plugin_dirs: (!cli.plugin_dirs.is_empty()).then(|| cli.plugin_dirs.clone()),
+        allow_unsafe_plugin_files: cli.allow_unsafe_plugin_files.then_some(true),
         filter: cli.filter.clone(),
         sample: cli.sample.clone(),
         output: cli.output,
@@ -252,8 +311,8 @@ fn main() -> ExitCode {
         }
     };
 
-    if let Some(Command::Plugins) = cli.command {
-        return list_plugins(&cfg.plugin_dirs);
+    if let Some(Command::Plugins { all }) = cli.command {
+        return list_plugins(&cfg, all);
     }
     if let Some(Command::Check) = cli.command {
         return vnt_agent::check::main(&cfg);
@@ -353,7 +412,7 @@ mod tests {
             ][..],
         ] {
             let cli = Cli::try_parse_from(args).unwrap();
-            assert!(matches!(cli.command, Some(Command::Plugins)));
+            assert!(matches!(cli.command, Some(Command::Plugins { .. })));
             assert_eq!(cli.plugin_dirs, ["/d"]);
             assert_eq!(cli.log_level, "warn");
         }

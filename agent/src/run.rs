@@ -200,18 +200,43 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     // Resolve every plugin before touching the kernel, so a typo costs nothing.
     let dirs = plugin_host::search_path(&cfg.plugin_dirs);
     let mut loaded = Vec::new();
+    // Plugins whose library is at fault: disabled, the others go on.
+    let mut refused: Vec<(String, PluginError)> = Vec::new();
     for entry in &cfg.plugins {
         let path: PathBuf = plugin_host::resolve(entry, &dirs)?;
+        // `[plugin.NAME]`, NAME as given or, for a path, the file's plugin name.
         let plugin_cfg = cfg
             .plugin_config
             .get(entry.as_str())
+            .or_else(|| cfg.plugin_config.get(&plugin_host::name_of(&path)))
             .cloned()
             .unwrap_or(serde_json::Value::Null);
-        let p = plugin_host::load(&path, &plugin_cfg)?;
-        tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
-        loaded.push(p);
+        match plugin_host::load(&path, &plugin_cfg, cfg.plugin_trust) {
+            Ok(p) => {
+                tracing::info!(plugin = %p.meta.name, version = %p.meta.version, path = %path.display(), abi = %format!("{}.{}", p.meta.abi_major, p.meta.abi_minor), "plugin loaded");
+                loaded.push(p);
+            }
+            Err(e) if e.disables_only_the_plugin() => {
+                let name = match &e {
+                    PluginError::Invalid {
+                        plugin: Some(n), ..
+                    } => n.clone(),
+                    _ => plugin_host::name_of(&path),
+                };
+                tracing::error!(plugin = %name, error = %e, "plugin disabled before loading; tracing goes on with the others");
+                refused.push((name, e));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if loaded.is_empty() {
+        if let Some((_, e)) = refused.into_iter().next() {
+            return Err(e.into());
+        }
+        return Err(RunError::NoPlugins);
     }
     check_probe_names(&cfg.probes, &loaded)?;
+    check_plugin_tables(&cfg, &loaded, &refused, &dirs)?;
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
     let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
@@ -249,6 +274,11 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         kind: "summary",
         ..Default::default()
     };
+    for (name, e) in refused {
+        let ps = summary.plugins.entry(name).or_default();
+        ps.disabled = true;
+        ps.disabled_reason = Some(e.to_string());
+    }
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut readers = Vec::new();
@@ -455,6 +485,42 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         let _ = std::fs::remove_file(path);
     }
     Ok(summary)
+}
+
+/// Every `[plugin.NAME]` table is for a plugin of this run. A name that no
+/// plugin on the search path has is a typo, refused like an unknown key; the
+/// table of a plugin that exists but is not loaded now is only unused (a
+/// config file shared by runs with different `--plugins`): a warning.
+fn check_plugin_tables(
+    cfg: &Config,
+    loaded: &[LoadedPlugin],
+    refused: &[(String, PluginError)],
+    dirs: &[PathBuf],
+) -> Result<(), RunError> {
+    let in_run = |name: &str| {
+        cfg.plugins.iter().any(|e| e == name)
+            || loaded
+                .iter()
+                .any(|p| p.meta.name == name || plugin_host::name_of(&p.path) == name)
+            || refused.iter().any(|(n, _)| n == name)
+    };
+    let available = plugin_host::discover(dirs);
+    for name in cfg.plugin_config.keys().filter(|n| !in_run(n)) {
+        if available.contains_key(name) {
+            tracing::warn!(plugin = %name, "config table `[plugin.{name}]` is not used: plugin `{name}` is not loaded in this run (--plugins {})", cfg.plugins.join(","));
+        } else {
+            return Err(RunError::Config(format!(
+                "`[plugin.{name}]`: there is no plugin `{name}` (plugins in this run: {}; on the search path: {})",
+                cfg.plugins.join(", "),
+                if available.is_empty() {
+                    "none".to_owned()
+                } else {
+                    available.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every probe named in `--probes` is an opt-in probe of a loaded plugin.

@@ -11,6 +11,28 @@
 //!   JSON bytes, logs as a host callback;
 //! - every function the plugin exports catches panics and returns a
 //!   [`Status`]; after [`Status::Panicked`] the host disables the plugin.
+//!   The entry symbol returns null when building the table panicked, and
+//!   [`crate::ENTRY_ERROR_SYMBOL`] then says why (since 1.2);
+//! - no `bool` crosses: flags are `u8`/`u32` bits, and every byte a plugin
+//!   writes there is a valid value (unknown bits are ignored).
+//!
+//! # Compatibility: what "older minors keep working" means
+//!
+//! The host reads `min(plugin's size, host's size)` bytes of every table and
+//! record a plugin hands it, and zero-fills the rest; a field appended in
+//! minor N is read only from plugins that declare a minor >= N. Sizes come
+//! from [`PluginTable::struct_size`], [`Observation::struct_size`], and for
+//! the arrays (whose stride is the element size) from
+//! [`PluginTable::probe_size`], [`PluginTable::alternative_size`] and
+//! [`PluginTable::hook_size`] (since 1.2; a plugin older than 1.2 has the 1.0
+//! element sizes, [`PROBE_SIZE_1_0`] and friends). Anything smaller than its
+//! 1.0 size is refused.
+//!
+//! Nothing a plugin hands over is trusted as given: a null pointer with a
+//! non-zero length, a string longer than [`MAX_STR_LEN`] or not UTF-8, more
+//! than [`MAX_PROBES`] probes, [`MAX_HOOKS`] hooks or [`MAX_ALTERNATIVES`]
+//! alternatives per probe, or an eBPF object over [`MAX_BPF_OBJECT_LEN`]
+//! disables that plugin with an error naming the field.
 
 use std::ffi::c_void;
 
@@ -22,7 +44,40 @@ pub const ABI_MAJOR: u16 = 1;
 /// - 1.1: [`Probe::flags`] (was `required: bool`, same size and place) gains
 ///   [`probe_flags::OPT_IN`]. A 1.0 plugin's `required` byte reads as
 ///   [`probe_flags::REQUIRED`] or nothing, so 1.0 plugins keep working.
-pub const ABI_MINOR: u16 = 1;
+/// - 1.2: [`Hook::flags`] (was `terminal: bool`, same size and place; 1 is
+///   [`hook_flags::TERMINAL`]); the element sizes [`PluginTable::probe_size`],
+///   [`PluginTable::alternative_size`], [`PluginTable::hook_size`] appended
+///   to the table, so that probes and hooks can grow too; [`PluginTable::flags`]
+///   ([`plugin_flags::TEST_FIXTURE`]);
+///   [`crate::ENTRY_ERROR_SYMBOL`]. The host reads short tables and
+///   observations of older minors (see the module docs).
+pub const ABI_MINOR: u16 = 2;
+
+/// Longest string the host accepts from a plugin (64 KiB).
+pub const MAX_STR_LEN: usize = 64 * 1024;
+/// Largest eBPF object the host accepts from a plugin (64 MiB).
+pub const MAX_BPF_OBJECT_LEN: usize = 64 * 1024 * 1024;
+/// Most probes a plugin may declare.
+pub const MAX_PROBES: usize = 1024;
+/// Most hooks a plugin may declare.
+pub const MAX_HOOKS: usize = 1024;
+/// Most alternatives one probe may declare.
+pub const MAX_ALTERNATIVES: usize = 64;
+/// Largest `struct_size` or element size the host accepts (a table of a
+/// later minor may be larger than the host's, but not absurdly so).
+pub const MAX_STRUCT_SIZE: usize = 64 * 1024;
+
+/// Size of [`PluginTable`] in ABI 1.0 and 1.1: every field up to
+/// [`PluginTable::last_error`]. The smallest table the host accepts.
+pub const TABLE_SIZE_1_0: usize = 136;
+/// Size of [`Probe`] in ABI 1.0 (the stride of a 1.0 or 1.1 probe array).
+pub const PROBE_SIZE_1_0: usize = 40;
+/// Size of [`ProbeAlternative`] in ABI 1.0.
+pub const ALTERNATIVE_SIZE_1_0: usize = 40;
+/// Size of [`Hook`] in ABI 1.0.
+pub const HOOK_SIZE_1_0: usize = 40;
+/// Size of [`Observation`] in ABI 1.0: the smallest the host accepts.
+pub const OBSERVATION_SIZE_1_0: usize = 184;
 
 /// Return code of every exported plugin function.
 #[repr(i32)]
@@ -152,14 +207,22 @@ pub struct Probe {
     pub alternatives_len: usize,
 }
 
+/// [`Hook::flags`] bits.
+pub mod hook_flags {
+    /// An observation at this hook ends the packet's journey. (1.0 and 1.1
+    /// had `terminal: bool` in this byte: `true` is this bit.)
+    pub const TERMINAL: u8 = 1 << 0;
+}
+
 /// A hook id that appears in the plugin's records and observations.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Hook {
     /// Id carried in `vnt_event_hdr.hook` and [`Observation::hook`].
     pub id: u16,
-    /// When true, an observation at this hook ends the packet's journey.
-    pub terminal: bool,
+    /// [`hook_flags`] bits; unknown bits are ignored. A `u8`, not a `bool`
+    /// (it was `terminal: bool` before 1.2, same size and place).
+    pub flags: u8,
     /// Kernel name of the hook point (`net:net_dev_start_xmit`).
     pub name: Str,
     /// Short label for people (`xmit`).
@@ -311,6 +374,24 @@ pub struct PluginTable {
     /// The last error of `instance` (or of `create` when null). Valid until
     /// the next call on that instance.
     pub last_error: extern "C" fn(instance: *mut c_void) -> Str,
+    /// `size_of::<Probe>()` as the plugin built it: the stride of `probes`.
+    /// Since 1.2; older plugins have [`PROBE_SIZE_1_0`].
+    pub probe_size: u32,
+    /// `size_of::<ProbeAlternative>()` as the plugin built it. Since 1.2;
+    /// older plugins have [`ALTERNATIVE_SIZE_1_0`].
+    pub alternative_size: u32,
+    /// `size_of::<Hook>()` as the plugin built it. Since 1.2; older plugins
+    /// have [`HOOK_SIZE_1_0`].
+    pub hook_size: u32,
+    /// [`plugin_flags`] bits. Since 1.2; unknown bits are ignored.
+    pub flags: u32,
+}
+
+/// [`PluginTable::flags`] bits.
+pub mod plugin_flags {
+    /// A test fixture, not a product: `vnt-agent plugins` and `check` list it
+    /// only with `--all`; it loads when asked for like any plugin.
+    pub const TEST_FIXTURE: u32 = 1 << 0;
 }
 
 /// Size of the fixed header every version of the table starts with.
@@ -365,6 +446,25 @@ mod tests {
         assert_eq!(std::mem::size_of::<Probe>(), 40);
         assert_eq!(true as u8, probe_flags::REQUIRED);
         assert_eq!(false as u8 & probe_flags::OPT_IN, 0);
+    }
+
+    /// The 1.0 sizes the host falls back to must be what 1.0 really was:
+    /// the current layouts only ever append to them.
+    #[test]
+    fn sizes_of_1_0_are_prefixes_of_today() {
+        assert_eq!(
+            std::mem::offset_of!(PluginTable, probe_size),
+            TABLE_SIZE_1_0
+        );
+        assert_eq!(std::mem::size_of::<PluginTable>(), TABLE_SIZE_1_0 + 16);
+        assert_eq!(
+            std::mem::size_of::<ProbeAlternative>(),
+            ALTERNATIVE_SIZE_1_0
+        );
+        assert_eq!(std::mem::size_of::<Hook>(), HOOK_SIZE_1_0);
+        assert_eq!(std::mem::size_of::<Observation>(), OBSERVATION_SIZE_1_0);
+        assert_eq!(std::mem::offset_of!(Hook, flags), 2);
+        assert_eq!(true as u8, hook_flags::TERMINAL);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::abi::{self, Status};
 use crate::observation::Observation;
@@ -76,7 +76,11 @@ pub fn build_table<P: Plugin>() -> Exported {
         .iter()
         .map(|h| abi::Hook {
             id: h.id,
-            terminal: h.terminal,
+            flags: if h.terminal {
+                abi::hook_flags::TERMINAL
+            } else {
+                0
+            },
             name: abi::Str::new(h.name),
             label: abi::Str::new(h.label),
         })
@@ -98,10 +102,56 @@ pub fn build_table<P: Plugin>() -> Exported {
             decode: decode::<P>,
             destroy: destroy::<P>,
             last_error: last_error::<P>,
+            probe_size: std::mem::size_of::<abi::Probe>() as u32,
+            alternative_size: std::mem::size_of::<abi::ProbeAlternative>() as u32,
+            hook_size: std::mem::size_of::<abi::Hook>() as u32,
+            flags: if P::TEST_FIXTURE {
+                abi::plugin_flags::TEST_FIXTURE
+            } else {
+                0
+            },
         },
         _probes: probes,
         _alternatives: alternatives,
         _hooks: hooks,
+    }
+}
+
+/// Why the last call of the entry symbol returned null (building the table
+/// panicked), for [`crate::ENTRY_ERROR_SYMBOL`].
+static ENTRY_ERROR: Mutex<String> = Mutex::new(String::new());
+
+/// The entry symbol's body (see `export_plugin!`): the table, built once, or
+/// null when building it panicked (in `P::info()`, say). A panic must not
+/// unwind into the host, which is not Rust and cannot catch it.
+pub fn entry<P: Plugin>(table: &'static OnceLock<Exported>) -> *const abi::PluginTable {
+    match catch_unwind(AssertUnwindSafe(|| {
+        table.get_or_init(build_table::<P>).table()
+    })) {
+        Ok(t) => t,
+        Err(payload) => {
+            let msg = format!(
+                "building the plugin table {}",
+                panic_message(payload.as_ref())
+            );
+            if let Ok(mut e) = ENTRY_ERROR.lock() {
+                *e = msg;
+            }
+            std::ptr::null()
+        }
+    }
+}
+
+/// The entry-error symbol's body: why the entry symbol returned null.
+pub fn entry_error() -> abi::Str {
+    // Rare (once, at load): a small leak keeps the string valid without a lock
+    // held across the boundary.
+    match catch_unwind(|| match ENTRY_ERROR.lock() {
+        Ok(e) => abi::Str::new(leak_copy(&e)),
+        Err(_) => abi::Str::new("the plugin panicked while building its table"),
+    }) {
+        Ok(s) => s,
+        Err(_) => abi::Str::EMPTY,
     }
 }
 

@@ -25,7 +25,7 @@ mod observation;
 mod plugin;
 pub mod wire;
 
-pub use export::{build_table, Exported};
+pub use export::{build_table, entry, entry_error, Exported};
 pub use observation::{
     ConnectionObservation, Direction, Flow, IfName, IntervalObservation, Observation,
     PacketObservation, PACKET_HOST,
@@ -35,8 +35,13 @@ pub use plugin::{
     PluginInfo, ProbeAlternative, ProbeSpec,
 };
 
-/// The symbol every plugin exports; it returns `*const abi::PluginTable`.
+/// The symbol every plugin exports; it returns `*const abi::PluginTable`,
+/// or null when the plugin cannot build its table.
 pub const ENTRY_SYMBOL: &str = "vnt_plugin_entry";
+
+/// Optional symbol (since ABI 1.2), `extern "C" fn() -> abi::Str`: why
+/// [`ENTRY_SYMBOL`] returned null. `export_plugin!` exports it.
+pub const ENTRY_ERROR_SYMBOL: &str = "vnt_plugin_entry_error";
 
 /// Export a [`Plugin`] implementation as this library's plugin table.
 ///
@@ -44,11 +49,18 @@ pub const ENTRY_SYMBOL: &str = "vnt_plugin_entry";
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
-        /// Entry point read by vnt-agent: the plugin's versioned table.
+        /// Entry point read by vnt-agent: the plugin's versioned table, or
+        /// null when building it panicked (`vnt_plugin_entry_error` says why).
         #[no_mangle]
         pub extern "C" fn vnt_plugin_entry() -> *const $crate::abi::PluginTable {
             static TABLE: ::std::sync::OnceLock<$crate::Exported> = ::std::sync::OnceLock::new();
-            TABLE.get_or_init($crate::build_table::<$plugin>).table()
+            $crate::entry::<$plugin>(&TABLE)
+        }
+
+        /// Why `vnt_plugin_entry` returned null.
+        #[no_mangle]
+        pub extern "C" fn vnt_plugin_entry_error() -> $crate::abi::Str {
+            $crate::entry_error()
         }
     };
 }

@@ -176,7 +176,8 @@ impl HostLog {
 /// What `Plugin::new` receives.
 #[derive(Debug)]
 pub struct InitContext {
-    /// The plugin's table from the agent's config (`[plugins.<name>]`), or null.
+    /// The plugin's table from the agent's config, `[plugin.<name>]` (singular;
+    /// `[plugins.<name>]` is refused, naming this spelling), or null.
     pub config: serde_json::Value,
     /// Logs through the host.
     pub log: HostLog,
@@ -208,6 +209,10 @@ impl std::error::Error for DecodeError {}
 
 /// A vnt plugin. Implement it, then `export_plugin!(YourType);`.
 pub trait Plugin: Sized + Send + 'static {
+    /// A test fixture, not a product: `vnt-agent plugins` and `check` list it
+    /// only with `--all`. Leave it `false` in a real plugin.
+    const TEST_FIXTURE: bool = false;
+
     /// Static description, eBPF object, probes and hooks.
     fn info() -> PluginInfo;
 

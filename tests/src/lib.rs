@@ -70,6 +70,26 @@ pub fn locate_binary(name: &str, env_var: &str) -> PathBuf {
     );
 }
 
+/// A fixture plugin library built by this workspace, `libvnt_fixture_<name>.so`
+/// next to the agent (cargo puts every cdylib there). Fixture libraries are
+/// never found by name on the search path: pass this path to `--plugins`.
+///
+/// # Panics
+/// When the file does not exist, with a message saying how to build it.
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    let agent = locate_binary("vnt-agent", "VNT_AGENT_BIN");
+    let p = agent
+        .parent()
+        .expect("agent dir")
+        .join(format!("libvnt_fixture_{name}.so"));
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace (cargo build --release --workspace)",
+        p.display()
+    );
+    p
+}
+
 /// Fails the calling test unless it runs as root. Privileged tests never skip.
 ///
 /// # Panics

@@ -80,7 +80,7 @@ fn missing_plugin_file_is_named() {
 
 #[test]
 fn plugin_for_another_abi_major_is_refused_with_both_versions() {
-    let so = fixture("libvnt_plugin_abi2.so");
+    let so = fixture("libvnt_fixture_abi2.so");
     let (code, err) = run(&["--plugins", so.to_str().unwrap(), "--duration", "1"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("plugin ABI 2.0"), "{err}");
@@ -267,4 +267,66 @@ fn no_permission_to_load_ebpf_is_a_clear_error() {
     assert!(err.contains("permission denied loading eBPF"), "{err}");
     assert!(err.contains("CAP_BPF"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Issue 9: `[plugins.NAME]` (the spelling `InitContext`'s docs had) was
+/// silently ignored; only `[plugin.NAME]` reaches the plugin. It is refused,
+/// naming the right spelling; a table for a plugin that does not exist is a
+/// typo, refused like an unknown key; one for a plugin that exists but is not
+/// loaded in this run is only a warning.
+#[test]
+fn plugin_config_table_is_spelt_plugin_name() {
+    let dir = std::env::temp_dir().join(format!("vnt-plugtab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plural = dir.join("plural.toml");
+    std::fs::write(&plural, "[plugins.veth]\nsnaplen = 64\n").unwrap();
+    let (code, err) = run(&[
+        "--config",
+        plural.to_str().unwrap(),
+        "--plugins",
+        "veth",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`[plugins.veth]`") && err.contains("write `[plugin.veth]`"),
+        "{err}"
+    );
+    assert!(err.contains("plural.toml"), "{err}");
+
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "plugins = [\"veth\"]\n[plugin.vteh]\nsnaplen = 64\n").unwrap();
+    let (code, err) = run(&["--config", typo.to_str().unwrap(), "--duration", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`[plugin.vteh]`: there is no plugin `vteh`") && err.contains("veth"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn table_of_a_plugin_not_loaded_is_a_warning() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("vnt-plugtab2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unused = dir.join("unused.toml");
+    std::fs::write(&unused, "[plugin.floor]\nx = 1\n").unwrap();
+    let (code, err) = run(&[
+        "--config",
+        unused.to_str().unwrap(),
+        "--plugins",
+        "veth",
+        "--duration",
+        "1",
+        "--output",
+        "none",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("`[plugin.floor]` is not used: plugin `floor` is not loaded"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

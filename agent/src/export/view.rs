@@ -454,6 +454,7 @@ mod tests {
             name: "veth".into(),
             version: "0.1.0".into(),
             description: String::new(),
+            test_fixture: false,
             bpf_object: vec![],
             probes: vec![],
             hooks: vec![

@@ -1,47 +1,156 @@
 //! The host side of the plugin boundary: every `unsafe` the agent needs to
 //! talk to a plugin library is in this file.
+//!
+//! Nothing a plugin hands over is used as given: the table is copied at
+//! `min(plugin's size, ours)` and zero-filled, and every pointer, length and
+//! string in it is checked before anything reads through it (abi.rs, the
+//! "Compatibility" section).
 
 use std::ffi::c_void;
 use std::path::Path;
 
 use libloading::Library;
 use vnt_plugin_api::abi::{self, Status};
-use vnt_plugin_api::{HookKind, Observation, ENTRY_SYMBOL};
+use vnt_plugin_api::{HookKind, Observation, ENTRY_ERROR_SYMBOL, ENTRY_SYMBOL};
 
 use super::{HookInfo, PluginError, PluginMeta, ProbeAltInfo, ProbeInfo};
 
 type EntryFn = extern "C" fn() -> *const abi::PluginTable;
+type EntryErrorFn = extern "C" fn() -> abi::Str;
 
-/// Copy a plugin-owned string.
+/// The functions of a plugin table, copied out of it.
+#[derive(Clone, Copy)]
+struct Calls {
+    create: extern "C" fn(abi::Bytes, *const abi::Host, *mut *mut c_void) -> i32,
+    decode: extern "C" fn(*mut c_void, abi::Bytes, *const abi::Sink) -> i32,
+    destroy: extern "C" fn(*mut c_void),
+    last_error: extern "C" fn(*mut c_void) -> abi::Str,
+}
+
+/// `#[repr(C)]` records of the boundary whose every field is an integer or a
+/// raw pointer, so that all-zero bytes are a valid value.
 ///
-/// SAFETY (caller): `s` points to `len` readable bytes, or `len` is 0.
-unsafe fn copy_str(s: abi::Str) -> String {
-    if s.len == 0 || s.ptr.is_null() {
+/// # Safety
+/// Implement it only for a `#[repr(C)]` type that is valid when zeroed.
+unsafe trait Plain: Copy {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::Probe {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::ProbeAlternative {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::Hook {}
+// SAFETY: integers only.
+unsafe impl Plain for abi::Observation {}
+
+/// Read a record of `plugin_size` bytes as this host's `T`: the first
+/// `min(plugin_size, size_of::<T>())` bytes are the plugin's, the rest zero.
+///
+/// SAFETY (caller): `ptr` points to `plugin_size` readable bytes.
+unsafe fn read_prefix<T: Plain>(ptr: *const u8, plugin_size: usize) -> T {
+    let n = plugin_size.min(std::mem::size_of::<T>());
+    // SAFETY: `T: Plain` is valid when zeroed.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    // SAFETY: `ptr` has `n <= plugin_size` readable bytes (caller); `value`
+    // has `n <= size_of::<T>()` writable bytes; they do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(ptr, (&mut value as *mut T).cast::<u8>(), n) };
+    value
+}
+
+/// A field of a plugin's table that cannot be used as it is.
+#[derive(Debug)]
+struct Invalid {
+    field: String,
+    reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Check a pointer and length pair before anything reads through it.
+fn check_span(
+    field: &str,
+    ptr: *const u8,
+    len: usize,
+    max: usize,
+    align: usize,
+) -> Result<(), Invalid> {
+    if len > max {
+        return Err(invalid(
+            field,
+            format!("is {len}, more than the {max} allowed"),
+        ));
+    }
+    if len > 0 && ptr.is_null() {
+        return Err(invalid(field, format!("is {len} with a null pointer")));
+    }
+    if len > 0 && (ptr as usize) % align != 0 {
+        return Err(invalid(
+            field,
+            format!("has a pointer ({ptr:p}) not aligned to {align} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Copy a plugin-owned string of its static table: bounded, UTF-8.
+///
+/// SAFETY (caller): a non-null `s.ptr` points to `s.len` readable bytes.
+unsafe fn checked_str(field: &str, s: abi::Str) -> Result<String, Invalid> {
+    check_span(field, s.ptr, s.len, abi::MAX_STR_LEN, 1)?;
+    if s.len == 0 {
+        return Ok(String::new());
+    }
+    // SAFETY: checked non-null and bounded; readable by the caller's contract.
+    let bytes = unsafe { std::slice::from_raw_parts(s.ptr, s.len) };
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| invalid(field, format!("is not UTF-8 ({})", e.utf8_error())))
+}
+
+/// Copy a message a plugin passes (a log line, an error): bounded; invalid
+/// UTF-8 replaced; a bad pointer or length is said, not followed.
+///
+/// SAFETY (caller): a non-null `s.ptr` points to `s.len` readable bytes.
+unsafe fn copy_message(s: abi::Str) -> String {
+    if let Err(e) = check_span("message", s.ptr, s.len, abi::MAX_STR_LEN, 1) {
+        return format!("(unreadable message from the plugin: {})", e.reason);
+    }
+    if s.len == 0 {
         return String::new();
     }
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: checked non-null and bounded; readable by the caller's contract.
     let bytes = unsafe { std::slice::from_raw_parts(s.ptr, s.len) };
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// An opened plugin library whose ABI has been checked.
+/// The agent's effective user id (the owner a plugin file may have besides root).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// An opened plugin library whose ABI and table have been checked.
 pub struct PluginLibrary {
-    table: *const abi::PluginTable,
-    // Dropped last: every pointer above points into it.
+    calls: Calls,
+    // Dropped last: the functions above are its code.
     _lib: Library,
 }
 
-// SAFETY: the table is immutable static data of the library, which stays
-// loaded as long as this value lives; the plugin contract (abi.rs) makes its
-// functions callable from any thread with calls on one instance serialised.
+// SAFETY: `calls` are functions of the library, which stays loaded as long
+// as this value lives; the plugin contract (abi.rs) makes them callable from
+// any thread with calls on one instance serialised.
 unsafe impl Send for PluginLibrary {}
 
 /// Open `path`, find the entry symbol and check the ABI header before
-/// reading anything else. Returns the library and its static description.
+/// reading anything else; then copy and check the table. Returns the library
+/// and its static description.
 pub fn open(path: &Path) -> Result<(PluginLibrary, PluginMeta), PluginError> {
     let display = path.display().to_string();
     // SAFETY: loading a library runs its initialisers; plugins are trusted
-    // code the operator chose to load, as with any shared library.
+    // code the operator chose to load (and whose file passed `trust`).
     let lib = unsafe { Library::new(path) }.map_err(|e| PluginError::Open {
         path: display.clone(),
         reason: e.to_string(),
@@ -56,9 +165,28 @@ pub fn open(path: &Path) -> Result<(PluginLibrary, PluginMeta), PluginError> {
     };
     let table = entry();
     if table.is_null() {
-        return Err(PluginError::NotAPlugin {
+        // SAFETY: the optional symbol is declared by the ABI (1.2) as
+        // `extern "C" fn() -> Str`.
+        let why = match unsafe { lib.get::<EntryErrorFn>(ENTRY_ERROR_SYMBOL.as_bytes()) } {
+            Ok(f) => {
+                let f: EntryErrorFn = *f;
+                // SAFETY: the string is the plugin's, valid until its next call.
+                unsafe { copy_message(f()) }
+            }
+            Err(_) => String::new(),
+        };
+        return Err(PluginError::Invalid {
             path: display,
-            symbol: ENTRY_SYMBOL,
+            plugin: None,
+            field: ENTRY_SYMBOL.into(),
+            reason: format!(
+                "returned no table: {}",
+                if why.is_empty() {
+                    "no reason given"
+                } else {
+                    &why
+                }
+            ),
         });
     }
     // Only the 8-byte header is common to every ABI version: read it alone.
@@ -76,85 +204,225 @@ pub fn open(path: &Path) -> Result<(PluginLibrary, PluginMeta), PluginError> {
         path: display.clone(),
         reason,
     })?;
-    if (size as usize) < std::mem::size_of::<abi::PluginTable>() {
-        return Err(PluginError::Abi {
-            path: display,
-            reason: format!(
-                "plugin table is {size} bytes, ABI {}.{} needs {}",
-                abi::ABI_MAJOR,
-                abi::ABI_MINOR,
-                std::mem::size_of::<abi::PluginTable>()
+    let size = size as usize;
+    let bad_table = |field: &str, reason: String| PluginError::Invalid {
+        path: display.clone(),
+        plugin: None,
+        field: field.into(),
+        reason,
+    };
+    if size < abi::TABLE_SIZE_1_0 {
+        return Err(bad_table(
+            "struct_size",
+            format!(
+                "is {size}: the table is smaller than ABI 1.0's {} bytes",
+                abi::TABLE_SIZE_1_0
             ),
-        });
+        ));
     }
-    // SAFETY: ABI checked: the table has the layout of `abi::PluginTable`
-    // and is static for the library's lifetime.
-    let t = unsafe { &*table };
-    // SAFETY: every `Str`/`Bytes` and array in the table points into the
-    // library's static data (ABI contract), alive while `lib` is.
-    let meta = unsafe { read_meta(t) };
-    Ok((PluginLibrary { table, _lib: lib }, meta))
+    if size > abi::MAX_STRUCT_SIZE {
+        return Err(bad_table(
+            "struct_size",
+            format!("is {size}, more than the {} allowed", abi::MAX_STRUCT_SIZE),
+        ));
+    }
+    // Copy min(plugin's size, ours), zero the rest: an older minor's table
+    // is shorter than this host's.
+    let mut buf = std::mem::MaybeUninit::<abi::PluginTable>::zeroed();
+    // SAFETY: the plugin's table has `size` readable bytes (its declared
+    // size, at least 1.0's); `buf` has size_of::<PluginTable>() writable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            table.cast::<u8>(),
+            buf.as_mut_ptr().cast::<u8>(),
+            size.min(std::mem::size_of::<abi::PluginTable>()),
+        )
+    };
+    // The four functions are within 1.0's size: none may be null.
+    for (field, offset) in [
+        ("create", std::mem::offset_of!(abi::PluginTable, create)),
+        ("decode", std::mem::offset_of!(abi::PluginTable, decode)),
+        ("destroy", std::mem::offset_of!(abi::PluginTable, destroy)),
+        (
+            "last_error",
+            std::mem::offset_of!(abi::PluginTable, last_error),
+        ),
+    ] {
+        // SAFETY: `offset` is within the buffer, which is initialised
+        // (zeroed, then copied over).
+        let word = unsafe {
+            buf.as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<usize>()
+                .read_unaligned()
+        };
+        if word == 0 {
+            return Err(bad_table(field, "is a null function pointer".into()));
+        }
+    }
+    // SAFETY: every byte is initialised (copied or zero) and the function
+    // pointers were checked non-null; the other fields are integers and raw
+    // pointers, valid for any bits.
+    let t = unsafe { buf.assume_init() };
+    // SAFETY: the table's strings and arrays point into the library's static
+    // data (ABI contract), alive while `lib` is; `read_meta` checks every
+    // pointer and length before reading through it.
+    let meta = unsafe { read_meta(&t, minor) }.map_err(|(plugin, e)| PluginError::Invalid {
+        path: display.clone(),
+        plugin,
+        field: e.field,
+        reason: e.reason,
+    })?;
+    let calls = Calls {
+        create: t.create,
+        decode: t.decode,
+        destroy: t.destroy,
+        last_error: t.last_error,
+    };
+    Ok((PluginLibrary { calls, _lib: lib }, meta))
 }
 
-/// SAFETY (caller): `t` is a checked table whose pointers are valid.
-unsafe fn read_meta(t: &abi::PluginTable) -> PluginMeta {
+/// Element size of one of the table's arrays: declared since 1.2, 1.0's before.
+fn element_size(field: &str, declared: u32, minor: u16, min: usize) -> Result<usize, Invalid> {
+    if minor < 2 {
+        return Ok(min);
+    }
+    let n = declared as usize;
+    if n < min || n > abi::MAX_STRUCT_SIZE {
+        return Err(invalid(
+            field,
+            format!(
+                "is {n}; it must be {min} (ABI 1.0) to {}",
+                abi::MAX_STRUCT_SIZE
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+/// Copy and check everything the table points to. The error names the
+/// plugin when its name could be read.
+///
+/// SAFETY (caller): `t` is a copy of a plugin's table whose non-null
+/// pointers point into the library's static data; lengths are checked here.
+unsafe fn read_meta(
+    t: &abi::PluginTable,
+    minor: u16,
+) -> Result<PluginMeta, (Option<String>, Invalid)> {
+    // SAFETY: the caller's contract; `checked_str` bounds the length.
+    let name = unsafe { checked_str("name", t.name) }.map_err(|e| (None, e))?;
+    let named = |e: Invalid| (Some(name.clone()), e);
+    let probe_size =
+        element_size("probe_size", t.probe_size, minor, abi::PROBE_SIZE_1_0).map_err(named)?;
+    let alt_size = element_size(
+        "alternative_size",
+        t.alternative_size,
+        minor,
+        abi::ALTERNATIVE_SIZE_1_0,
+    )
+    .map_err(named)?;
+    let hook_size =
+        element_size("hook_size", t.hook_size, minor, abi::HOOK_SIZE_1_0).map_err(named)?;
+    // Probe flags known at the plugin's minor: 1.0's `required: bool` is bit 0.
+    let probe_flags_known = if minor >= 1 {
+        abi::probe_flags::REQUIRED | abi::probe_flags::OPT_IN
+    } else {
+        abi::probe_flags::REQUIRED
+    };
+    check_span(
+        "probes_len",
+        t.probes.cast(),
+        t.probes_len,
+        abi::MAX_PROBES,
+        8,
+    )
+    .map_err(named)?;
     let mut probes = Vec::with_capacity(t.probes_len);
     for i in 0..t.probes_len {
-        // SAFETY: `probes` has `probes_len` elements.
-        let p = unsafe { &*t.probes.add(i) };
+        // SAFETY: `probes` has `probes_len` elements of `probe_size` bytes
+        // (checked non-null, aligned and bounded above).
+        let p: abi::Probe =
+            unsafe { read_prefix(t.probes.cast::<u8>().add(i * probe_size), probe_size) };
+        let field = |f: &str| format!("probes[{i}].{f}");
+        // SAFETY: a static string of the plugin; checked.
+        let probe_name = unsafe { checked_str(&field("name"), p.name) }.map_err(named)?;
+        check_span(
+            &field("alternatives_len"),
+            p.alternatives.cast(),
+            p.alternatives_len,
+            abi::MAX_ALTERNATIVES,
+            8,
+        )
+        .map_err(named)?;
         let mut alternatives = Vec::with_capacity(p.alternatives_len);
         for j in 0..p.alternatives_len {
-            // SAFETY: `alternatives` has `alternatives_len` elements.
-            let a = unsafe { &*p.alternatives.add(j) };
+            // SAFETY: `alternatives` has `alternatives_len` elements of
+            // `alt_size` bytes (checked above).
+            let a: abi::ProbeAlternative =
+                unsafe { read_prefix(p.alternatives.cast::<u8>().add(j * alt_size), alt_size) };
+            let field = |f: &str| format!("probes[{i}].alternatives[{j}].{f}");
             alternatives.push(ProbeAltInfo {
                 kind: HookKind::from_raw(a.kind),
                 raw_kind: a.kind,
-                // SAFETY: static strings of the plugin.
-                program: unsafe { copy_str(a.program) },
+                // SAFETY: static strings of the plugin; checked.
+                program: unsafe { checked_str(&field("program"), a.program) }.map_err(named)?,
                 // SAFETY: as above.
-                target: unsafe { copy_str(a.target) },
+                target: unsafe { checked_str(&field("target"), a.target) }.map_err(named)?,
             });
         }
+        let flags = p.flags & probe_flags_known;
         probes.push(ProbeInfo {
-            // SAFETY: static string of the plugin.
-            name: unsafe { copy_str(p.name) },
-            required: p.flags & abi::probe_flags::REQUIRED != 0,
-            opt_in: p.flags & abi::probe_flags::OPT_IN != 0,
+            name: probe_name,
+            required: flags & abi::probe_flags::REQUIRED != 0,
+            opt_in: flags & abi::probe_flags::OPT_IN != 0,
             alternatives,
         });
     }
+    check_span("hooks_len", t.hooks.cast(), t.hooks_len, abi::MAX_HOOKS, 8).map_err(named)?;
     let mut hooks = Vec::with_capacity(t.hooks_len);
     for i in 0..t.hooks_len {
-        // SAFETY: `hooks` has `hooks_len` elements.
-        let h = unsafe { &*t.hooks.add(i) };
+        // SAFETY: `hooks` has `hooks_len` elements of `hook_size` bytes
+        // (checked above).
+        let h: abi::Hook =
+            unsafe { read_prefix(t.hooks.cast::<u8>().add(i * hook_size), hook_size) };
+        let field = |f: &str| format!("hooks[{i}].{f}");
         hooks.push(HookInfo {
             id: h.id,
-            terminal: h.terminal,
-            // SAFETY: static strings of the plugin.
-            name: unsafe { copy_str(h.name) },
+            terminal: h.flags & abi::hook_flags::TERMINAL != 0,
+            // SAFETY: static strings of the plugin; checked.
+            name: unsafe { checked_str(&field("name"), h.name) }.map_err(named)?,
             // SAFETY: as above.
-            label: unsafe { copy_str(h.label) },
+            label: unsafe { checked_str(&field("label"), h.label) }.map_err(named)?,
         });
     }
-    let object = if t.bpf_object.len == 0 || t.bpf_object.ptr.is_null() {
+    check_span(
+        "bpf_object",
+        t.bpf_object.ptr,
+        t.bpf_object.len,
+        abi::MAX_BPF_OBJECT_LEN,
+        1,
+    )
+    .map_err(named)?;
+    let object = if t.bpf_object.len == 0 {
         Vec::new()
     } else {
-        // SAFETY: static bytes of the plugin.
+        // SAFETY: static bytes of the plugin; checked non-null and bounded.
         unsafe { std::slice::from_raw_parts(t.bpf_object.ptr, t.bpf_object.len) }.to_vec()
     };
-    PluginMeta {
+    Ok(PluginMeta {
         abi_major: t.abi_major,
         abi_minor: t.abi_minor,
-        // SAFETY: static strings of the plugin.
-        name: unsafe { copy_str(t.name) },
+        // SAFETY: static strings of the plugin; checked.
+        version: unsafe { checked_str("version", t.version) }.map_err(named)?,
         // SAFETY: as above.
-        version: unsafe { copy_str(t.version) },
-        // SAFETY: as above.
-        description: unsafe { copy_str(t.description) },
+        description: unsafe { checked_str("description", t.description) }.map_err(named)?,
+        name,
+        test_fixture: minor >= 2 && t.flags & abi::plugin_flags::TEST_FIXTURE != 0,
         bpf_object: object,
         probes,
         hooks,
-    }
+    })
 }
 
 /// Log context handed to a plugin instance: its name, for the log fields.
@@ -168,7 +436,7 @@ extern "C" fn host_log(ctx: *mut c_void, level: u32, message: abi::Str) {
         // keeps alive until after `destroy`.
         let ctx = unsafe { &*ctx.cast::<LogCtx>() };
         // SAFETY: the plugin passes a string valid for this call.
-        let msg = unsafe { copy_str(message) };
+        let msg = unsafe { copy_message(message) };
         let plugin = ctx.plugin.as_str();
         match level {
             1 => tracing::error!(plugin, "{msg}"),
@@ -205,15 +473,16 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
             state.malformed += 1;
             return;
         }
-        // Read the size first: an older plugin's struct may be shorter.
+        // Read the size first: an older plugin's struct may be shorter, a
+        // newer one longer; read min(its size, ours), zero the rest.
         // SAFETY: every version of `Observation` starts with `struct_size: u32`.
         let size = unsafe { obs.cast::<u32>().read_unaligned() } as usize;
-        if size < std::mem::size_of::<abi::Observation>() {
+        if !(abi::OBSERVATION_SIZE_1_0..=abi::MAX_STRUCT_SIZE).contains(&size) {
             state.malformed += 1;
             return;
         }
-        // SAFETY: the plugin passes a valid observation of at least our size for this call.
-        let raw = unsafe { obs.read_unaligned() };
+        // SAFETY: the plugin passes an observation of `size` bytes, valid for this call.
+        let raw: abi::Observation = unsafe { read_prefix(obs.cast::<u8>(), size) };
         match Observation::try_from(&raw) {
             Ok(o) => state.out.push(o),
             Err(_) => state.malformed += 1,
@@ -223,7 +492,7 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
 
 /// A live plugin instance.
 pub struct Instance {
-    table: *const abi::PluginTable,
+    calls: Calls,
     ptr: *mut c_void,
     _log: Box<LogCtx>,
     _host: Box<abi::Host>,
@@ -245,12 +514,11 @@ impl PluginLibrary {
             log: host_log,
         });
         let mut ptr: *mut c_void = std::ptr::null_mut();
-        // SAFETY: the table was checked in `open`; the library outlives `self`.
-        let t = unsafe { &*self.table };
+        let t = self.calls;
         let status = Status::from_raw((t.create)(abi::Bytes::new(config), &*host, &mut ptr));
         if status != Status::Ok || ptr.is_null() {
             // SAFETY: `last_error(null)` returns the create error, valid until the next call.
-            let msg = unsafe { copy_str((t.last_error)(std::ptr::null_mut())) };
+            let msg = unsafe { copy_message((t.last_error)(std::ptr::null_mut())) };
             return Err(if status == Status::Panicked {
                 format!("panicked while starting: {msg}")
             } else {
@@ -258,7 +526,7 @@ impl PluginLibrary {
             });
         }
         Ok(Instance {
-            table: self.table,
+            calls: self.calls,
             ptr,
             _log: log,
             _host: host,
@@ -275,12 +543,11 @@ impl Instance {
             ctx: (&mut state as *mut SinkState<'_>).cast(),
             emit: host_emit,
         };
-        // SAFETY: the table outlives the instance (the library is kept by the owner).
-        let t = unsafe { &*self.table };
+        let t = self.calls;
         let status = Status::from_raw((t.decode)(self.ptr, abi::Bytes::new(record), &sink));
         let last_error = || {
             // SAFETY: `last_error` on our live instance; copied before the next call.
-            unsafe { copy_str((t.last_error)(self.ptr)) }
+            unsafe { copy_message((t.last_error)(self.ptr)) }
         };
         let outcome = match status {
             Status::Ok => DecodeOutcome::Ok,
@@ -293,9 +560,95 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        // SAFETY: the table outlives the instance; `ptr` came from `create`
-        // and is destroyed exactly once.
-        let t = unsafe { &*self.table };
-        (t.destroy)(self.ptr);
+        // `ptr` came from `create` and is destroyed exactly once; the
+        // library outlives the instance (its owner drops it after).
+        (self.calls.destroy)(self.ptr);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_checked_before_use() {
+        let p = [0u64; 2];
+        let ptr = p.as_ptr().cast::<u8>();
+        assert!(check_span("f", ptr, 2, 2, 8).is_ok());
+        assert!(check_span("f", std::ptr::null(), 0, 2, 8).is_ok());
+        let e = check_span("f", ptr, 1 << 40, 1024, 1).unwrap_err();
+        assert_eq!(e.reason, "is 1099511627776, more than the 1024 allowed");
+        let e = check_span("f", std::ptr::null(), 3, 1024, 1).unwrap_err();
+        assert_eq!(e.reason, "is 3 with a null pointer");
+        // SAFETY: only compared, never read through.
+        let odd = unsafe { ptr.add(1) };
+        assert!(check_span("f", odd, 1, 8, 8).is_err());
+    }
+
+    #[test]
+    fn strings_must_be_utf8_and_bounded() {
+        let bad = [0xffu8, 0xfe];
+        // SAFETY: `bad` is readable for its length.
+        let e = unsafe {
+            checked_str(
+                "name",
+                abi::Str {
+                    ptr: bad.as_ptr(),
+                    len: 2,
+                },
+            )
+        }
+        .unwrap_err();
+        assert!(e.reason.starts_with("is not UTF-8"), "{}", e.reason);
+        let e = unsafe {
+            // SAFETY: refused on its length before any read.
+            checked_str(
+                "name",
+                abi::Str {
+                    ptr: bad.as_ptr(),
+                    len: 1 << 40,
+                },
+            )
+        }
+        .unwrap_err();
+        assert!(e.reason.contains("more than the 65536 allowed"));
+    }
+
+    /// A record shorter than ours (an older minor) is read as far as it goes,
+    /// the rest zero; a longer one (padding of a later minor) is cut.
+    #[test]
+    fn short_records_are_zero_filled() {
+        let mut full = abi::Observation {
+            struct_size: 184,
+            kind: 1,
+            pkt_id: 0x1122,
+            detail: 7,
+            ..Default::default()
+        };
+        // SAFETY: `full` has 184 readable bytes; 40 of them are read.
+        let short: abi::Observation =
+            unsafe { read_prefix((&full as *const abi::Observation).cast(), 40) };
+        assert_eq!((short.kind, short.pkt_id, short.detail), (1, 0x1122, 0));
+        full.detail = 9;
+        let mut longer = [0u8; 256];
+        // SAFETY: both sides have 184 bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&full as *const abi::Observation).cast::<u8>(),
+                longer.as_mut_ptr(),
+                184,
+            )
+        };
+        // SAFETY: `longer` has 256 readable bytes.
+        let cut: abi::Observation = unsafe { read_prefix(longer.as_ptr(), 256) };
+        assert_eq!(cut.detail, 9);
+    }
+
+    #[test]
+    fn element_sizes_come_from_1_2_on() {
+        assert_eq!(element_size("probe_size", 0, 1, 40).unwrap(), 40);
+        assert_eq!(element_size("probe_size", 48, 2, 40).unwrap(), 48);
+        let e = element_size("probe_size", 8, 2, 40).unwrap_err();
+        assert_eq!(e.field, "probe_size");
     }
 }

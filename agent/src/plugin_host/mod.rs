@@ -11,6 +11,7 @@
 //! A plugin given as a path (it contains `/`) is opened as is.
 
 mod ffi;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use thiserror::Error;
 use vnt_plugin_api::{HookKind, Observation};
 
 pub use ffi::DecodeOutcome;
+pub use trust::Trust;
 
 const PREFIX: &str = "libvnt_plugin_";
 const SUFFIX: &str = ".so";
@@ -66,6 +68,33 @@ pub enum PluginError {
         /// Both versions.
         reason: String,
     },
+    /// The plugin's table (or its entry point) cannot be used as it is: a
+    /// panic, a null pointer with a length, an absurd length or count, a
+    /// string that is not UTF-8, a table smaller than ABI 1.0's.
+    #[error("refusing plugin {}{path}: `{field}` {reason}", plugin.as_ref().map(|n| format!("`{n}` from ")).unwrap_or_default())]
+    Invalid {
+        /// Path.
+        path: String,
+        /// Plugin name, when it could be read.
+        plugin: Option<String>,
+        /// The field at fault (`probes[0].alternatives_len`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file, a symlink on the way to it, or a directory holding one of
+    /// them could be written by someone other than root or the agent's user.
+    #[error("refusing plugin file {path}: {reason}. A plugin runs inside the agent (uid {euid}): whoever can write it can take over the host. Fix it with {fix}, or override with {override_}", override_ = trust::OVERRIDE)]
+    Unsafe {
+        /// The path as given or resolved.
+        path: String,
+        /// Which path and what is wrong with it.
+        reason: String,
+        /// A command that makes it safe.
+        fix: String,
+        /// The agent's effective user.
+        euid: u32,
+    },
     /// `create` failed.
     #[error("plugin `{name}` failed to start: {reason}")]
     Create {
@@ -82,6 +111,37 @@ pub enum PluginError {
         /// Why.
         reason: String,
     },
+}
+
+impl PluginError {
+    /// A fault of the plugin library itself (it cannot be opened, speaks
+    /// another ABI, or hands over a table that cannot be used): the agent
+    /// disables that plugin and goes on with the others. The other errors are
+    /// the operator's to fix (a name, a path, a file's permissions, the
+    /// plugin's configuration) and stop the agent before it touches the kernel.
+    pub fn disables_only_the_plugin(&self) -> bool {
+        matches!(
+            self,
+            PluginError::Open { .. }
+                | PluginError::NotAPlugin { .. }
+                | PluginError::Abi { .. }
+                | PluginError::Invalid { .. }
+        )
+    }
+}
+
+/// The plugin name a library file stands for, before it is opened:
+/// `/x/libvnt_plugin_xen_sched.so` -> `xen-sched`; other files by their stem.
+pub fn name_of(path: &Path) -> String {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file.strip_suffix(SUFFIX).unwrap_or(&file);
+    stem.strip_prefix(PREFIX)
+        .or_else(|| stem.strip_prefix("libvnt_fixture_"))
+        .unwrap_or(stem)
+        .replace('_', "-")
 }
 
 /// One alternative of a probe, as the plugin declared it.
@@ -136,6 +196,8 @@ pub struct PluginMeta {
     pub version: String,
     /// One line.
     pub description: String,
+    /// A test fixture, not a product (listed only with `--all`).
+    pub test_fixture: bool,
     /// eBPF ELF object.
     pub bpf_object: Vec<u8>,
     /// Probes.
@@ -255,13 +317,19 @@ pub fn resolve(entry: &str, dirs: &[PathBuf]) -> Result<PathBuf, PluginError> {
     })
 }
 
-/// Open a plugin library and read its description (ABI checked).
-pub fn inspect(path: &Path) -> Result<PluginMeta, PluginError> {
+/// Open a plugin library and read its description (file trust and ABI checked).
+pub fn inspect(path: &Path, trust: Trust) -> Result<PluginMeta, PluginError> {
+    trust::check(path, trust)?;
     ffi::open(path).map(|(_, meta)| meta)
 }
 
-/// Open, check and instantiate a plugin.
-pub fn load(path: &Path, config: &serde_json::Value) -> Result<LoadedPlugin, PluginError> {
+/// Check the file, open it, check the table and instantiate the plugin.
+pub fn load(
+    path: &Path,
+    config: &serde_json::Value,
+    trust: Trust,
+) -> Result<LoadedPlugin, PluginError> {
+    trust::check(path, trust)?;
     let (lib, meta) = ffi::open(path)?;
     let json = serde_json::to_vec(config).map_err(|e| PluginError::Config {
         name: meta.name.clone(),
@@ -324,7 +392,7 @@ mod tests {
         let dir = crate::testing::TempDir::new();
         let p = dir.path().join("libvnt_plugin_junk.so");
         std::fs::write(&p, b"not an ELF").unwrap();
-        let err = inspect(&p).unwrap_err().to_string();
+        let err = inspect(&p, Trust::AllowUnsafe).unwrap_err().to_string();
         assert!(err.starts_with("cannot open plugin"), "{err}");
     }
 }
