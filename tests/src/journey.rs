@@ -19,6 +19,8 @@ pub mod hooks {
     pub const RECEIVE: &str = "net:netif_receive_skb";
     /// The packet is freed with a drop reason.
     pub const DROP: &str = "skb:kfree_skb";
+    /// A process reads the packet from its socket (the journey's end).
+    pub const DELIVER: &str = "skb:skb_copy_datagram_iovec";
 }
 
 /// The verdict of a journey: what became of the packet.
@@ -223,19 +225,26 @@ impl Journey {
         self.flow.sport == port || self.flow.dport == port
     }
 
-    /// Checks that the hops are exactly `expected`, in order (hook, interface,
-    /// ifindex, netns inode), that timestamps never decrease and that every hop
-    /// after the first has a positive latency. The error describes the journey.
+    /// The hops at devices: without a final socket read (`deliver`), which
+    /// ends the journey wherever the packet was read.
+    pub fn device_hops(&self) -> &[Hop] {
+        match self.hops.split_last() {
+            Some((last, rest)) if last.hook == hooks::DELIVER => rest,
+            _ => &self.hops,
+        }
+    }
+
+    /// Checks that the device hops ([`Self::device_hops`]) are exactly
+    /// `expected`, in order (hook, interface, ifindex, netns inode), that
+    /// timestamps never decrease and that every hop after the first has a
+    /// positive latency. The error describes the journey.
     pub fn check_hops(&self, expected: &[ExpectedHop]) -> Result<(), String> {
         let mut problems = Vec::new();
-        if self.hops.len() != expected.len() {
-            problems.push(format!(
-                "{} hops, expected {}",
-                self.hops.len(),
-                expected.len()
-            ));
+        let hops = self.device_hops();
+        if hops.len() != expected.len() {
+            problems.push(format!("{} hops, expected {}", hops.len(), expected.len()));
         }
-        for (i, (hop, want)) in self.hops.iter().zip(expected).enumerate() {
+        for (i, (hop, want)) in hops.iter().zip(expected).enumerate() {
             if !want.matches(hop) {
                 problems.push(format!(
                     "hop {i} is {} on {}#{} netns {}, expected {} on {}#{} netns {}",

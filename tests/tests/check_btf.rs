@@ -31,7 +31,11 @@ struct NoSysBtf {
 
 impl NoSysBtf {
     fn new() -> Result<NoSysBtf> {
-        let dir = std::env::temp_dir().join(format!("vnt-nobtf-{}", std::process::id()));
+        // One directory per instance: tests of this file run in parallel in
+        // one process, and each removes its directory when done.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vnt-nobtf-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         std::fs::copy("/sys/kernel/btf/vmlinux", dir.join("vmlinux.btf"))
