@@ -15,6 +15,7 @@ FILTER (--filter): primitives joined by `and`, checked in the kernel before any 
   host ADDR[/LEN]  src ADDR[/LEN]  dst ADDR[/LEN]  port N  sport N  dport N
   proto tcp|udp|icmp|icmpv6|N  ip  ip6  dev IFNAME  netns INODE[,INODE..]
   e.g. --filter 'host 10.0.0.0/24 and proto udp and dport 53'
+  Non-first IP fragments carry no ports: `proto` matches every fragment, `port` only the first.
 
 SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, decided in the
   kernel the same way at every hook and on every host, so a kept packet is kept everywhere.

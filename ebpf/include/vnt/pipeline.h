@@ -155,10 +155,20 @@ static __always_inline void vnt_memo_put(struct vnt_id_memo *m, const struct vnt
 	*(volatile __u64 *)&m->seq = seq + 2;
 }
 
-/* Parse, filter, identify, sample: the verdict for one copy of headers. */
-static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2, __u64 *id,
-					  struct vnt_parsed *p)
+/*
+ * Parse, filter, identify, sample: the verdict for one copy of headers.
+ *
+ * A global (not inlined) function: the verifier checks it once, on its own,
+ * with `h` and `p` as plain memory, instead of once per path through the
+ * caller. Header parsing has many paths (IPv6 extension headers, TCP
+ * options); inlined, each of them multiplied the rest of the pipeline and
+ * the programs no longer fitted the verifier's budget.
+ */
+__noinline int vnt_classify(const struct vnt_hdr_buf *h, __u32 proto, __u32 from_l2, __u64 *id, struct vnt_parsed *p)
 {
+	if (!h || !id || !p)
+		return VNT_STAT_NOT_IP;
+
 	int err = from_l2 ? vnt_parse_eth(h, p) : vnt_parse_l3(h, 0, proto, p);
 
 	if (err)
