@@ -73,7 +73,16 @@ fn cases(topo: &Topology, n: u16) -> Vec<Case> {
     // IPv4, whole UDP datagram: the control.
     let s = v4(topo, 100);
     let p = Ipv4::new(s, dst4, proto::UDP, 100, udp(4000, n, b"hostile-control!"));
-    add("v4 udp", s.into(), p.frame(&eth), "udp", 4000, n, true, true);
+    add(
+        "v4 udp",
+        s.into(),
+        p.frame(&eth),
+        "udp",
+        4000,
+        n,
+        true,
+        true,
+    );
 
     // IPv4 whose total length ends 2 bytes into the UDP header; the frame
     // goes on with bytes that read as port N (padding, or a lie).
@@ -110,7 +119,13 @@ fn cases(topo: &Topology, n: u16) -> Vec<Case> {
     // IPv4 TCP: the datagram holds 12 bytes of the 20-byte header; zero
     // padding follows in the frame.
     let s = v4(topo, 103);
-    let mut p = Ipv4::new(s, dst4, proto::TCP, 103, tcp(4003, n, 7, b"")[..12].to_vec());
+    let mut p = Ipv4::new(
+        s,
+        dst4,
+        proto::TCP,
+        103,
+        tcp(4003, n, 7, b"")[..12].to_vec(),
+    );
     p.trailer = vec![0; 20];
     add(
         "v4 tcp header cut by total length",
@@ -256,7 +271,7 @@ fn agent(filter: Option<String>) -> Result<Agent> {
     b.start().context("the agent must start and attach")
 }
 
-fn seen<'a>(out: &'a AgentOutput, src: IpAddr) -> Vec<&'a vnt_tests::Journey> {
+fn seen(out: &AgentOutput, src: IpAddr) -> Vec<&vnt_tests::Journey> {
     out.journeys.iter().filter(|j| j.flow.src == src).collect()
 }
 

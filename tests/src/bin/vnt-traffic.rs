@@ -262,7 +262,7 @@ fn tcp_recv(o: &Options) -> Result<()> {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("odd number of hex digits in `{s}`");
     }
     (0..s.len())
