@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::probes::filter::{FilterError, FilterSpec};
+use crate::probes::id_key::{IdKey, DEFAULT_ID_KEY_HEX};
 use crate::probes::OptIn;
 
 /// Top-level keys read from `VNT_*` variables (`VNT_SAMPLE=1/10`,
@@ -31,6 +32,7 @@ const ENV_KEYS: &[&str] = &[
     "journey",
     "ringbuf",
     "otlp",
+    "packet_id",
 ];
 
 /// Output formats.
@@ -88,6 +90,16 @@ pub struct RawRingbuf {
     pub bytes: u32,
 }
 
+/// `[packet_id]` table (docs/adr/keyed-packet-id.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPacketId {
+    /// The deployment's 128-bit packet-id key, 32 hex digits; the same on
+    /// every agent. Unset: the public built-in key (with a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// The configuration as written, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +130,9 @@ pub struct RawConfig {
     pub plugin: BTreeMap<String, serde_json::Value>,
     /// OpenTelemetry export (docs/otel.md).
     pub otlp: RawOtlp,
+    /// Packet identity.
+    #[serde(default)]
+    pub packet_id: RawPacketId,
 }
 
 impl Default for RawConfig {
@@ -141,6 +156,7 @@ impl Default for RawConfig {
             },
             plugin: BTreeMap::new(),
             otlp: RawOtlp::default(),
+            packet_id: RawPacketId::default(),
         }
     }
 }
@@ -178,6 +194,9 @@ pub struct FlagLayer {
     /// `--otlp-*` flags.
     #[serde(skip_serializing_if = "FlagOtlp::is_empty")]
     pub otlp: FlagOtlp,
+    /// `--packet-id-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_id: Option<RawPacketId>,
 }
 
 /// The flags as a configuration layer, so that errors say a value came from
@@ -225,6 +244,8 @@ pub struct Config {
     pub plugin_config: BTreeMap<String, serde_json::Value>,
     /// OTLP export, when an endpoint is configured.
     pub otlp: Option<OtlpConfig>,
+    /// The packet-id key written into every plugin's eBPF object.
+    pub packet_id_key: IdKey,
 }
 
 /// A configuration that cannot be used.
@@ -392,6 +413,9 @@ impl Config {
             names: probe_names.into_iter().filter(|n| n != "all").collect(),
         };
         let otlp = OtlpConfig::from_raw(&raw.otlp, fig)?;
+        let packet_id_key =
+            IdKey::from_hex(raw.packet_id.key.as_deref().unwrap_or(DEFAULT_ID_KEY_HEX))
+                .map_err(|m| invalid(fig, "packet_id.key", m))?;
         Ok(Config {
             plugins,
             plugin_dirs: raw
@@ -413,6 +437,7 @@ impl Config {
             ringbuf_bytes: rb,
             plugin_config: raw.plugin,
             otlp,
+            packet_id_key,
         })
     }
 }
@@ -1011,6 +1036,40 @@ mod tests {
             jail.set_env("VNT_DURATION", MAX_DURATION_SECS.to_string());
             let c = load(None, FlagLayer::default()).unwrap();
             assert_eq!(c.duration, Some(Duration::from_secs(MAX_DURATION_SECS)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn packet_id_key_from_every_layer() {
+        Jail::expect_with(|jail| {
+            assert!(load(None, FlagLayer::default())
+                .unwrap()
+                .packet_id_key
+                .is_default());
+            let k = "0123456789abcdef0123456789abcdef";
+            jail.create_file("k.toml", &format!("[packet_id]\nkey = \"{k}\"\n"))?;
+            let from_file = load(Some("k.toml"), FlagLayer::default())
+                .unwrap()
+                .packet_id_key;
+            assert_eq!(from_file, IdKey::from_hex(k).unwrap());
+            jail.set_env("VNT_PACKET_ID__KEY", "fedcba9876543210fedcba9876543210");
+            let from_env = load(Some("k.toml"), FlagLayer::default())
+                .unwrap()
+                .packet_id_key;
+            assert_ne!(from_env, from_file);
+            let flags = FlagLayer {
+                packet_id: Some(RawPacketId {
+                    key: Some("short".into()),
+                }),
+                ..Default::default()
+            };
+            let err = load(Some("k.toml"), flags).unwrap_err().to_string();
+            assert!(
+                err.contains("`packet_id.key` (from the command line)") && err.contains("32 hex"),
+                "{err}"
+            );
+            assert!(!err.contains(k), "the key is not echoed: {err}");
             Ok(())
         });
     }

@@ -203,6 +203,140 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// `struct vnt_pkt_key` (ebpf/include/vnt/event.h) of a whole IPv4 UDP
+/// datagram, as the kernel side fills it: 80 bytes, little-endian fields.
+pub fn udp4_identity(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ident: u16,
+    payload: &[u8],
+) -> [u8; 80] {
+    let mut k = [0u8; 80];
+    k[0..4].copy_from_slice(&src.octets());
+    k[16..20].copy_from_slice(&dst.octets());
+    k[32..34].copy_from_slice(&sport.to_le_bytes());
+    k[34..36].copy_from_slice(&dport.to_le_bytes());
+    k[36] = 4;
+    k[37] = proto::UDP;
+    k[40..44].copy_from_slice(&u32::from(ident).to_le_bytes());
+    let udp_len = 8 + payload.len() as u32;
+    k[44..48].copy_from_slice(&udp_len.to_le_bytes()); // l4_len
+    k[48..52].copy_from_slice(&udp_len.to_le_bytes()); // w0: UDP length
+    let n = payload.len().min(16);
+    k[64..64 + n].copy_from_slice(&payload[..n]);
+    k
+}
+
+fn words(k: &[u8; 80]) -> [u64; 10] {
+    std::array::from_fn(|i| u64::from_le_bytes(k[8 * i..8 * i + 8].try_into().expect("8 bytes")))
+}
+
+const UNKEYED_MUL: u64 = 0xff51_afd7_ed55_8ccd;
+
+fn unkeyed_rounds(w: &[u64]) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &x in w {
+        h ^= x;
+        h = h.wrapping_mul(UNKEYED_MUL);
+        h ^= h >> 32;
+    }
+    h
+}
+
+fn mul_inverse(m: u64) -> u64 {
+    let mut inv = m;
+    for _ in 0..6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inv)));
+    }
+    inv
+}
+
+fn unxorshift(y: u64, s: u32) -> u64 {
+    let mut x = y;
+    for _ in 0..=(64 / s) {
+        x = y ^ (x >> s);
+    }
+    x
+}
+
+/// The packet id before issue 13: an unkeyed multiply-xor over the ten
+/// words of the identity, then the splitmix64 finaliser. Every step is
+/// invertible, which is what made it steerable.
+pub fn unkeyed_id(k: &[u8; 80]) -> u64 {
+    let mut h = unkeyed_rounds(&words(k));
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    h
+}
+
+/// Inverts [`unkeyed_id`] for the first 8 payload bytes: given every other
+/// field of the identity `k` (its payload bytes 0..8 are ignored) and an
+/// id, the payload bytes that give exactly that id. With an exported id this
+/// reads a packet's first 8 payload bytes back; with a chosen id it makes a
+/// packet that is sampled, or that collides with another.
+pub fn unkeyed_payload_for(k: &[u8; 80], id: u64) -> [u8; 8] {
+    let w = words(k);
+    let mut h = unxorshift(id, 31);
+    h = h.wrapping_mul(mul_inverse(0x94d0_49bb_1331_11eb));
+    h = unxorshift(h, 27);
+    h = h.wrapping_mul(mul_inverse(0xbf58_476d_1ce4_e5b9));
+    h = unxorshift(h, 30);
+    // Undo word 9, then word 8.
+    let inv = mul_inverse(UNKEYED_MUL);
+    h = unxorshift(h, 32).wrapping_mul(inv) ^ w[9];
+    h = unxorshift(h, 32).wrapping_mul(inv);
+    (h ^ unkeyed_rounds(&w[..8])).to_le_bytes()
+}
+
+/// SipHash-1-3 of `msg` under `key` (16 bytes): the keyed packet id
+/// (`vnt_pkt_hash`, agent/src/probes/id_key.rs).
+pub fn siphash13(key: &[u8; 16], msg: &[u8]) -> u64 {
+    let k0 = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+    let k1 = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    let chunks = msg.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let m = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        v[3] ^= m;
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let b = u64::from_le_bytes(last) | ((msg.len() as u64 & 0xff) << 56);
+    v[3] ^= b;
+    round(&mut v);
+    v[0] ^= b;
+    v[2] ^= 0xff;
+    for _ in 0..3 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +356,26 @@ mod tests {
         });
         assert_eq!(checksum(&f[14..34]), 0);
         assert_eq!(u16::from_be_bytes([f[16], f[17]]), 29);
+    }
+
+    #[test]
+    fn unkeyed_id_inverts() {
+        let src = Ipv4Addr::new(10, 1, 2, 1);
+        let dst = Ipv4Addr::new(10, 1, 2, 2);
+        let k = udp4_identity(src, dst, 1000, 2000, 77, b"secret!!");
+        assert_eq!(unkeyed_payload_for(&k, unkeyed_id(&k)), *b"secret!!");
+        let forced = unkeyed_payload_for(&k, 4200);
+        let k2 = udp4_identity(src, dst, 1000, 2000, 77, &forced);
+        assert_eq!(unkeyed_id(&k2), 4200);
+    }
+
+    #[test]
+    fn siphash_mirror_matches_std() {
+        use std::hash::Hasher;
+        let msg = [9u8; 80];
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(&msg);
+        assert_eq!(siphash13(&[0; 16], &msg), h.finish());
     }
 
     #[test]
