@@ -338,6 +338,19 @@ pub const AUTO_SAMPLE_UNFILTERED: u32 = 100;
 /// `0` runs until SIGINT/SIGTERM.
 pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
 
+/// Smallest `ringbuf.bytes`: one page.
+pub const MIN_RINGBUF_BYTES: u32 = 4096;
+
+/// Largest `ringbuf.bytes` (256 MiB per plugin, 64 times the default): the
+/// buffer is locked kernel memory, allocated per plugin at load; beyond this
+/// a typo (2 GiB was accepted) takes the host's memory, and a larger buffer
+/// only delays a consumer that cannot keep up.
+pub const MAX_RINGBUF_BYTES: u32 = 256 * 1024 * 1024;
+
+/// Largest `journey.max_in_flight` (2^20, 16 times the default): each open
+/// journey holds its hops in memory, so the bound is the agent's memory bound.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
 /// Parse `1/N`, `N` or `all`.
 pub fn parse_sample(s: &str) -> Result<u32, String> {
     let s = s.trim();
@@ -379,15 +392,23 @@ impl Config {
                 format!("{} is outside 1..=60000", raw.journey.idle_timeout_ms),
             ));
         }
-        if raw.journey.max_in_flight == 0 {
-            return Err(invalid(fig, "journey.max_in_flight", "must be at least 1"));
+        let mif = raw.journey.max_in_flight;
+        if mif == 0 || mif > MAX_IN_FLIGHT {
+            return Err(invalid(
+                fig,
+                "journey.max_in_flight",
+                format!("{mif} is outside 1..={MAX_IN_FLIGHT}"),
+            ));
         }
         let rb = raw.ringbuf.bytes;
-        if !rb.is_power_of_two() || rb < 4096 {
+        if !rb.is_power_of_two() || !(MIN_RINGBUF_BYTES..=MAX_RINGBUF_BYTES).contains(&rb) {
             return Err(invalid(
                 fig,
                 "ringbuf.bytes",
-                format!("{rb} is not a power of two >= 4096"),
+                format!(
+                    "{rb} is not a power of two in {MIN_RINGBUF_BYTES}..={MAX_RINGBUF_BYTES} \
+                     (4 KiB..256 MiB per plugin)"
+                ),
             ));
         }
         if raw.duration > MAX_DURATION_SECS {
@@ -1036,6 +1057,50 @@ mod tests {
             jail.set_env("VNT_DURATION", MAX_DURATION_SECS.to_string());
             let c = load(None, FlagLayer::default()).unwrap();
             assert_eq!(c.duration, Some(Duration::from_secs(MAX_DURATION_SECS)));
+            Ok(())
+        });
+    }
+
+    /// Issue 13: `ringbuf.bytes` accepted 2 GiB per plugin and
+    /// `journey.max_in_flight` had no upper bound.
+    #[test]
+    fn size_settings_are_bounded_naming_key_and_bound() {
+        Jail::expect_with(|jail| {
+            jail.create_file("rb.toml", "[ringbuf]\nbytes = 2147483648\n")?;
+            let err = load(Some("rb.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`ringbuf.bytes`")
+                    && err.contains("268435456")
+                    && err.contains("rb.toml"),
+                "{err}"
+            );
+            jail.create_file("rb.toml", "[ringbuf]\nbytes = 268435456\n")?;
+            assert_eq!(
+                load(Some("rb.toml"), FlagLayer::default())
+                    .unwrap()
+                    .ringbuf_bytes,
+                MAX_RINGBUF_BYTES
+            );
+            jail.set_env(
+                "VNT_JOURNEY__MAX_IN_FLIGHT",
+                (MAX_IN_FLIGHT + 1).to_string(),
+            );
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("`journey.max_in_flight`")
+                    && err.contains("1048576")
+                    && err.contains("VNT_"),
+                "{err}"
+            );
+            jail.set_env("VNT_JOURNEY__MAX_IN_FLIGHT", MAX_IN_FLIGHT.to_string());
+            assert_eq!(
+                load(None, FlagLayer::default()).unwrap().max_in_flight,
+                MAX_IN_FLIGHT
+            );
+            jail.set_env("VNT_JOURNEY__MAX_IN_FLIGHT", "0");
+            assert!(load(None, FlagLayer::default()).is_err());
             Ok(())
         });
     }

@@ -28,7 +28,8 @@ PACKET ID: the id that joins a packet's hops, sampling and cross-host traces is 
 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
   Keys: plugins, plugin_dirs, probes, filter, sample, output, duration, ready_file, btf,
-  [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [packet_id] key; [plugin.NAME] (passed to plugin NAME);
+  [journey] idle_timeout_ms (1..=60000), max_in_flight (1..=1048576); [ringbuf] bytes (a power of
+  two, 4096..=268435456 per plugin); [packet_id] key; [plugin.NAME] (passed to plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
 
