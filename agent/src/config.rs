@@ -97,7 +97,28 @@ pub struct RawPacketId {
     /// The deployment's 128-bit packet-id key, 32 hex digits; the same on
     /// every agent. Unset: the public built-in key (with a warning).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<KeyText>,
+}
+
+/// A key as written. Hex digits that happen to be all decimal arrive from
+/// the environment as a number (figment parses `VNT_*` values), so a number
+/// is read back as its 32 digits, leading zeros restored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeyText {
+    /// `"00112233445566778899aabbccddeeff"`
+    Hex(String),
+    /// `00000000000000000000000000000001` in `VNT_PACKET_ID__KEY`.
+    Digits(u64),
+}
+
+impl KeyText {
+    fn text(&self) -> String {
+        match self {
+            KeyText::Hex(s) => s.clone(),
+            KeyText::Digits(n) => format!("{n:032}"),
+        }
+    }
 }
 
 /// The configuration as written, before validation.
@@ -434,9 +455,13 @@ impl Config {
             names: probe_names.into_iter().filter(|n| n != "all").collect(),
         };
         let otlp = OtlpConfig::from_raw(&raw.otlp, fig)?;
-        let packet_id_key =
-            IdKey::from_hex(raw.packet_id.key.as_deref().unwrap_or(DEFAULT_ID_KEY_HEX))
-                .map_err(|m| invalid(fig, "packet_id.key", m))?;
+        let packet_id_key = IdKey::from_hex(
+            &raw.packet_id
+                .key
+                .as_ref()
+                .map_or_else(|| DEFAULT_ID_KEY_HEX.to_string(), KeyText::text),
+        )
+        .map_err(|m| invalid(fig, "packet_id.key", m))?;
         Ok(Config {
             plugins,
             plugin_dirs: raw
@@ -1125,7 +1150,7 @@ mod tests {
             assert_ne!(from_env, from_file);
             let flags = FlagLayer {
                 packet_id: Some(RawPacketId {
-                    key: Some("short".into()),
+                    key: Some(KeyText::Hex("short".into())),
                 }),
                 ..Default::default()
             };
@@ -1135,6 +1160,13 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains(k), "the key is not echoed: {err}");
+            // All decimal digits: figment hands the variable over as a number.
+            jail.set_env("VNT_PACKET_ID__KEY", "00000000000000000000000000000001");
+            let digits = load(None, FlagLayer::default()).unwrap().packet_id_key;
+            assert_eq!(
+                digits,
+                IdKey::from_hex("00000000000000000000000000000001").unwrap()
+            );
             Ok(())
         });
     }

@@ -254,10 +254,9 @@ fn main() -> ExitCode {
             headers: (!cli.otlp_headers.is_empty())
                 .then(|| cli.otlp_headers.iter().cloned().collect()),
         },
-        packet_id: cli
-            .packet_id_key
-            .clone()
-            .map(|key| config::RawPacketId { key: Some(key) }),
+        packet_id: cli.packet_id_key.clone().map(|key| config::RawPacketId {
+            key: Some(config::KeyText::Hex(key)),
+        }),
     };
     let cfg = match config::figment(cli.config.as_deref(), &flags)
         .and_then(|f| Config::from_figment(&f))
