@@ -49,6 +49,10 @@ struct vnt_parsed {
 	__u32 tcp_seq;
 	__u32 tcp_ack;
 	__u8 tcp_flags;
+	/* A TCP header left for vnt_parse_tcp: its offset in the copy and where
+	 * the copy or the datagram ends (0: none). See vnt_parse_l3. */
+	__u8 tcp_off;
+	__u8 tcp_end;
 };
 
 /* A packet's first bytes, copied once. `len` bytes are valid, the rest zero. */
@@ -76,8 +80,12 @@ static __always_inline __u32 vnt_be32(const struct vnt_hdr_buf *h, __u32 off)
  * TCP: ports, seq/ack, flags and the TSval of the timestamps option. `end`
  * is where the copy or the datagram ends, whichever is first. A header cut
  * short, or one whose data offset is below 5 words, gives no ports.
+ *
  * A global function: the verifier checks its option loop once, not once per
- * path that leads to it (IPv6 extension headers).
+ * path of the IPv6 extension-header walk that leads to it. Callers call it
+ * after vnt_parse_l3/vnt_parse_eth, when those left `tcp_off` set, and not
+ * from inside another global function: the verifier limits the stack of a
+ * whole call chain to 512 bytes (kernel 6.1 refused main + 2 levels).
  */
 __noinline int vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4, __u32 lim, struct vnt_parsed *out)
 {
@@ -161,10 +169,11 @@ static __always_inline void vnt_key_payload(struct vnt_parsed *out, const struct
  * false: no transport header. `end` is where the copy or the datagram ends,
  * whichever is first; `dgram_end` where the datagram ends. An extension
  * header that ends past the copy but inside the datagram gives its next
- * header as the protocol, with no ports (they are beyond the copy). A fragment header with a non-zero offset also returns
- * false, with *proto its next header: a non-first fragment has no transport
- * header. `*frag` is set to the fragment header's offset/flags word (raw)
- * and `*frag_id` to its identification when one is met.
+ * header as the protocol, with no ports (they are beyond the copy). A
+ * fragment header with a non-zero offset also returns false, with *proto its
+ * next header: a non-first fragment has no transport header. `*frag` is set
+ * to the fragment header's offset/flags word (raw, bit 16 set) and
+ * `*frag_id` to its identification when one is met.
  */
 static __always_inline bool vnt_ipv6_ext(const struct vnt_hdr_buf *h, __u32 *l4, __u8 *proto, __u32 end,
 					 __u32 dgram_end, __u32 *frag, __u32 *frag_id)
@@ -226,6 +235,10 @@ static __always_inline bool vnt_ipv6_ext(const struct vnt_hdr_buf *h, __u32 *l4,
  * fragment and `port`/`sport`/`dport` filters match only the first one
  * (docs/adr/hostile-packets.md). Its identity takes the fragment offset and
  * its first bytes instead of transport fields.
+ *
+ * TCP is parsed in two steps: this sets `tcp_off`/`tcp_end`, then the caller
+ * runs vnt_parse_tcp(h, out->tcp_off, out->tcp_end, out) (ports, seq, ack,
+ * flags, TSval).
  */
 static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, __u16 eth_proto, struct vnt_parsed *out)
 {
@@ -310,7 +323,12 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 
 	switch (out->key.flow.proto) {
 	case VNT_IPPROTO_TCP:
-		vnt_parse_tcp(h, l4, end, out);
+		/* Left to vnt_parse_tcp, called by the pipeline beside this parse
+		 * rather than inside it (see there). Only a header that fits. */
+		if (l4 + 20 <= end) {
+			out->tcp_off = l4;
+			out->tcp_end = end;
+		}
 		break;
 	case VNT_IPPROTO_UDP:
 		if (l4 + 8 > end)
