@@ -32,6 +32,9 @@ if [ "$quick" = 1 ]; then
   exit 0
 fi
 
+step "fuzzing: decoders, filter parser, config (scripts/fuzz.sh, ${VNT_FUZZ_SECONDS:-60} s per target)"
+scripts/fuzz.sh
+
 step "privileged preflight"
 if [ "$(id -u)" != 0 ]; then
   echo "FAIL: the privileged tests need root (eBPF, network namespaces); run it as root" >&2

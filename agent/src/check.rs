@@ -469,13 +469,14 @@ fn check_plugin(
         return report;
     };
     let filter = filter.to_kernel(cfg.sample_n);
-    let mut ebpf = match probes::load_object(&meta, btf, &filter, cfg.ringbuf_bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            report.error = Some(e.to_string());
-            return report;
-        }
-    };
+    let mut ebpf =
+        match probes::load_object(&meta, btf, &filter, &cfg.packet_id_key, cfg.ringbuf_bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return report;
+            }
+        };
     // Try every probe, opt-in or not, and say which a run would attach.
     let choices = probes::attach_probes(
         &mut ebpf,

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::probes::filter::{FilterError, FilterSpec};
+use crate::probes::id_key::{IdKey, DEFAULT_ID_KEY_HEX};
 use crate::probes::OptIn;
 
 /// Top-level keys read from `VNT_*` variables (`VNT_SAMPLE=1/10`,
@@ -32,6 +33,7 @@ const ENV_KEYS: &[&str] = &[
     "journey",
     "ringbuf",
     "otlp",
+    "packet_id",
 ];
 
 /// Output formats.
@@ -89,6 +91,37 @@ pub struct RawRingbuf {
     pub bytes: u32,
 }
 
+/// `[packet_id]` table (docs/adr/keyed-packet-id.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPacketId {
+    /// The deployment's 128-bit packet-id key, 32 hex digits; the same on
+    /// every agent. Unset: the public built-in key (with a warning).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyText>,
+}
+
+/// A key as written. Hex digits that happen to be all decimal arrive from
+/// the environment as a number (figment parses `VNT_*` values), so a number
+/// is read back as its 32 digits, leading zeros restored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeyText {
+    /// `"00112233445566778899aabbccddeeff"`
+    Hex(String),
+    /// `00000000000000000000000000000001` in `VNT_PACKET_ID__KEY`.
+    Digits(u64),
+}
+
+impl KeyText {
+    fn text(&self) -> String {
+        match self {
+            KeyText::Hex(s) => s.clone(),
+            KeyText::Digits(n) => format!("{n:032}"),
+        }
+    }
+}
+
 /// The configuration as written, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +154,9 @@ pub struct RawConfig {
     pub plugin: BTreeMap<String, serde_json::Value>,
     /// OpenTelemetry export (docs/otel.md).
     pub otlp: RawOtlp,
+    /// Packet identity.
+    #[serde(default)]
+    pub packet_id: RawPacketId,
 }
 
 impl Default for RawConfig {
@@ -145,6 +181,7 @@ impl Default for RawConfig {
             },
             plugin: BTreeMap::new(),
             otlp: RawOtlp::default(),
+            packet_id: RawPacketId::default(),
         }
     }
 }
@@ -185,6 +222,9 @@ pub struct FlagLayer {
     /// `--otlp-*` flags.
     #[serde(skip_serializing_if = "FlagOtlp::is_empty")]
     pub otlp: FlagOtlp,
+    /// `--packet-id-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packet_id: Option<RawPacketId>,
 }
 
 /// The flags as a configuration layer, so that errors say a value came from
@@ -234,6 +274,8 @@ pub struct Config {
     pub plugin_config: BTreeMap<String, serde_json::Value>,
     /// OTLP export, when an endpoint is configured.
     pub otlp: Option<OtlpConfig>,
+    /// The packet-id key written into every plugin's eBPF object.
+    pub packet_id_key: IdKey,
 }
 
 /// A configuration that cannot be used.
@@ -344,6 +386,19 @@ pub const AUTO_SAMPLE_UNFILTERED: u32 = 100;
 /// `0` runs until SIGINT/SIGTERM.
 pub const MAX_DURATION_SECS: u64 = 365 * 24 * 3600;
 
+/// Smallest `ringbuf.bytes`: one page.
+pub const MIN_RINGBUF_BYTES: u32 = 4096;
+
+/// Largest `ringbuf.bytes` (256 MiB per plugin, 64 times the default): the
+/// buffer is locked kernel memory, allocated per plugin at load; beyond this
+/// a typo (2 GiB was accepted) takes the host's memory, and a larger buffer
+/// only delays a consumer that cannot keep up.
+pub const MAX_RINGBUF_BYTES: u32 = 256 * 1024 * 1024;
+
+/// Largest `journey.max_in_flight` (2^20, 16 times the default): each open
+/// journey holds its hops in memory, so the bound is the agent's memory bound.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
 /// Parse `1/N`, `N` or `all`.
 pub fn parse_sample(s: &str) -> Result<u32, String> {
     let s = s.trim();
@@ -385,15 +440,23 @@ impl Config {
                 format!("{} is outside 1..=60000", raw.journey.idle_timeout_ms),
             ));
         }
-        if raw.journey.max_in_flight == 0 {
-            return Err(invalid(fig, "journey.max_in_flight", "must be at least 1"));
+        let mif = raw.journey.max_in_flight;
+        if mif == 0 || mif > MAX_IN_FLIGHT {
+            return Err(invalid(
+                fig,
+                "journey.max_in_flight",
+                format!("{mif} is outside 1..={MAX_IN_FLIGHT}"),
+            ));
         }
         let rb = raw.ringbuf.bytes;
-        if !rb.is_power_of_two() || rb < 4096 {
+        if !rb.is_power_of_two() || !(MIN_RINGBUF_BYTES..=MAX_RINGBUF_BYTES).contains(&rb) {
             return Err(invalid(
                 fig,
                 "ringbuf.bytes",
-                format!("{rb} is not a power of two >= 4096"),
+                format!(
+                    "{rb} is not a power of two in {MIN_RINGBUF_BYTES}..={MAX_RINGBUF_BYTES} \
+                     (4 KiB..256 MiB per plugin)"
+                ),
             ));
         }
         if raw.duration > MAX_DURATION_SECS {
@@ -419,6 +482,13 @@ impl Config {
             names: probe_names.into_iter().filter(|n| n != "all").collect(),
         };
         let otlp = OtlpConfig::from_raw(&raw.otlp, fig)?;
+        let packet_id_key = IdKey::from_hex(
+            &raw.packet_id
+                .key
+                .as_ref()
+                .map_or_else(|| DEFAULT_ID_KEY_HEX.to_string(), KeyText::text),
+        )
+        .map_err(|m| invalid(fig, "packet_id.key", m))?;
         Ok(Config {
             plugins,
             plugin_dirs: raw
@@ -445,6 +515,7 @@ impl Config {
             ringbuf_bytes: rb,
             plugin_config: raw.plugin,
             otlp,
+            packet_id_key,
         })
     }
 }
@@ -1050,6 +1121,91 @@ mod tests {
             jail.set_env("VNT_DURATION", MAX_DURATION_SECS.to_string());
             let c = load(None, FlagLayer::default()).unwrap();
             assert_eq!(c.duration, Some(Duration::from_secs(MAX_DURATION_SECS)));
+            Ok(())
+        });
+    }
+
+    /// Issue 13: `ringbuf.bytes` accepted 2 GiB per plugin and
+    /// `journey.max_in_flight` had no upper bound.
+    #[test]
+    fn size_settings_are_bounded_naming_key_and_bound() {
+        Jail::expect_with(|jail| {
+            jail.create_file("rb.toml", "[ringbuf]\nbytes = 2147483648\n")?;
+            let err = load(Some("rb.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("`ringbuf.bytes`")
+                    && err.contains("268435456")
+                    && err.contains("rb.toml"),
+                "{err}"
+            );
+            jail.create_file("rb.toml", "[ringbuf]\nbytes = 268435456\n")?;
+            assert_eq!(
+                load(Some("rb.toml"), FlagLayer::default())
+                    .unwrap()
+                    .ringbuf_bytes,
+                MAX_RINGBUF_BYTES
+            );
+            jail.set_env(
+                "VNT_JOURNEY__MAX_IN_FLIGHT",
+                (MAX_IN_FLIGHT + 1).to_string(),
+            );
+            let err = load(None, FlagLayer::default()).unwrap_err().to_string();
+            assert!(
+                err.contains("`journey.max_in_flight`")
+                    && err.contains("1048576")
+                    && err.contains("VNT_"),
+                "{err}"
+            );
+            jail.set_env("VNT_JOURNEY__MAX_IN_FLIGHT", MAX_IN_FLIGHT.to_string());
+            assert_eq!(
+                load(None, FlagLayer::default()).unwrap().max_in_flight,
+                MAX_IN_FLIGHT
+            );
+            jail.set_env("VNT_JOURNEY__MAX_IN_FLIGHT", "0");
+            assert!(load(None, FlagLayer::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn packet_id_key_from_every_layer() {
+        Jail::expect_with(|jail| {
+            assert!(load(None, FlagLayer::default())
+                .unwrap()
+                .packet_id_key
+                .is_default());
+            let k = "0123456789abcdef0123456789abcdef";
+            jail.create_file("k.toml", &format!("[packet_id]\nkey = \"{k}\"\n"))?;
+            let from_file = load(Some("k.toml"), FlagLayer::default())
+                .unwrap()
+                .packet_id_key;
+            assert_eq!(from_file, IdKey::from_hex(k).unwrap());
+            jail.set_env("VNT_PACKET_ID__KEY", "fedcba9876543210fedcba9876543210");
+            let from_env = load(Some("k.toml"), FlagLayer::default())
+                .unwrap()
+                .packet_id_key;
+            assert_ne!(from_env, from_file);
+            let flags = FlagLayer {
+                packet_id: Some(RawPacketId {
+                    key: Some(KeyText::Hex("short".into())),
+                }),
+                ..Default::default()
+            };
+            let err = load(Some("k.toml"), flags).unwrap_err().to_string();
+            assert!(
+                err.contains("`packet_id.key` (from the command line)") && err.contains("32 hex"),
+                "{err}"
+            );
+            assert!(!err.contains(k), "the key is not echoed: {err}");
+            // All decimal digits: figment hands the variable over as a number.
+            jail.set_env("VNT_PACKET_ID__KEY", "00000000000000000000000000000001");
+            let digits = load(None, FlagLayer::default()).unwrap().packet_id_key;
+            assert_eq!(
+                digits,
+                IdKey::from_hex("00000000000000000000000000000001").unwrap()
+            );
             Ok(())
         });
     }

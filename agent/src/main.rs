@@ -15,14 +15,22 @@ FILTER (--filter): primitives joined by `and`, checked in the kernel before any 
   host ADDR[/LEN]  src ADDR[/LEN]  dst ADDR[/LEN]  port N  sport N  dport N
   proto tcp|udp|icmp|icmpv6|N  ip  ip6  dev IFNAME  netns INODE[,INODE..]
   e.g. --filter 'host 10.0.0.0/24 and proto udp and dport 53'
+  Non-first IP fragments carry no ports: `proto` matches every fragment, `port` only the first.
 
 SAMPLING (--sample 1/N): a packet is kept when hash(packet identity) % N == 0, decided in the
   kernel the same way at every hook and on every host, so a kept packet is kept everywhere.
   Default `auto`: every packet when --filter narrows what is traced, 1/100 when it does not.
 
+PACKET ID: the id that joins a packet's hops, sampling and cross-host traces is a keyed hash
+  (SipHash-1-3) of its invariant headers and first payload bytes under packet_id.key, 128 bits
+  as 32 hex digits, the same on every agent of a deployment. Unset, a public built-in key is
+  used and a warning logged: ids are then predictable and a sender can steer sampling.
+
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
-  Keys: plugins, plugin_dirs, allow_unsafe_plugin_files, probes, filter, sample, output, duration, ready_file, btf,
-  [journey] idle_timeout_ms, max_in_flight; [ringbuf] bytes; [plugin.NAME] (passed to plugin NAME);
+  Keys: plugins, plugin_dirs, allow_unsafe_plugin_files, probes, filter, sample, output, duration,
+  ready_file, btf, [journey] idle_timeout_ms (1..=60000), max_in_flight (1..=1048576); [ringbuf]
+  bytes (a power of two, 4096..=268435456 per plugin); [packet_id] key; [plugin.NAME] (passed to
+  plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
 
@@ -76,6 +84,12 @@ struct Cli {
     /// Keep only matching packets (see FILTER below).
     #[arg(short, long, value_name = "EXPR", global = true)]
     filter: Option<String>,
+
+    /// The deployment's 128-bit packet-id key as 32 hex digits, the same on every agent
+    /// (see PACKET ID below). Prefer the config file or VNT_PACKET_ID__KEY: a flag is
+    /// visible to every user in the process list.
+    #[arg(long, value_name = "HEX", global = true)]
+    packet_id_key: Option<String>,
 
     /// Keep one packet in N: `1/N`, `N`, `all` or `auto` [default: auto = 1/1 with --filter, 1/100 without].
     #[arg(short, long, value_name = "1/N", global = true)]
@@ -300,6 +314,9 @@ fn main() -> ExitCode {
             headers: (!cli.otlp_headers.is_empty())
                 .then(|| cli.otlp_headers.iter().cloned().collect()),
         },
+        packet_id: cli.packet_id_key.clone().map(|key| config::RawPacketId {
+            key: Some(config::KeyText::Hex(key)),
+        }),
     };
     let cfg = match config::figment(cli.config.as_deref(), &flags)
         .and_then(|f| Config::from_figment(&f))
@@ -311,6 +328,13 @@ fn main() -> ExitCode {
         }
     };
 
+    if cfg.packet_id_key.is_default() && cli.command.is_none() {
+        tracing::warn!(
+            "packet_id.key is not set: using the public built-in key, so anyone can predict packet \
+             ids and steer sampling; set the same secret key on every agent of the deployment \
+             (packet_id.key, VNT_PACKET_ID__KEY or --packet-id-key; `openssl rand -hex 16`)"
+        );
+    }
     if let Some(Command::Plugins { all }) = cli.command {
         return list_plugins(&cfg, all);
     }

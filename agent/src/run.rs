@@ -290,8 +290,14 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         if stop.is_some() {
             break;
         }
-        let attached =
-            probes::load_and_attach(&p.meta, btf.aya(), &kfilter, cfg.ringbuf_bytes, &cfg.probes)?;
+        let attached = probes::load_and_attach(
+            &p.meta,
+            btf.aya(),
+            &kfilter,
+            &cfg.packet_id_key,
+            cfg.ringbuf_bytes,
+            &cfg.probes,
+        )?;
         attached_all.push((p, attached));
         stop = signals.pending().await;
     }

@@ -16,6 +16,7 @@ pub mod journey;
 pub mod kernel;
 pub mod netns;
 pub mod otel;
+pub mod packet;
 pub mod topology;
 pub mod traffic;
 pub mod two_hosts;

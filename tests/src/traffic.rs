@@ -138,6 +138,23 @@ impl Traffic {
         Receiver::start(self, ns, &args, Duration::from_secs(120))
     }
 
+    /// Sends raw Ethernet `frames` out of interface `dev` in namespace `ns`
+    /// (`AF_PACKET`), 1 ms apart, as they are: see [`crate::packet`].
+    pub fn raw_send(&self, ns: &str, dev: &str, frames: &[Vec<u8>]) -> Result<()> {
+        let hex: Vec<String> = frames
+            .iter()
+            .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        let args = [
+            "raw-send".to_owned(),
+            "--dev".into(),
+            dev.into(),
+            "--frames".into(),
+            hex.join(","),
+        ];
+        run(&mut exec_in(ns, &self.bin, args)).map(drop)
+    }
+
     /// Connects from `ns`, sends, closes, and waits until the receiver has
     /// read everything.
     pub fn tcp_send(&self, ns: &str, s: &TcpSend) -> Result<()> {

@@ -159,6 +159,54 @@ fn huge_duration_is_refused_before_anything_is_loaded() {
     assert!(err.contains("`duration`") && err.contains("VNT_"), "{err}");
 }
 
+/// Issue 13: size settings had no upper bound (`ringbuf.bytes` accepted
+/// 2 GiB per plugin, `journey.max_in_flight` anything); the error names the
+/// key, the bound and where the value came from, before anything is loaded.
+#[test]
+fn size_settings_beyond_their_bounds_are_refused() {
+    let dir = std::env::temp_dir().join(format!("vnt-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("big-ringbuf.toml");
+    std::fs::write(
+        &cfg,
+        "plugins = [\"veth\"]\n[ringbuf]\nbytes = 2147483648\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`ringbuf.bytes`")
+            && err.contains("268435456")
+            && err.contains("big-ringbuf.toml"),
+        "{err}"
+    );
+    let (code, err) = run_env(
+        &["--plugins", "veth"],
+        &[
+            ("VNT_LOG", "warn"),
+            ("VNT_JOURNEY__MAX_IN_FLIGHT", "1000000000"),
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`journey.max_in_flight`") && err.contains("1048576") && err.contains("VNT_"),
+        "{err}"
+    );
+    let (code, err) = run(&["--plugins", "veth", "--packet-id-key", "abc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`packet_id.key`") && err.contains("32 hex"),
+        "{err}"
+    );
+    let (code, out, _) = run_full(&["--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("max_in_flight (1..=1048576)") && out.contains("4096..=268435456"),
+        "--help documents the bounds:\n{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Issue 7: `--otlp-header novalue` was accepted silently (sent as an empty header).
 #[test]
 fn otlp_header_without_a_value_is_refused() {

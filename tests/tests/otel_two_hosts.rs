@@ -3,7 +3,8 @@
 //! veth wire), trace traffic from host A to host B into the same Jaeger.
 //! Each packet becomes one trace holding the spans of both agents, told
 //! apart by their `host.name`; the agents share nothing but the collector
-//! address (each derives the trace id from the packet alone).
+//! address and the deployment's packet-id key (each derives the trace id
+//! from the packet and the key alone).
 //!
 //! Privileged (real eBPF, namespaces); Jaeger as in otel_jaeger.rs.
 
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 use vnt_tests::otel::{self, Jaeger, OSpan};
 use vnt_tests::two_hosts::{Host, TwoHosts};
 use vnt_tests::{unique_port, Agent, AgentOutput, Journey, Traffic, UdpSend};
+
+/// The packet-id key both agents share, as a deployment would set it.
+const DEPLOYMENT_KEY: &str = "5f0c3e9a1b7d24c8e6a0f1b2c3d4e5f6";
 
 fn agent_for(host: &Host, name: &str, port: u16, jaeger: &Jaeger) -> Result<Agent> {
     otel::with_env(
@@ -24,6 +28,8 @@ fn agent_for(host: &Host, name: &str, port: u16, jaeger: &Jaeger) -> Result<Agen
             ("OTEL_RESOURCE_ATTRIBUTES", &format!("host.name={name}")),
             ("OTEL_METRICS_EXPORTER", "none"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            // A deployment's own key, the same on both (issue 13): keyed ids still join.
+            ("VNT_PACKET_ID__KEY", DEPLOYMENT_KEY),
         ],
     )?
     .start()

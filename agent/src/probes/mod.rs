@@ -7,6 +7,7 @@
 //! to keep kprobes off a production host (docs/kernels.md).
 
 pub mod filter;
+pub mod id_key;
 pub mod stats;
 pub mod tc;
 
@@ -24,6 +25,7 @@ use zerocopy::IntoBytes;
 
 use crate::plugin_host::{PluginMeta, ProbeAltInfo};
 use filter::KernelFilter;
+use id_key::{IdKey, ID_KEY_GLOBAL};
 pub use stats::KernelStats;
 
 /// Map and global names every vnt object shares (`ebpf/include/vnt/common.h`).
@@ -408,12 +410,13 @@ fn attach_one(
     Ok(None)
 }
 
-/// Load `meta`'s object with the filter and the ring buffer size, without
-/// attaching anything.
+/// Load `meta`'s object with the filter, the packet-id key and the ring
+/// buffer size, without attaching anything.
 pub fn load_object(
     meta: &PluginMeta,
     btf: &Btf,
     filter: &KernelFilter,
+    id_key: &IdKey,
     ringbuf_bytes: u32,
 ) -> Result<Ebpf, ProbeError> {
     let plugin = &meta.name;
@@ -422,6 +425,7 @@ pub fn load_object(
     EbpfLoader::new()
         .btf(Some(btf))
         .override_global(FILTER_GLOBAL, filter, false)
+        .override_global(ID_KEY_GLOBAL, id_key, false)
         .map_max_entries(EVENTS_MAP, ringbuf_bytes)
         .load(bytes)
         .map_err(|e| {
@@ -532,13 +536,14 @@ pub fn load_and_attach(
     meta: &PluginMeta,
     btf: &Btf,
     filter: &KernelFilter,
+    id_key: &IdKey,
     ringbuf_bytes: u32,
     opt_in: &OptIn,
 ) -> Result<Attached, ProbeError> {
     clean_start();
     let plugin = meta.name.clone();
     let deny = denied_kinds()?;
-    let mut ebpf = load_object(meta, btf, filter, ringbuf_bytes)?;
+    let mut ebpf = load_object(meta, btf, filter, id_key, ringbuf_bytes)?;
     let choices = attach_probes(
         &mut ebpf,
         meta,

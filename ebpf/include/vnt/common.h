@@ -80,6 +80,19 @@ _Static_assert(sizeof(struct vnt_filter) == 212, "vnt_filter size: see agent/src
 const volatile struct vnt_filter vnt_filter = {};
 
 /*
+ * The deployment's packet-id key (128 bits), written by the agent into
+ * `.rodata` before load like vnt_filter (config `packet_id.key`). Every
+ * agent of a deployment must use the same key, or their ids never match.
+ * Mirrored in agent/src/probes/id_key.rs.
+ */
+struct vnt_id_key {
+	__u64 k0;
+	__u64 k1;
+};
+
+const volatile struct vnt_id_key vnt_id_key = {};
+
+/*
  * Counters, one slot per enum value, summed over CPUs by the agent. A
  * program run increments exactly one slot, its outcome; the agent reports
  * "seen" as the sum of all slots. VNT_STAT_SEEN is the outcome of runs that
@@ -259,26 +272,59 @@ static __always_inline bool vnt_flow_wanted(const struct vnt_flow *f)
 /* ---- packet id and sampling ------------------------------------------- */
 
 /*
- * 64-bit hash of the identity key: a multiply-xor over its ten words, then
- * the splitmix64 finaliser so that `id % N` is uniform for any N. The same
- * function runs on every host, so every agent computes the same id.
+ * The packet id: SipHash-1-3 of the identity key (its ten 64-bit words,
+ * little-endian as laid out in memory) under the deployment's key
+ * vnt_id_key (docs/adr/keyed-packet-id.md). Keyed, so that a sender who
+ * does not know the key can neither choose payload bytes that force its
+ * packets into the sample (`id % N == 0`) or make them collide with another
+ * packet's id, nor read payload bytes back from an exported id. Every agent
+ * with the same key computes the same id. Mirrored in Rust by
+ * agent/src/probes/id_key.rs (`packet_id`) for tests.
  */
+#define VNT_ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define VNT_SIPROUND(v0, v1, v2, v3)                                                                                   \
+	do {                                                                                                           \
+		v0 += v1;                                                                                              \
+		v1 = VNT_ROTL64(v1, 13);                                                                               \
+		v1 ^= v0;                                                                                              \
+		v0 = VNT_ROTL64(v0, 32);                                                                               \
+		v2 += v3;                                                                                              \
+		v3 = VNT_ROTL64(v3, 16);                                                                               \
+		v3 ^= v2;                                                                                              \
+		v0 += v3;                                                                                              \
+		v3 = VNT_ROTL64(v3, 21);                                                                               \
+		v3 ^= v0;                                                                                              \
+		v2 += v1;                                                                                              \
+		v1 = VNT_ROTL64(v1, 17);                                                                               \
+		v1 ^= v2;                                                                                              \
+		v2 = VNT_ROTL64(v2, 32);                                                                               \
+	} while (0)
+
 static __always_inline __u64 vnt_pkt_hash(const struct vnt_pkt_key *k)
 {
 	const __u64 *w = (const __u64 *)k;
-	__u64 h = 0x9e3779b97f4a7c15ULL;
+	__u64 k0 = vnt_id_key.k0, k1 = vnt_id_key.k1;
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k1 ^ 0x7465646279746573ULL;
 
 	for (int i = 0; i < (int)(sizeof(*k) / 8); i++) {
-		h ^= w[i];
-		h *= 0xff51afd7ed558ccdULL;
-		h ^= h >> 32;
+		v3 ^= w[i];
+		VNT_SIPROUND(v0, v1, v2, v3);
+		v0 ^= w[i];
 	}
-	h ^= h >> 30;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 27;
-	h *= 0x94d049bb133111ebULL;
-	h ^= h >> 31;
-	return h;
+	/* The last block: the message length in bytes in the top byte. */
+	__u64 b = (__u64)sizeof(*k) << 56;
+
+	v3 ^= b;
+	VNT_SIPROUND(v0, v1, v2, v3);
+	v0 ^= b;
+	v2 ^= 0xff;
+	VNT_SIPROUND(v0, v1, v2, v3);
+	VNT_SIPROUND(v0, v1, v2, v3);
+	VNT_SIPROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 static __always_inline bool vnt_sampled(__u64 pkt_id)

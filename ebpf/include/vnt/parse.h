@@ -7,10 +7,12 @@
  * per header (docs/adr/007-fast-packet-pipeline.md).
  *
  * Parsed: Ethernet, 802.1Q/802.1ad VLAN tags (up to two), IPv4 (options
- * skipped, non-first fragments reported without ports), IPv6 (no extension
- * headers), TCP (timestamps option), UDP, ICMP, ICMPv6. Nothing is read past
- * what was copied, and nothing is copied past the skb's linear data: a header
- * cut short leaves its fields zero.
+ * skipped, non-first fragments reported without ports), IPv6 (up to
+ * VNT_IPV6_MAX_EXT extension headers walked, fragments as for IPv4), TCP
+ * (timestamps option), UDP, ICMP, ICMPv6. Nothing is read past what was
+ * copied, nothing is copied past the skb's linear data, and no transport
+ * field is read past the IP datagram's own length: a header cut short leaves
+ * its fields zero.
  *
  * `vnt_parse_buf` parses a copy that starts at L2 or L3; `vnt_headers_copy`
  * makes that copy from an skb. Encapsulations (VXLAN) parse the inner frame
@@ -47,6 +49,10 @@ struct vnt_parsed {
 	__u32 tcp_seq;
 	__u32 tcp_ack;
 	__u8 tcp_flags;
+	/* A TCP header left for vnt_parse_tcp: its offset in the copy and where
+	 * the copy or the datagram ends (0: none). See vnt_parse_l3. */
+	__u8 tcp_off;
+	__u8 tcp_end;
 };
 
 /* A packet's first bytes, copied once. `len` bytes are valid, the rest zero. */
@@ -70,11 +76,23 @@ static __always_inline __u32 vnt_be32(const struct vnt_hdr_buf *h, __u32 off)
 	return (__u32)vnt_be16(h, off) << 16 | vnt_be16(h, off + 2);
 }
 
-/* TCP: ports, seq/ack, flags and the TSval of the timestamps option. */
-static __always_inline void vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4, struct vnt_parsed *out)
+/*
+ * TCP: ports, seq/ack, flags and the TSval of the timestamps option. `end`
+ * is where the copy or the datagram ends, whichever is first. A header cut
+ * short, or one whose data offset is below 5 words, gives no ports.
+ *
+ * A global function: the verifier checks its option loop once, not once per
+ * path of the IPv6 extension-header walk that leads to it. Callers call it
+ * after vnt_parse_l3/vnt_parse_eth, when those left `tcp_off` set, and not
+ * from inside another global function: the verifier limits the stack of a
+ * whole call chain to 512 bytes (kernel 6.1 refused main + 2 levels).
+ */
+__noinline int vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4, __u32 lim, struct vnt_parsed *out)
 {
-	if (l4 + 20 > h->len)
-		return;
+	if (!h || !out)
+		return 0;
+	if (l4 + 20 > lim || (h->b[(l4 + 12) & VNT_HDR_MASK] >> 4) < 5)
+		return 0;
 	out->key.flow.sport = vnt_be16(h, l4);
 	out->key.flow.dport = vnt_be16(h, l4 + 2);
 	out->tcp_seq = vnt_be32(h, l4 + 4);
@@ -87,8 +105,8 @@ static __always_inline void vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4,
 	__u32 doff = (h->b[(l4 + 12) & VNT_HDR_MASK] >> 4) * 4;
 	__u32 end = l4 + doff; /* end of the options */
 
-	if (end > h->len)
-		end = h->len;
+	if (end > lim)
+		end = lim;
 	__u32 off = l4 + 20;
 
 	for (int n = 0; n < 10; n++) {
@@ -113,6 +131,7 @@ static __always_inline void vnt_parse_tcp(const struct vnt_hdr_buf *h, __u32 l4,
 			break;
 		off += len;
 	}
+	return 0;
 }
 
 /*
@@ -132,14 +151,100 @@ static __always_inline void vnt_key_payload(struct vnt_parsed *out, const struct
 	}
 }
 
+#define VNT_IPPROTO_HOPOPTS 0
+#define VNT_IPPROTO_ROUTING 43
+#define VNT_IPPROTO_FRAGMENT 44
+#define VNT_IPPROTO_AH 51
+#define VNT_IPPROTO_DSTOPTS 60
+
+/* IPv6 extension headers walked before giving up on finding the transport. */
+#define VNT_IPV6_MAX_EXT 6
+
+/*
+ * Walk IPv6 extension headers (hop-by-hop, routing, destination options,
+ * fragment, AH; at most VNT_IPV6_MAX_EXT) from offset *l4 with next header
+ * *proto. On return *proto is the upper-layer protocol and *l4 its offset,
+ * or *proto is the extension header the walk stopped at (cut short by the
+ * copy, longer than the datagram, or one too many) and the return value is
+ * false: no transport header. `end` is where the copy or the datagram ends,
+ * whichever is first; `dgram_end` where the datagram ends. An extension
+ * header that ends past the copy but inside the datagram gives its next
+ * header as the protocol, with no ports (they are beyond the copy). A
+ * fragment header with a non-zero offset also returns false, with *proto its
+ * next header: a non-first fragment has no transport header. `*frag` is set
+ * to the fragment header's offset/flags word (raw, bit 16 set) and
+ * `*frag_id` to its identification when one is met.
+ */
+static __always_inline bool vnt_ipv6_ext(const struct vnt_hdr_buf *h, __u32 *l4, __u8 *proto, __u32 end,
+					 __u32 dgram_end, __u32 *frag, __u32 *frag_id)
+{
+	for (int i = 0; i < VNT_IPV6_MAX_EXT; i++) {
+		__u8 nh = *proto;
+		__u32 off = *l4;
+		__u32 hlen;
+
+		if (nh != VNT_IPPROTO_HOPOPTS && nh != VNT_IPPROTO_ROUTING && nh != VNT_IPPROTO_DSTOPTS &&
+		    nh != VNT_IPPROTO_FRAGMENT && nh != VNT_IPPROTO_AH)
+			return true;
+		if (nh == VNT_IPPROTO_FRAGMENT) {
+			if (off + 8 > end)
+				return false;
+			__u16 fo = vnt_be16(h, off + 2);
+
+			*frag = fo | 0x10000; /* bit 16: a fragment header was seen */
+			*frag_id = vnt_be32(h, off + 4);
+			*proto = h->b[off & VNT_HDR_MASK];
+			*l4 = off + 8;
+			if (fo & 0xfff8)
+				return false; /* offset != 0: no transport header here */
+			continue;
+		}
+		if (off + 2 > end)
+			return false;
+		if (nh == VNT_IPPROTO_AH)
+			hlen = ((__u32)h->b[(off + 1) & VNT_HDR_MASK] + 2) * 4;
+		else
+			hlen = ((__u32)h->b[(off + 1) & VNT_HDR_MASK] + 1) * 8;
+		if (off + hlen > dgram_end)
+			return false; /* longer than the datagram: malformed */
+		*proto = h->b[off & VNT_HDR_MASK];
+		*l4 = off + hlen;
+	}
+	/* Still an extension header after VNT_IPV6_MAX_EXT of them. */
+	__u8 nh = *proto;
+
+	return nh != VNT_IPPROTO_HOPOPTS && nh != VNT_IPPROTO_ROUTING && nh != VNT_IPPROTO_DSTOPTS &&
+	       nh != VNT_IPPROTO_FRAGMENT && nh != VNT_IPPROTO_AH;
+}
+
 /*
  * Parse the copy from offset `l3` (an L3 header of type `eth_proto`, host
  * order). Returns 0 when the packet is IPv4 or IPv6, -1 otherwise.
+ *
+ * Every transport field is read only when it lies inside both the copy
+ * (`h->len`, itself bounded by the skb's linear data) and the IP datagram
+ * (IPv4 total length, IPv6 payload length): link-layer padding, trailers and
+ * bytes past a truncated header never become ports, flags or payload. A
+ * header cut short leaves the ports zero ("no ports"). An IP length of 0
+ * (BIG TCP / jumbograms) bounds by the copy only.
+ *
+ * Fragments: a non-first fragment (IPv4 offset != 0, or an IPv6 fragment
+ * header with offset != 0) has no transport header. It is reported with the
+ * IP protocol of the datagram (`proto`: the IPv4 protocol, or the fragment
+ * header's next header) and no ports, so `proto` filters match every
+ * fragment and `port`/`sport`/`dport` filters match only the first one
+ * (docs/adr/hostile-packets.md). Its identity takes the fragment offset and
+ * its first bytes instead of transport fields.
+ *
+ * TCP is parsed in two steps: this sets `tcp_off`/`tcp_end`, then the caller
+ * runs vnt_parse_tcp(h, out->tcp_off, out->tcp_end, out) (ports, seq, ack,
+ * flags, TSval).
  */
 static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, __u16 eth_proto, struct vnt_parsed *out)
 {
-	__u32 l4, l4_len;
-	bool first_fragment = true;
+	__u32 l4, l4_len, dgram_len;
+	__u32 frag = 0, frag_id = 0;
+	bool has_transport = true, nonfirst = false;
 
 	l3 &= 31; /* at most 22: Ethernet and two VLAN tags */
 	if (eth_proto == VNT_ETH_P_IP) {
@@ -160,51 +265,86 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 		}
 		out->key.ip_ident = vnt_be16(h, l3 + 4);
 		l4_len = tot > hlen ? tot - hlen : 0;
+		dgram_len = tot ? tot : VNT_HDR_COPY;
 		l4 = l3 + hlen;
-		if (vnt_be16(h, l3 + 6) & 0x1fff)
-			first_fragment = false;
+		if (tot && tot < hlen)
+			has_transport = false; /* total length inside the header */
+		__u16 fo = vnt_be16(h, l3 + 6);
+
+		if (fo & 0x1fff) {
+			frag = fo | 0x10000;
+			has_transport = false;
+			nonfirst = true;
+		}
 	} else if (eth_proto == VNT_ETH_P_IPV6) {
 		if (l3 + 40 > h->len)
 			return -1;
 		if ((h->b[l3] >> 4) != 6)
 			return -1;
+		__u8 nh = h->b[l3 + 6];
+		__u32 plen = vnt_be16(h, l3 + 4);
+
 		out->key.flow.family = 6;
-		out->key.flow.proto = h->b[l3 + 6];
 		for (int i = 0; i < 16; i++) {
 			out->key.flow.saddr[i] = h->b[l3 + 8 + i];
 			out->key.flow.daddr[i] = h->b[l3 + 24 + i];
 		}
 		out->key.ip_ident = ((__u32)(h->b[l3 + 1] & 0x0f) << 16) | ((__u32)h->b[l3 + 2] << 8) | h->b[l3 + 3];
-		l4_len = vnt_be16(h, l3 + 4);
+		l4_len = plen;
+		dgram_len = plen ? 40 + plen : VNT_HDR_COPY;
 		l4 = l3 + 40;
+		__u32 end = l3 + dgram_len < h->len ? l3 + dgram_len : h->len;
+
+		has_transport = vnt_ipv6_ext(h, &l4, &nh, end, l3 + dgram_len, &frag, &frag_id);
+		nonfirst = (frag & 0x1fff8) > 0x10000; /* a fragment header with offset != 0 */
+		out->key.flow.proto = nh;
+		/* Transport length: what follows the extension headers. */
+		if (plen)
+			l4_len = l4 - l3 < dgram_len ? dgram_len - (l4 - l3) : 0;
+		if (frag) /* the datagram's fragments share its identification */
+			out->key.ip_ident ^= frag_id;
 	} else {
 		return -1;
 	}
 	out->key.l4_len = l4_len;
-	if (!first_fragment)
-		return 0;
 
-	__u32 datagram_end = l4 + l4_len;
+	/* The end of what may be parsed: the copy and the datagram, whichever ends first. */
+	__u32 end = l3 + dgram_len < h->len ? l3 + dgram_len : h->len;
+
+	if (!has_transport) {
+		if (nonfirst) {
+			/* No transport header: the fragment is identified by its
+			 * offset/flags and its first bytes. */
+			out->key.w0 = frag;
+			vnt_key_payload(out, h, l4, end);
+		}
+		return 0;
+	}
 
 	switch (out->key.flow.proto) {
 	case VNT_IPPROTO_TCP:
-		vnt_parse_tcp(h, l4, out);
+		/* Left to vnt_parse_tcp, called by the pipeline beside this parse
+		 * rather than inside it (see there). Only a header that fits. */
+		if (l4 + 20 <= end) {
+			out->tcp_off = l4;
+			out->tcp_end = end;
+		}
 		break;
 	case VNT_IPPROTO_UDP:
-		if (l4 + 8 > h->len)
+		if (l4 + 8 > end)
 			break;
 		out->key.flow.sport = vnt_be16(h, l4);
 		out->key.flow.dport = vnt_be16(h, l4 + 2);
 		out->key.w0 = vnt_be16(h, l4 + 4);
-		vnt_key_payload(out, h, l4 + 8, datagram_end);
+		vnt_key_payload(out, h, l4 + 8, end);
 		break;
 	case VNT_IPPROTO_ICMP:
 	case VNT_IPPROTO_ICMPV6:
-		if (l4 + 8 > h->len)
+		if (l4 + 8 > end)
 			break;
 		out->key.w0 = vnt_be16(h, l4);
 		out->key.w1 = vnt_be32(h, l4 + 4);
-		vnt_key_payload(out, h, l4 + 8, datagram_end);
+		vnt_key_payload(out, h, l4 + 8, end);
 		break;
 	default:
 		break;

@@ -245,13 +245,27 @@ static __always_inline void vnt_memo_put(struct vnt_id_memo *m, const struct vnt
 	*(volatile __u64 *)&m->seq = seq + 2;
 }
 
-/* Parse, filter, identify, sample: the verdict for one copy of headers. */
-static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2, __u64 *id,
-					  struct vnt_parsed *p)
+/*
+ * Parse, filter, identify, sample: the verdict for one copy of headers, in
+ * three global (not inlined) functions. The verifier checks a global
+ * function once, on its own, with its pointer arguments as plain memory,
+ * instead of once per path through the caller: header parsing has many
+ * paths (IPv6 extension headers, TCP options), and inlined, each of them
+ * multiplied the rest of the pipeline beyond the verifier's budget. They
+ * are called one after the other from the program, never from each other,
+ * because the verifier limits the stack of a call chain to 512 bytes.
+ */
+__noinline int vnt_parse_headers(const struct vnt_hdr_buf *h, __u32 proto, __u32 from_l2, struct vnt_parsed *p)
 {
-	int err = from_l2 ? vnt_parse_eth(h, p) : vnt_parse_l3(h, 0, proto, p);
+	if (!h || !p)
+		return -1;
+	return from_l2 ? vnt_parse_eth(h, p) : vnt_parse_l3(h, 0, proto, p);
+}
 
-	if (err)
+/* Filter, id, sampling for parsed headers: a VNT_STAT_* outcome. */
+__noinline int vnt_verdict(const struct vnt_parsed *p, __u64 *id)
+{
+	if (!p || !id)
 		return VNT_STAT_NOT_IP;
 	if (!vnt_flow_wanted(&p->key.flow))
 		return VNT_STAT_FILTERED;
@@ -259,6 +273,16 @@ static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 pro
 	if (!vnt_sampled(*id))
 		return VNT_STAT_UNSAMPLED;
 	return VNT_STAT_EMITTED;
+}
+
+static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 proto, __u8 from_l2, __u64 *id,
+					  struct vnt_parsed *p)
+{
+	if (vnt_parse_headers(h, proto, from_l2, p))
+		return VNT_STAT_NOT_IP;
+	if (p->tcp_off)
+		vnt_parse_tcp(h, p->tcp_off, p->tcp_end, p);
+	return vnt_verdict(p, id);
 }
 
 /*

@@ -6,7 +6,12 @@
 //! vnt-traffic udp-recv --bind ADDR --port P --count N --timeout SECS
 //! vnt-traffic tcp-send --dst ADDR --port P --bytes B --chunk C --rate CHUNKS_PER_SEC
 //! vnt-traffic tcp-recv --bind ADDR --port P
+//! vnt-traffic raw-send --dev IFNAME --frames HEX[,HEX...] [--gap-us US]
 //! ```
+//!
+//! `raw-send` writes each hex-encoded Ethernet frame as it is to `IFNAME`
+//! through an `AF_PACKET` socket: crafted (truncated, fragmented, padded)
+//! packets the kernel's own stack would never build.
 //!
 //! Every datagram starts with its big-endian u64 sequence number, so no two
 //! are alike. The UDP socket is connected, so IPv4 datagrams also get
@@ -26,7 +31,8 @@ const USAGE: &str = "usage:
   vnt-traffic udp-send --dst ADDR --port P --count N --rate PPS --size BYTES [--sport S]
   vnt-traffic udp-recv --bind ADDR --port P --count N --timeout SECS
   vnt-traffic tcp-send --dst ADDR --port P --bytes B --chunk C --rate CHUNKS_PER_SEC
-  vnt-traffic tcp-recv --bind ADDR --port P";
+  vnt-traffic tcp-recv --bind ADDR --port P
+  vnt-traffic raw-send --dev IFNAME --frames HEX[,HEX...] [--gap-us US]";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +45,7 @@ fn main() -> Result<()> {
         "udp-recv" => udp_recv(&opts),
         "tcp-send" => tcp_send(&opts),
         "tcp-recv" => tcp_recv(&opts),
+        "raw-send" => raw_send(&opts),
         other => bail!("unknown command `{other}`\n{USAGE}"),
     }
 }
@@ -251,5 +258,72 @@ fn tcp_recv(o: &Options) -> Result<()> {
     }
     drop(stream);
     println!("{total}");
+    Ok(())
+}
+
+fn parse_hex(s: &str) -> Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        bail!("odd number of hex digits in `{s}`");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).with_context(|| format!("bad hex `{s}`")))
+        .collect()
+}
+
+/// Sends raw Ethernet frames out of one interface with an `AF_PACKET` socket.
+fn raw_send(o: &Options) -> Result<()> {
+    let dev: String = o.get("dev")?;
+    let frames: String = o.get("frames")?;
+    let gap = Duration::from_micros(o.get_or("gap-us", 1000u64)?);
+    let frames = frames
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(parse_hex)
+        .collect::<Result<Vec<_>>>()?;
+    let name = std::ffi::CString::new(dev.clone())?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no interface `{dev}`: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2) call; the fd is checked and closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    let mut result = Ok(());
+    for (i, frame) in frames.iter().enumerate() {
+        addr.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+        // SAFETY: `frame` and `addr` are valid for the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            result = Err(anyhow::anyhow!(
+                "sendto frame {i} ({} bytes) on {dev}: {}",
+                frame.len(),
+                std::io::Error::last_os_error()
+            ));
+            break;
+        }
+        std::thread::sleep(gap);
+    }
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    result?;
+    println!("sent {}", frames.len());
     Ok(())
 }
