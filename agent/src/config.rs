@@ -91,7 +91,7 @@ pub struct RawRingbuf {
     pub bytes: u32,
 }
 
-/// `[packet_id]` table (docs/adr/keyed-packet-id.md).
+/// `[packet_id]` table (docs/adr/011-keyed-packet-id.md).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPacketId {

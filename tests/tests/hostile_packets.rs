@@ -5,7 +5,7 @@
 //! three agents watch: one without a filter (what does it report?), one with
 //! `port N` and one with `proto udp` (what gets through?).
 //!
-//! The rules checked (docs/adr/hostile-packets.md):
+//! The rules checked (docs/adr/010-hostile-packets.md):
 //! - no transport field is read past the IP datagram or the packet's data: a
 //!   truncated header gives "no ports", never bytes from beyond it;
 //! - IPv6 extension headers are walked to the transport header;

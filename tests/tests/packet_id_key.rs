@@ -1,7 +1,7 @@
 //! The keyed packet id (issue 13, acceptance 3): crafted payloads neither
 //! force sampling nor merge with another packet's journey, an exported id
 //! gives no payload back, the id changes with the key, and agents with the
-//! same key agree (docs/adr/keyed-packet-id.md).
+//! same key agree (docs/adr/011-keyed-packet-id.md).
 //!
 //! The attacks are real ones against the previous, unkeyed id: its every
 //! step is invertible, so `packet::unkeyed_payload_for` computes the 8

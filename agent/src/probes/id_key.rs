@@ -3,7 +3,7 @@
 //! global (`ebpf/include/vnt/common.h`) before load, and the keyed hash the
 //! kernel computes with it (SipHash-1-3), mirrored here for tests.
 //!
-//! Why keyed: see `docs/adr/keyed-packet-id.md`.
+//! Why keyed: see `docs/adr/011-keyed-packet-id.md`.
 
 use std::fmt;
 

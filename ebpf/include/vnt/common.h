@@ -274,7 +274,7 @@ static __always_inline bool vnt_flow_wanted(const struct vnt_flow *f)
 /*
  * The packet id: SipHash-1-3 of the identity key (its ten 64-bit words,
  * little-endian as laid out in memory) under the deployment's key
- * vnt_id_key (docs/adr/keyed-packet-id.md). Keyed, so that a sender who
+ * vnt_id_key (docs/adr/011-keyed-packet-id.md). Keyed, so that a sender who
  * does not know the key can neither choose payload bytes that force its
  * packets into the sample (`id % N == 0`) or make them collide with another
  * packet's id, nor read payload bytes back from an exported id. Every agent

@@ -233,7 +233,7 @@ static __always_inline bool vnt_ipv6_ext(const struct vnt_hdr_buf *h, __u32 *l4,
  * IP protocol of the datagram (`proto`: the IPv4 protocol, or the fragment
  * header's next header) and no ports, so `proto` filters match every
  * fragment and `port`/`sport`/`dport` filters match only the first one
- * (docs/adr/hostile-packets.md). Its identity takes the fragment offset and
+ * (docs/adr/010-hostile-packets.md). Its identity takes the fragment offset and
  * its first bytes instead of transport fields.
  *
  * TCP is parsed in two steps: this sets `tcp_off`/`tcp_end`, then the caller
