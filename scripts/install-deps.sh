@@ -27,6 +27,8 @@ PACKAGES=(
 	jq           # reading iperf3 -J and the agent's JSON output in scripts
 	kmod         # modprobe (veth/bridge/vxlan are modules on distro kernels, VM tier)
 	util-linux   # mount, mountpoint, nsenter, unshare
+	docker.io    # dockerd + containerd: tests/tests/docker_verdicts.rs starts its own engine
+	busybox-static # the static /usr/bin/busybox that test packs into its local image
 	gcc          # linker driver for cargo
 	libc6-dev    # C runtime files the linker needs
 	pkg-config   # build scripts of some crates look for it

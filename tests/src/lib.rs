@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod bpftool;
 pub mod bpftrace;
+pub mod docker;
 pub mod journey;
 pub mod kernel;
 pub mod netns;

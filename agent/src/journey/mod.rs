@@ -558,7 +558,10 @@ mod tests {
         let mut drop = purge.clone();
         drop.obs.drop_reason = Some(8);
         let benign = [7];
-        assert_eq!(verdict(&[tx.clone()], &benign), Verdict::Forwarded);
+        assert_eq!(
+            verdict(std::slice::from_ref(&tx), &benign),
+            Verdict::Forwarded
+        );
         assert_eq!(
             verdict(&[tx.clone(), rx_host.clone()], &benign),
             Verdict::Delivered(DeliveredTo::Stack)
