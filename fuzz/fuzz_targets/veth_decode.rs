@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vnt_plugin_api::{HostLog, InitContext, Observation, Plugin};
-use vnt_plugin_veth::Veth;
+use vnt_plugin_veth::{hook, Veth};
 
 fuzz_target!(|data: &[u8]| {
     let mut veth = Veth::new(InitContext {
@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
         let Observation::Packet(p) = &out[0] else {
             panic!("veth emits packet observations only");
         };
-        assert!((1..=4).contains(&p.hook), "unknown hook {} passed", p.hook);
+        assert!(
+            (hook::XMIT..=hook::DELIVER).contains(&p.hook),
+            "unknown hook {} passed",
+            p.hook
+        );
     }
 });
