@@ -372,6 +372,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         if done.is_empty() {
             return;
         }
+        netns.new_batch();
         let mut names = Names {
             plugins: metas,
             drops: &drops,

@@ -3,11 +3,14 @@
 //! in a namespace, so this names the container a hop happened in.
 //!
 //! The owner is the lowest pid in the namespace (usually its oldest
-//! process: a container's init). Owners exit: an owner is checked again
-//! when its namespace is looked up a second or more after the last check,
-//! and a gone or moved owner makes the table be read again. The host's own
-//! namespace (pid 1's) is named `host` and has no owner: every host process
-//! lives there.
+//! process: a container's init). Owners exit: the first lookup of a
+//! namespace in each batch of views ([`NetnsResolver::new_batch`], every
+//! tick of the main loop) checks that its owner still lives there; a gone
+//! or moved owner makes the table be read again, or, within a second of the
+//! last reading, leaves the namespace without an owner until the next one:
+//! no owner is shown rather than one that left. The host's own namespace
+//! (pid 1's) is named `host` and has no owner: every host process lives
+//! there.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -34,8 +37,10 @@ pub struct NetnsInfo {
 #[derive(Debug)]
 pub struct NetnsResolver {
     known: HashMap<u32, NetnsInfo>,
-    /// When each namespace's owner was last confirmed.
-    checked: HashMap<u32, Instant>,
+    /// The batch in which each namespace's owner was last confirmed.
+    checked: HashMap<u32, u64>,
+    /// The current batch of views.
+    batch: u64,
     last_scan: Option<Instant>,
     min_rescan: Duration,
     proc_root: std::path::PathBuf,
@@ -61,6 +66,7 @@ impl NetnsResolver {
         NetnsResolver {
             known: HashMap::new(),
             checked: HashMap::new(),
+            batch: 0,
             last_scan: None,
             min_rescan: Duration::from_secs(1),
             proc_root: proc_root.into(),
@@ -73,28 +79,44 @@ impl NetnsResolver {
         if inode == 0 {
             return None;
         }
-        let stale = match self.known.get(&inode) {
-            None => true,
+        let may_scan = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= self.min_rescan);
+        let owner_left = match self.known.get(&inode) {
+            None => {
+                if may_scan {
+                    self.scan();
+                    // Just read: its owner counts as checked in this batch.
+                    self.checked.insert(inode, self.batch);
+                }
+                false
+            }
             Some(info) => {
-                let due = self
-                    .checked
-                    .get(&inode)
-                    .is_none_or(|t| t.elapsed() >= self.min_rescan);
+                let due = self.checked.get(&inode) != Some(&self.batch);
                 due && {
-                    self.checked.insert(inode, Instant::now());
+                    self.checked.insert(inode, self.batch);
                     info.pid
                         .is_some_and(|pid| self.netns_of(pid) != Some(inode))
                 }
             }
         };
-        if stale
-            && self
-                .last_scan
-                .is_none_or(|t| t.elapsed() >= self.min_rescan)
-        {
-            self.scan();
+        if owner_left {
+            if may_scan {
+                self.scan();
+                self.checked.insert(inode, self.batch);
+            } else if let Some(info) = self.known.get_mut(&inode) {
+                info.pid = None;
+                info.comm = None;
+                info.cgroup = None;
+            }
         }
         self.known.get(&inode)
+    }
+
+    /// Start a batch of views: the next lookup of each namespace checks its
+    /// owner again.
+    pub fn new_batch(&mut self) {
+        self.batch += 1;
     }
 
     /// The network namespace inode of `pid`, if it is alive.
@@ -204,11 +226,22 @@ mod tests {
         let host = r.lookup(500).unwrap().clone();
         assert_eq!((host.name.as_deref(), host.pid), (Some("host"), None));
         std::fs::remove_dir_all(proc_root.join("40")).unwrap();
+        assert_eq!(
+            r.lookup(777).unwrap().comm.as_deref(),
+            Some("ping"),
+            "checked once per batch"
+        );
+        r.new_batch();
         let info = r.lookup(777).unwrap();
         assert_eq!(
             (info.pid, info.comm.as_deref()),
             (Some(41), Some("vnt-traffic"))
         );
+        // Within a second of the last reading: no owner rather than a gone one.
+        r.min_rescan = Duration::from_secs(3600);
+        std::fs::remove_dir_all(proc_root.join("41")).unwrap();
+        r.new_batch();
+        assert_eq!(r.lookup(777).unwrap().pid, None);
     }
 
     #[test]
