@@ -6,7 +6,7 @@
 //! process: a container's init). Owners exit: the first lookup of a
 //! namespace in each batch of views ([`NetnsResolver::new_batch`], every
 //! tick of the main loop) checks that its owner still lives there; a gone
-//! or moved owner makes the table be read again, or, within a second of the
+//! or moved owner makes the table be read again, or, within 100 ms of the
 //! last reading, leaves the namespace without an owner until the next one:
 //! no owner is shown rather than one that left. The host's own namespace
 //! (pid 1's) is named `host` and has no owner: every host process lives
@@ -32,8 +32,12 @@ pub struct NetnsInfo {
     pub cgroup: Option<Arc<str>>,
 }
 
+/// How soon after the last reading of /proc an owner that left makes the
+/// table be read again.
+const OWNER_RESCAN: Duration = Duration::from_millis(100);
+
 /// Inode -> info, rescanned at most once per `min_rescan` when asked about an
-/// unknown inode.
+/// unknown inode, and once per [`OWNER_RESCAN`] when an owner left.
 #[derive(Debug)]
 pub struct NetnsResolver {
     known: HashMap<u32, NetnsInfo>,
@@ -41,6 +45,8 @@ pub struct NetnsResolver {
     checked: HashMap<u32, u64>,
     /// The current batch of views.
     batch: u64,
+    /// The host's namespace (pid 1's), which has no owner by design.
+    host: Option<u32>,
     last_scan: Option<Instant>,
     min_rescan: Duration,
     proc_root: std::path::PathBuf,
@@ -67,6 +73,7 @@ impl NetnsResolver {
             known: HashMap::new(),
             checked: HashMap::new(),
             batch: 0,
+            host: None,
             last_scan: None,
             min_rescan: Duration::from_secs(1),
             proc_root: proc_root.into(),
@@ -82,26 +89,41 @@ impl NetnsResolver {
         let may_scan = self
             .last_scan
             .is_none_or(|t| t.elapsed() >= self.min_rescan);
-        let owner_left = match self.known.get(&inode) {
+        // An owner that left is worth a reading sooner than an unknown
+        // inode (which may be a namespace already gone): at most every
+        // OWNER_RESCAN, so a namespace of short-lived processes cannot make
+        // every tick read all of /proc.
+        let may_rescan_owner = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= self.min_rescan.min(OWNER_RESCAN));
+        let host = self.host;
+        let (owner_left, ownerless) = match self.known.get(&inode) {
             None => {
                 if may_scan {
                     self.scan();
                     // Just read: its owner counts as checked in this batch.
                     self.checked.insert(inode, self.batch);
                 }
-                false
+                (false, false)
             }
             Some(info) => {
                 let due = self.checked.get(&inode) != Some(&self.batch);
-                due && {
+                if due {
                     self.checked.insert(inode, self.batch);
-                    info.pid
-                        .is_some_and(|pid| self.netns_of(pid) != Some(inode))
+                }
+                match info.pid {
+                    Some(pid) => (due && self.netns_of(pid) != Some(inode), false),
+                    None => (false, due && Some(inode) != host),
                 }
             }
         };
-        if owner_left {
-            if may_scan {
+        if owner_left || ownerless {
+            let rescan = if owner_left {
+                may_rescan_owner
+            } else {
+                may_scan
+            };
+            if rescan {
                 self.scan();
                 self.checked.insert(inode, self.batch);
             } else if let Some(info) = self.known.get_mut(&inode) {
@@ -134,6 +156,7 @@ impl NetnsResolver {
         self.last_scan = Some(Instant::now());
         self.checked.clear();
         let host = self.netns_of(1);
+        self.host = host;
         let mut known: HashMap<u32, NetnsInfo> = HashMap::new();
         if let Ok(entries) = std::fs::read_dir(&self.run_netns) {
             for e in entries.flatten() {
