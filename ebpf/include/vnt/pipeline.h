@@ -357,12 +357,11 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 			BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 			e->ifindex = BPF_CORE_READ(dev, ifindex);
 		}
-		e->netns = netns ? netns : vnt_dev_netns(dev, c.typed);
 	} else {
 		__builtin_memset(e->ifname, 0, sizeof(e->ifname));
 		e->ifindex = 0;
-		e->netns = netns ? netns : vnt_hook_netns(skb, dev, c.typed);
 	}
+	e->netns = netns ? netns : vnt_hook_netns(skb, dev, c.typed);
 	__s64 len = (__s64)VNT_READ(c.typed, skb, len) + l3_adjust;
 
 	e->skb_len = len > 0 ? (__u32)len : 0;
