@@ -21,6 +21,7 @@ pub mod packet;
 pub mod topology;
 pub mod traffic;
 pub mod two_hosts;
+pub mod verdicts;
 pub mod vm;
 
 pub use agent::{Agent, AgentBuilder, AgentOutput};

@@ -43,19 +43,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use vnt_tests::docker::{Container, Engine, Image, NetnsNft};
+use vnt_tests::verdicts::{check_answered_pings, check_only_real_drops, describe_all, reader};
 use vnt_tests::{unique_port, Agent, Journey, JourneyEnd};
 
 /// Time for the last events to reach the agent before it is stopped.
 const SETTLE: Duration = Duration::from_millis(500);
 /// TCP bytes container A sends to B's listener.
 const TCP_BYTES: usize = 20_000;
-
-fn describe_all(js: &[&Journey]) -> String {
-    js.iter()
-        .map(|j| format!("  {:?} {:?} {}", j.delivered_to, j.process, j.describe()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 /// Waits for `child` up to `timeout`; its stdout if it succeeded.
 fn finish(mut child: Child, what: &str, timeout: Duration) -> Result<String> {
@@ -80,17 +74,6 @@ fn finish(mut child: Child, what: &str, timeout: Duration) -> Result<String> {
     }
     ensure!(status.success(), "{what} failed ({status}): {err}");
     Ok(out)
-}
-
-fn reader(j: &Journey) -> Option<&str> {
-    j.process.as_ref().and_then(|p| p.comm.as_deref())
-}
-
-fn drop_reason(j: &Journey) -> Option<&str> {
-    j.hops
-        .last()
-        .and_then(|h| h.drop.as_ref())
-        .map(|d| d.reason.as_str())
 }
 
 #[test]
@@ -153,41 +136,7 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
     std::thread::sleep(SETTLE);
     let out = agent.stop()?;
 
-    let icmp: Vec<&Journey> = out
-        .journeys
-        .iter()
-        .filter(|j| j.flow.proto == "icmp")
-        .collect();
-    // Echo replies: 84 bytes (ping's 56-byte payload); the port
-    // unreachables B sends back for the closed port are longer.
-    let replies: Vec<&&Journey> = icmp
-        .iter()
-        .filter(|j| j.flow.src == ip_b && j.flow.dst == ip_a && j.len == 84)
-        .collect();
-    ensure!(
-        replies.len() == 3,
-        "expected the 3 echo replies, got {} ICMP journeys:\n{}",
-        icmp.len(),
-        describe_all(&icmp)
-    );
-    for j in &icmp {
-        ensure!(
-            j.end == JourneyEnd::Delivered,
-            "an answered ping is not {:?}:\n{}",
-            j.end,
-            describe_all(&icmp)
-        );
-    }
-    for j in &replies {
-        ensure!(
-            j.delivered_to.as_deref() == Some("socket") && reader(j) == Some("ping"),
-            "an echo reply must be delivered to busybox ping's raw socket: {:?} {:?} {}\nall ICMP:\n{}",
-            j.delivered_to,
-            reader(j),
-            j.describe(),
-            describe_all(&icmp)
-        );
-    }
+    let (icmp, replies) = check_answered_pings(&out, ip_a, ip_b)?;
     // The journeys crossed Docker's bridge: a hop on docker0 or one of the
     // host-side veths Docker plugs into it.
     ensure!(
@@ -221,40 +170,7 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
         describe_all(&tcp)
     );
 
-    for (port, reason) in [(closed_port, "NO_SOCKET"), (nft_port, "NETFILTER_DROP")] {
-        let js: Vec<&Journey> = out
-            .journeys
-            .iter()
-            .filter(|j| j.flow.proto == "udp" && j.flow.dport == port)
-            .collect();
-        ensure!(
-            js.len() == 3
-                && js
-                    .iter()
-                    .all(|j| j.end == JourneyEnd::Dropped && drop_reason(j) == Some(reason)),
-            "3 datagrams to port {port} must be dropped with {reason}:\n{}",
-            describe_all(&js)
-        );
-    }
-    let dropped = out
-        .journeys
-        .iter()
-        .filter(|j| j.end == JourneyEnd::Dropped)
-        .count() as u64;
-    ensure!(
-        dropped == 6 && out.summary.journeys_dropped == 6,
-        "exactly the 6 real drops: {dropped} dropped journeys, summary {:?}",
-        out.summary
-    );
-    ensure!(
-        out.summary.journeys
-            == out.summary.journeys_delivered
-                + out.summary.journeys_forwarded
-                + out.summary.journeys_dropped
-                + out.summary.journeys_unknown,
-        "the verdict counts add up to the journeys: {:?}",
-        out.summary
-    );
+    check_only_real_drops(&out, closed_port, nft_port)?;
     eprintln!(
         "docker verdicts ({} engine, ready in {:.1} s, {:.1} s in all): {} ICMP journeys delivered \
          (3 echo replies to ping's socket), {} TCP journeys none dropped, 3 NO_SOCKET + 3 \

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use vnt_tests::otel::{self, Jaeger};
+use vnt_tests::verdicts::{check_answered_pings, check_only_real_drops, describe_all, reader};
 use vnt_tests::{
     unique_port, Agent, Family, Journey, JourneyEnd, Side, TcpSend, Topology, Traffic, UdpSend,
 };
@@ -53,13 +54,6 @@ impl Drop for Sleeper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn describe_all(js: &[&Journey]) -> String {
-    js.iter()
-        .map(|j| format!("  {:?} {}", j.delivered_to, j.describe()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Answered pings, a TCP connection opened, used and closed: delivered, no
@@ -119,41 +113,7 @@ fn answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() -> Resu
     std::thread::sleep(SETTLE);
     let out = agent.stop()?;
 
-    let icmp: Vec<&Journey> = out
-        .journeys
-        .iter()
-        .filter(|j| j.flow.proto == "icmp")
-        .collect();
-    // Echo replies: 84 bytes (ping's 56-byte payload); the port
-    // unreachables a2 sends back for the closed port are longer.
-    let replies: Vec<&&Journey> = icmp
-        .iter()
-        .filter(|j| j.flow.src == a2 && j.flow.dst == a1 && j.len == 84)
-        .collect();
-    ensure!(
-        replies.len() == 3,
-        "expected the 3 echo replies, got {} ICMP journeys:\n{}",
-        icmp.len(),
-        describe_all(&icmp)
-    );
-    for j in &icmp {
-        ensure!(
-            j.end == JourneyEnd::Delivered,
-            "an answered ping is not {:?}:\n{}",
-            j.end,
-            describe_all(&icmp)
-        );
-    }
-    for j in &replies {
-        let reader = j.process.as_ref().and_then(|p| p.comm.as_deref());
-        ensure!(
-            j.delivered_to.as_deref() == Some("socket") && reader == Some("ping"),
-            "an echo reply must be delivered to ping's socket: {:?} {reader:?} {}\nall ICMP:\n{}",
-            j.delivered_to,
-            j.describe(),
-            describe_all(&icmp)
-        );
-    }
+    check_answered_pings(&out, a1, a2)?;
 
     let tcp: Vec<&Journey> = out
         .journeys
@@ -167,49 +127,17 @@ fn answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() -> Resu
         describe_all(&tcp)
     );
     ensure!(
-        tcp.iter()
-            .any(|j| j.delivered_to.as_deref() == Some("socket")
-                && j.process.as_ref().and_then(|p| p.comm.as_deref()) == Some("vnt-traffic")),
+        tcp.iter().any(
+            |j| j.delivered_to.as_deref() == Some("socket") && reader(j) == Some("vnt-traffic")
+        ),
         "no TCP segment delivered to the reading vnt-traffic:\n{}",
         describe_all(&tcp)
     );
 
-    for (port, reason) in [(closed_port, "NO_SOCKET"), (nft_port, "NETFILTER_DROP")] {
-        let js: Vec<&Journey> = out
-            .journeys
-            .iter()
-            .filter(|j| j.flow.proto == "udp" && j.flow.dport == port)
-            .collect();
-        ensure!(
-            js.len() == 3
-                && js.iter().all(|j| j.end == JourneyEnd::Dropped
-                    && j.hops
-                        .last()
-                        .and_then(|h| h.drop.as_ref())
-                        .map(|d| d.reason.as_str())
-                        == Some(reason)),
-            "3 datagrams to port {port} must be dropped with {reason}:\n{}",
-            describe_all(&js)
-        );
-    }
-    let dropped = out
-        .journeys
-        .iter()
-        .filter(|j| j.end == JourneyEnd::Dropped)
-        .count() as u64;
+    check_only_real_drops(&out, closed_port, nft_port)?;
     ensure!(
-        dropped == 6 && out.summary.journeys_dropped == 6,
-        "exactly the 6 real drops: {dropped} dropped journeys, summary {:?}",
-        out.summary
-    );
-    ensure!(
-        out.summary.journeys_delivered > 0
-            && out.summary.journeys
-                == out.summary.journeys_delivered
-                    + out.summary.journeys_forwarded
-                    + out.summary.journeys_dropped
-                    + out.summary.journeys_unknown,
-        "the verdict counts add up to the journeys: {:?}",
+        out.summary.journeys_delivered > 0,
+        "nothing delivered: {:?}",
         out.summary
     );
     Ok(())
