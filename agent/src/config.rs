@@ -639,6 +639,9 @@ pub struct RawOtlp {
     pub batch_delay_ms: u64,
     /// Distinct interface names used as metric labels; the rest become `other`.
     pub max_interfaces: usize,
+    /// Distinct label sets each plugin-declared metric admits; further
+    /// points are recorded without labels, flagged and counted.
+    pub max_series_per_metric: usize,
     /// How long the agent may spend exporting what is queued when it stops.
     pub shutdown_timeout_ms: u64,
     /// Leave the agent's own export traffic (to and from the collector's
@@ -664,6 +667,7 @@ impl Default for RawOtlp {
             batch_spans: 512,
             batch_delay_ms: 1_000,
             max_interfaces: 64,
+            max_series_per_metric: 1_000,
             shutdown_timeout_ms: 5_000,
             exclude_own_traffic: true,
             tls: RawOtlpTls::default(),
@@ -825,6 +829,8 @@ pub struct OtlpConfig {
     pub batch_delay: Duration,
     /// Interface label values kept before folding into `other`.
     pub max_interfaces: usize,
+    /// Label sets per plugin metric before overflow.
+    pub max_series_per_metric: usize,
     /// Leave the export traffic out of tracing.
     pub exclude_own_traffic: bool,
     /// Time allowed to export the queue at exit.
@@ -918,6 +924,12 @@ impl OtlpConfig {
         range("otlp.batch_spans", raw.batch_spans as u64, 1, queue)?;
         let delay_ms = range("otlp.batch_delay_ms", raw.batch_delay_ms, 1, 60_000)?;
         range("otlp.max_interfaces", raw.max_interfaces as u64, 1, 100_000)?;
+        range(
+            "otlp.max_series_per_metric",
+            raw.max_series_per_metric as u64,
+            1,
+            100_000,
+        )?;
         let shutdown_ms = range(
             "otlp.shutdown_timeout_ms",
             raw.shutdown_timeout_ms,
@@ -949,6 +961,7 @@ impl OtlpConfig {
             batch_spans: raw.batch_spans,
             batch_delay: Duration::from_millis(delay_ms),
             max_interfaces: raw.max_interfaces,
+            max_series_per_metric: raw.max_series_per_metric,
             exclude_own_traffic: raw.exclude_own_traffic,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             tls_ca: raw.tls.ca.clone(),

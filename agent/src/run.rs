@@ -17,6 +17,7 @@ use vnt_plugin_api::Observation;
 
 use crate::config::Config;
 use crate::export::otlp::{Otlp, OtlpError};
+use crate::export::plugin_metrics::{PluginMetrics, DEFAULT_MAX_SERIES};
 use crate::export::view::PluginSummary;
 use crate::export::{JourneyView, Names, Output, Summary};
 use crate::journey::Builder;
@@ -117,15 +118,55 @@ async fn read_plugin(
     // drains the rest.
     let mut drain = tokio::time::interval(TICK);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The plugin's own timer (ABI 1.3), for plugins that poll.
+    let tick_ms = u64::from(plugin.meta.tick_interval_ms);
+    let mut timer = tokio::time::interval(Duration::from_millis(tick_ms.max(1)));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let mut ticked = false;
         let stopping = tokio::select! {
             r = fd.readable_mut() => match r {
                 Ok(mut guard) => { guard.clear_ready(); false }
                 Err(_) => true,
             },
             _ = drain.tick() => false,
+            _ = timer.tick(), if tick_ms > 0 => { ticked = true; false }
             _ = stop.changed() => true,
         };
+        if ticked {
+            let mut tick_obs = Vec::new();
+            let (outcome, malformed) = plugin.tick(&mut tick_obs).unwrap_or((DecodeOutcome::Ok, 0));
+            let disabled = match outcome {
+                DecodeOutcome::Panicked(e) => Some(e),
+                DecodeOutcome::Error(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "timer callback failed");
+                    None
+                }
+                DecodeOutcome::Ok => None,
+            };
+            let batch = Batch::Observations {
+                plugin: idx,
+                obs: tick_obs,
+                records: 0,
+                decode_errors: malformed,
+            };
+            if tx.send(batch).await.is_err() {
+                return;
+            }
+            if let Some(reason) = disabled {
+                tracing::error!(plugin = %name, error = %reason, "plugin timer panicked; plugin disabled, its probes detached; tracing goes on with the others");
+                drop(fd);
+                drop(ebpf);
+                drop(plugin);
+                let _ = tx
+                    .send(Batch::Disabled {
+                        plugin: idx,
+                        reason,
+                    })
+                    .await;
+                return;
+            }
+        }
         // Drain everything available, also once more when stopping.
         loop {
             let mut records = 0u64;
@@ -186,6 +227,10 @@ async fn read_plugin(
         }
     }
 }
+
+/// How long a finished journey stays open to joins when several plugins
+/// run: a few of the readers' drain ticks.
+const JOIN_LINGER_NS: u64 = 50_000_000;
 
 /// Run until SIGINT/SIGTERM or `duration`; return the summary. SIGHUP is
 /// ignored (crate::signals).
@@ -348,8 +393,20 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut procs = ProcessNames::default();
     let mut clock = WallClock::measure();
     let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
-        .with_benign_drops(drops.benign());
+        .with_benign_drops(drops.benign())
+        // Another plugin's observation may join a finished journey by TCP
+        // sequence number (journey::join): give it time to be read.
+        .with_join_linger(if metas.len() > 1 { JOIN_LINGER_NS } else { 0 });
     let mut done = Vec::new();
+    let mut plugin_metrics = PluginMetrics::new(
+        &metas,
+        cfg.otlp
+            .as_ref()
+            .map_or(DEFAULT_MAX_SERIES, |o| o.max_series_per_metric),
+    );
+    if let Some(meter) = otlp.as_ref().and_then(Otlp::meter) {
+        plugin_metrics.export_to(meter, &metas);
+    }
     // Config bounds the duration (config::MAX_DURATION_SECS); a deadline
     // beyond what an Instant can hold is no deadline at all.
     let deadline = cfg
@@ -407,7 +464,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         };
         tokio::select! {
             b = rx.recv(), if channel_open => match b {
-                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut procs, &mut done),
+                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut procs, &mut plugin_metrics, &mut done),
                 None => channel_open = false,
             },
             _ = tick.tick() => {
@@ -453,6 +510,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             &metas,
             &mut output,
             &mut procs,
+            &mut plugin_metrics,
             &mut done,
         );
     }
@@ -471,9 +529,10 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         &mut output_broken,
     );
 
-    for (meta, s) in metas.iter().zip(&stats) {
+    for (i, (meta, s)) in metas.iter().zip(&stats).enumerate() {
         let totals = s.read();
         let ps = summary.plugins.entry(meta.name.clone()).or_default();
+        (ps.metrics, ps.metric_overflow) = plugin_metrics.summary(i);
         ps.kernel = totals;
         summary.kernel += totals;
     }
@@ -577,6 +636,8 @@ fn check_probe_names(opt_in: &probes::OptIn, loaded: &[LoadedPlugin]) -> Result<
     Ok(())
 }
 
+// The main loop's state, passed piecewise so each borrow stays visible.
+#[allow(clippy::too_many_arguments)]
 fn handle_batch(
     b: Batch,
     builder: &mut Builder,
@@ -584,6 +645,7 @@ fn handle_batch(
     metas: &[PluginMeta],
     output: &mut Output,
     procs: &mut ProcessNames,
+    plugin_metrics: &mut PluginMetrics,
     done: &mut Vec<crate::journey::Journey>,
 ) {
     match b {
@@ -608,6 +670,7 @@ fn handle_batch(
                         builder.packet(plugin, p, now, done)
                     }
                     Observation::Interval(i) => builder.interval(plugin, i),
+                    Observation::Metric(m) => plugin_metrics.record(plugin as usize, &m),
                     Observation::Connection(c) => {
                         let v = serde_json::json!({
                             "type": "connection", "plugin": name,

@@ -51,7 +51,14 @@ pub const ABI_MAJOR: u16 = 1;
 ///   ([`plugin_flags::TEST_FIXTURE`]);
 ///   [`crate::ENTRY_ERROR_SYMBOL`]. The host reads short tables and
 ///   observations of older minors (see the module docs).
-pub const ABI_MINOR: u16 = 2;
+/// - 1.3: open observations. A plugin declares its fields
+///   ([`PluginTable::fields`], [`FieldSpec`]) and metrics
+///   ([`PluginTable::metrics`], [`MetricSpec`]) and may poll on a timer
+///   ([`PluginTable::tick`]); an observation carries typed values of its
+///   fields ([`Observation::values`]), a TCP sequence number to join by
+///   ([`Observation::tcp_seq`], [`observation_flags::HAS_TCP_SEQ`]), and
+///   a metric point is an observation of kind [`observation_kind::METRIC`].
+pub const ABI_MINOR: u16 = 3;
 
 /// Longest string the host accepts from a plugin (64 KiB).
 pub const MAX_STR_LEN: usize = 64 * 1024;
@@ -78,6 +85,21 @@ pub const ALTERNATIVE_SIZE_1_0: usize = 40;
 pub const HOOK_SIZE_1_0: usize = 40;
 /// Size of [`Observation`] in ABI 1.0: the smallest the host accepts.
 pub const OBSERVATION_SIZE_1_0: usize = 184;
+/// Size of [`PluginTable`] in ABI 1.2 (the 1.3 fields follow it).
+pub const TABLE_SIZE_1_2: usize = 152;
+/// Most fields a plugin may declare.
+pub const MAX_FIELDS: usize = 256;
+/// Most metrics a plugin may declare.
+pub const MAX_METRICS: usize = 256;
+/// Most values one observation may carry.
+pub const MAX_VALUES: usize = 64;
+/// Most labels one metric may have.
+pub const MAX_LABELS: usize = 8;
+/// Most histogram bucket bounds one metric may have.
+pub const MAX_BUCKETS: usize = 64;
+/// Longest text value the host takes (longer values make the observation
+/// malformed): a field is an attribute, not a payload.
+pub const MAX_TEXT_VALUE: usize = 1024;
 
 /// Return code of every exported plugin function.
 #[repr(i32)]
@@ -261,13 +283,126 @@ pub mod observation_kind {
     pub const INTERVAL: u32 = 3;
     /// Per-connection counters.
     pub const CONNECTION: u32 = 4;
+    /// A point of a plugin-declared metric (since 1.3):
+    /// [`Observation::metric`], [`Observation::metric_value`], label values
+    /// in [`Observation::values`].
+    pub const METRIC: u32 = 5;
+}
+
+/// [`Observation::flags`] bits (since 1.3).
+pub mod observation_flags {
+    /// [`super::Observation::tcp_seq`] holds the first sequence number of the
+    /// TCP segment. A packet observation with packet id 0 and this flag is
+    /// joined to the journey of the packet of the same flow and sequence
+    /// number (a retransmission seen where the packet id cannot be computed).
+    pub const HAS_TCP_SEQ: u32 = 1 << 0;
+}
+
+/// [`FieldSpec::kind`] and [`FieldValue::kind`] values (since 1.3).
+pub mod field_kind {
+    /// Unsigned integer, in [`super::FieldValue::num`].
+    pub const U64: u8 = 1;
+    /// Signed integer, two's complement in [`super::FieldValue::num`].
+    pub const I64: u8 = 2;
+    /// IEEE double, its bits in [`super::FieldValue::num`].
+    pub const F64: u8 = 3;
+    /// UTF-8 text, in [`super::FieldValue::text`].
+    pub const STR: u8 = 4;
+}
+
+/// [`FieldSpec::cardinality`] values (since 1.3).
+pub mod cardinality {
+    /// Few distinct values (a state, a reason, a device kind): may label a
+    /// metric.
+    pub const LOW: u8 = 1;
+    /// Many distinct values (a sequence number, an address): never a
+    /// metric label.
+    pub const HIGH: u8 = 2;
+}
+
+/// A field a plugin's observations may carry (since 1.3). Its id is its
+/// index in [`PluginTable::fields`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    /// Name, unique within the plugin: lowercase ASCII letters, digits, `_`
+    /// and `.` (`tcp.state`).
+    pub name: Str,
+    /// Unit (UCUM, as OpenTelemetry uses: `By`, `ns`, `{segment}`), or empty.
+    pub unit: Str,
+    /// OpenTelemetry semantic-convention attribute key when one exists
+    /// (`network.transport`), else empty: the key is then
+    /// `vnt.<plugin>.<name>`.
+    pub otel_key: Str,
+    /// One line for people.
+    pub description: Str,
+    /// A [`field_kind`] value.
+    pub kind: u8,
+    /// A [`cardinality`] value.
+    pub cardinality: u8,
+    /// Zero.
+    pub _reserved: [u8; 6],
+}
+
+/// [`MetricSpec::kind`] values (since 1.3).
+pub mod metric_kind {
+    /// A monotonic sum: points are increments.
+    pub const COUNTER: u8 = 1;
+    /// The latest value.
+    pub const GAUGE: u8 = 2;
+    /// A distribution: points are samples.
+    pub const HISTOGRAM: u8 = 3;
+}
+
+/// A metric a plugin records (since 1.3). Its id is its index in
+/// [`PluginTable::metrics`]. Exported as `vnt.<plugin>.<name>`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// Name, unique within the plugin (same alphabet as field names).
+    pub name: Str,
+    /// Unit (UCUM), or empty.
+    pub unit: Str,
+    /// One line for people.
+    pub description: Str,
+    /// A [`metric_kind`] value.
+    pub kind: u8,
+    /// Zero.
+    pub _reserved: [u8; 7],
+    /// Field ids whose values label the metric; each must be a
+    /// [`cardinality::LOW`] field.
+    pub labels: *const u16,
+    /// Number of labels, at most [`MAX_LABELS`].
+    pub labels_len: usize,
+    /// Histograms: bucket upper bounds, strictly increasing; empty for the
+    /// host's default bounds.
+    pub buckets: *const f64,
+    /// Number of bounds, at most [`MAX_BUCKETS`].
+    pub buckets_len: usize,
+}
+
+/// A typed value of a declared field (since 1.3). Valid during the `emit`
+/// call that carries it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct FieldValue {
+    /// Field id (index in [`PluginTable::fields`]).
+    pub field: u16,
+    /// A [`field_kind`] value; must equal the field's declared kind.
+    pub kind: u8,
+    /// Zero.
+    pub _reserved: [u8; 5],
+    /// The number, for the numeric kinds.
+    pub num: u64,
+    /// The text, for [`field_kind::STR`].
+    pub text: Str,
 }
 
 /// One observation, flattened for the boundary: `kind` says which fields
 /// mean something; the others are zero. No pointers, so the host copies it
 /// without trusting the plugin's memory beyond the call.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Observation {
     /// `size_of::<Observation>()` as the plugin built it.
     pub struct_size: u32,
@@ -336,6 +471,69 @@ pub struct Observation {
     pub detail: u32,
     /// Reserved, zero.
     pub _reserved2: u32,
+    /// Values of declared fields (since 1.3); for a metric point, its label
+    /// values. Valid during the `emit` call.
+    pub values: *const FieldValue,
+    /// Number of values, at most [`MAX_VALUES`].
+    pub values_len: usize,
+    /// First TCP sequence number of the segment, with
+    /// [`observation_flags::HAS_TCP_SEQ`] (since 1.3).
+    pub tcp_seq: u32,
+    /// [`observation_flags`] bits (since 1.3).
+    pub flags: u32,
+    /// Metric points: the metric id (index in [`PluginTable::metrics`]).
+    pub metric: u16,
+    /// Zero.
+    pub _reserved3: [u8; 6],
+    /// Metric points: the value (an increment, a gauge reading, a sample).
+    pub metric_value: f64,
+}
+
+impl Default for Observation {
+    fn default() -> Observation {
+        Observation {
+            struct_size: 0,
+            kind: 0,
+            hook: 0,
+            parent_hook: 0,
+            cpu: 0,
+            ts_ns: 0,
+            end_ns: 0,
+            pkt_id: 0,
+            skb: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+            sport: 0,
+            dport: 0,
+            family: 0,
+            proto: 0,
+            direction: 0,
+            terminal: 0,
+            ifindex: 0,
+            netns: 0,
+            ifname: [0; 16],
+            len: 0,
+            drop_reason: 0,
+            pid: 0,
+            _reserved: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            packets_sent: 0,
+            packets_received: 0,
+            retransmits: 0,
+            srtt_us: 0,
+            rttvar_us: 0,
+            detail: 0,
+            _reserved2: 0,
+            values: std::ptr::null(),
+            values_len: 0,
+            tcp_seq: 0,
+            flags: 0,
+            metric: 0,
+            _reserved3: [0; 6],
+            metric_value: 0.0,
+        }
+    }
 }
 
 /// The table a plugin's [`crate::ENTRY_SYMBOL`] returns. Static for the
@@ -385,6 +583,26 @@ pub struct PluginTable {
     pub hook_size: u32,
     /// [`plugin_flags`] bits. Since 1.2; unknown bits are ignored.
     pub flags: u32,
+    /// First declared field (since 1.3).
+    pub fields: *const FieldSpec,
+    /// Number of fields, at most [`MAX_FIELDS`].
+    pub fields_len: usize,
+    /// First declared metric (since 1.3).
+    pub metrics: *const MetricSpec,
+    /// Number of metrics, at most [`MAX_METRICS`].
+    pub metrics_len: usize,
+    /// `size_of::<FieldSpec>()` as the plugin built it (since 1.3).
+    pub field_size: u32,
+    /// `size_of::<MetricSpec>()` as the plugin built it (since 1.3).
+    pub metric_size: u32,
+    /// Called every [`PluginTable::tick_interval_ms`] on the thread that
+    /// decodes, for plugins that poll (connection tables, per-CPU
+    /// counters); emits through `sink` like `decode`. Null: no timer.
+    pub tick: Option<extern "C" fn(instance: *mut c_void, sink: *const Sink) -> i32>,
+    /// Period of `tick` in milliseconds (since 1.3); 0: no timer.
+    pub tick_interval_ms: u32,
+    /// Zero.
+    pub _reserved: u32,
 }
 
 /// [`PluginTable::flags`] bits.
@@ -456,13 +674,22 @@ mod tests {
             std::mem::offset_of!(PluginTable, probe_size),
             TABLE_SIZE_1_0
         );
-        assert_eq!(std::mem::size_of::<PluginTable>(), TABLE_SIZE_1_0 + 16);
+        assert_eq!(std::mem::offset_of!(PluginTable, fields), TABLE_SIZE_1_2);
+        assert_eq!(TABLE_SIZE_1_2, TABLE_SIZE_1_0 + 16);
+        assert_eq!(
+            std::mem::offset_of!(Observation, values),
+            OBSERVATION_SIZE_1_0
+        );
         assert_eq!(
             std::mem::size_of::<ProbeAlternative>(),
             ALTERNATIVE_SIZE_1_0
         );
         assert_eq!(std::mem::size_of::<Hook>(), HOOK_SIZE_1_0);
-        assert_eq!(std::mem::size_of::<Observation>(), OBSERVATION_SIZE_1_0);
+        assert_eq!(
+            std::mem::size_of::<Observation>(),
+            OBSERVATION_SIZE_1_0 + 40
+        );
+        assert_eq!(std::mem::size_of::<FieldValue>(), 32);
         assert_eq!(std::mem::offset_of!(Hook, flags), 2);
         assert_eq!(true as u8, hook_flags::TERMINAL);
     }

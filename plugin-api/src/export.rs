@@ -19,6 +19,8 @@ pub struct Exported {
     _probes: Vec<abi::Probe>,
     _alternatives: Vec<Vec<abi::ProbeAlternative>>,
     _hooks: Vec<abi::Hook>,
+    _fields: Vec<abi::FieldSpec>,
+    _metrics: Vec<abi::MetricSpec>,
 }
 
 // SAFETY: `Exported` is immutable after `build_table`; its raw pointers point
@@ -85,6 +87,37 @@ pub fn build_table<P: Plugin>() -> Exported {
             label: abi::Str::new(h.label),
         })
         .collect();
+    let fields: Vec<abi::FieldSpec> = info
+        .fields
+        .iter()
+        .map(|f| abi::FieldSpec {
+            name: abi::Str::new(f.name),
+            unit: abi::Str::new(f.unit),
+            otel_key: abi::Str::new(f.otel_key),
+            description: abi::Str::new(f.description),
+            kind: f.kind.to_raw(),
+            cardinality: match f.cardinality {
+                crate::Cardinality::Low => abi::cardinality::LOW,
+                crate::Cardinality::High => abi::cardinality::HIGH,
+            },
+            _reserved: [0; 6],
+        })
+        .collect();
+    let metrics: Vec<abi::MetricSpec> = info
+        .metrics
+        .iter()
+        .map(|m| abi::MetricSpec {
+            name: abi::Str::new(m.name),
+            unit: abi::Str::new(m.unit),
+            description: abi::Str::new(m.description),
+            kind: m.kind.to_raw(),
+            _reserved: [0; 7],
+            labels: m.labels.as_ptr(),
+            labels_len: m.labels.len(),
+            buckets: m.buckets.as_ptr(),
+            buckets_len: m.buckets.len(),
+        })
+        .collect();
     Exported {
         table: abi::PluginTable {
             abi_major: abi::ABI_MAJOR,
@@ -110,10 +143,21 @@ pub fn build_table<P: Plugin>() -> Exported {
             } else {
                 0
             },
+            fields: fields.as_ptr(),
+            fields_len: fields.len(),
+            metrics: metrics.as_ptr(),
+            metrics_len: metrics.len(),
+            field_size: std::mem::size_of::<abi::FieldSpec>() as u32,
+            metric_size: std::mem::size_of::<abi::MetricSpec>() as u32,
+            tick: (info.tick_interval_ms > 0).then_some(tick::<P> as _),
+            tick_interval_ms: info.tick_interval_ms,
+            _reserved: 0,
         },
         _probes: probes,
         _alternatives: alternatives,
         _hooks: hooks,
+        _fields: fields,
+        _metrics: metrics,
     }
 }
 
@@ -258,11 +302,40 @@ extern "C" fn decode<P: Plugin>(
     };
     let plugin = &mut inst.plugin;
     let result = catch_unwind(AssertUnwindSafe(|| {
-        plugin.decode(bytes, &mut |o: &Observation| {
-            let raw = abi::Observation::from(o);
-            (sink.emit)(sink.ctx, &raw);
-        })
+        plugin.decode(bytes, &mut |o: &Observation| emit_to(&sink, o))
     }));
+    status_of(inst, result)
+}
+
+/// Hand one observation to the host: its flat form, with its values
+/// pointing into `o` for the duration of the call.
+fn emit_to(sink: &abi::Sink, o: &Observation) {
+    let mut raw = abi::Observation::from(o);
+    let values = crate::observation::raw_values(o);
+    raw.values = values.as_ptr();
+    raw.values_len = values.len();
+    (sink.emit)(sink.ctx, &raw);
+}
+
+extern "C" fn tick<P: Plugin>(instance: *mut c_void, sink: *const abi::Sink) -> i32 {
+    if instance.is_null() || sink.is_null() {
+        return Status::Error as i32;
+    }
+    // SAFETY: as in `decode`: our instance, calls serialised by the host.
+    let inst = unsafe { &mut *instance.cast::<Instance<P>>() };
+    // SAFETY: the host keeps `sink` valid for this call.
+    let sink = unsafe { *sink };
+    let plugin = &mut inst.plugin;
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        plugin.tick(&mut |o: &Observation| emit_to(&sink, o))
+    }));
+    status_of(inst, result)
+}
+
+fn status_of<P>(
+    inst: &mut Instance<P>,
+    result: std::thread::Result<Result<(), crate::DecodeError>>,
+) -> i32 {
     match result {
         Ok(Ok(())) => Status::Ok as i32,
         Ok(Err(e)) => {

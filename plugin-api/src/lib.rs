@@ -20,6 +20,7 @@
 //! decoders read.
 
 pub mod abi;
+pub mod declare;
 mod export;
 mod observation;
 mod plugin;
@@ -27,12 +28,12 @@ pub mod wire;
 
 pub use export::{build_table, entry, entry_error, Exported};
 pub use observation::{
-    ConnectionObservation, Direction, Flow, IfName, IntervalObservation, Observation,
-    PacketObservation, PACKET_HOST,
+    raw_values, value_from_raw, ConnectionObservation, Direction, FieldValue, Flow, IfName,
+    IntervalObservation, MetricPoint, Observation, PacketObservation, Value, PACKET_HOST,
 };
 pub use plugin::{
-    DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,
-    PluginInfo, ProbeAlternative, ProbeSpec,
+    Cardinality, DecodeError, FieldKind, FieldSpec, HookKind, HookSpec, HostLog, InitContext,
+    LogLevel, MetricKind, MetricSpec, Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec,
 };
 
 /// The symbol every plugin exports; it returns `*const abi::PluginTable`,

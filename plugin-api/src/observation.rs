@@ -133,6 +133,77 @@ pub struct PacketObservation {
     /// the hook reports it. A receive addressed to this host
     /// (`PACKET_HOST`) that nothing dropped went up the local stack.
     pub pkt_type: Option<u8>,
+    /// First TCP sequence number of the segment, where the hook knows it.
+    /// With `pkt_id` 0 it is how the host joins the observation to its
+    /// journey: the packet of the same flow and sequence number (a
+    /// retransmission, seen where the packet id cannot be computed).
+    pub tcp_seq: Option<u32>,
+    /// Values of the plugin's declared fields ([`crate::FieldSpec`]):
+    /// attributes of the hop in every output. Empty allocates nothing.
+    pub values: Vec<FieldValue>,
+}
+
+/// A value of a declared field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Unsigned integer.
+    U64(u64),
+    /// Signed integer.
+    I64(i64),
+    /// Floating point.
+    F64(f64),
+    /// Text (at most [`abi::MAX_TEXT_VALUE`] bytes cross the boundary).
+    Str(String),
+}
+
+impl Value {
+    /// Its [`crate::FieldKind`].
+    pub fn kind(&self) -> crate::FieldKind {
+        match self {
+            Value::U64(_) => crate::FieldKind::U64,
+            Value::I64(_) => crate::FieldKind::I64,
+            Value::F64(_) => crate::FieldKind::F64,
+            Value::Str(_) => crate::FieldKind::Str,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::U64(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::Str(v) => f.write_str(v),
+        }
+    }
+}
+
+/// One field's value on an observation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldValue {
+    /// Field id: its index in [`crate::PluginInfo::fields`].
+    pub field: u16,
+    /// The value; its kind must be the field's.
+    pub value: Value,
+}
+
+impl FieldValue {
+    /// `field` = `value`.
+    pub fn new(field: u16, value: Value) -> FieldValue {
+        FieldValue { field, value }
+    }
+}
+
+/// A point of a declared metric ([`crate::MetricSpec`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricPoint {
+    /// Metric id: its index in [`crate::PluginInfo::metrics`].
+    pub metric: u16,
+    /// Counter: the increment; gauge: the reading; histogram: the sample.
+    pub value: f64,
+    /// Values of the metric's label fields.
+    pub labels: Vec<FieldValue>,
 }
 
 /// `skb->pkt_type` of a frame addressed to this host.
@@ -193,6 +264,8 @@ pub enum Observation {
     Interval(IntervalObservation),
     /// Connection counters.
     Connection(ConnectionObservation),
+    /// A point of a declared metric (since ABI 1.3).
+    Metric(MetricPoint),
 }
 
 /// An interface name as the kernel keeps it (`IFNAMSIZ`, 16 bytes,
@@ -272,6 +345,8 @@ fn name_bytes(name: &IfName) -> [u8; 16] {
 }
 
 impl From<&Observation> for abi::Observation {
+    /// The flat form, without [`abi::Observation::values`] (see
+    /// [`raw_values`]: they point into the observation).
     fn from(o: &Observation) -> abi::Observation {
         let mut r = abi::Observation {
             struct_size: std::mem::size_of::<abi::Observation>() as u32,
@@ -307,6 +382,10 @@ impl From<&Observation> for abi::Observation {
                 r.terminal = u8::from(p.terminal);
                 r.pid = p.pid;
                 r.detail = p.pkt_type.map_or(0, |t| u32::from(t) + 1);
+                if let Some(seq) = p.tcp_seq {
+                    r.tcp_seq = seq;
+                    r.flags |= abi::observation_flags::HAS_TCP_SEQ;
+                }
                 if let Some((parent, end)) = p.substep {
                     r.parent_hook = parent;
                     r.end_ns = end;
@@ -336,8 +415,72 @@ impl From<&Observation> for abi::Observation {
                 r.srtt_us = c.srtt_us;
                 r.rttvar_us = c.rttvar_us;
             }
+            Observation::Metric(m) => {
+                r.kind = observation_kind::METRIC;
+                r.metric = m.metric;
+                r.metric_value = m.value;
+            }
         }
         r
+    }
+}
+
+/// The observation's field values in their flat form, pointing into `o`
+/// (its strings): valid while `o` lives. Empty for kinds without values.
+pub fn raw_values(o: &Observation) -> Vec<abi::FieldValue> {
+    let values = match o {
+        Observation::Packet(p) => &p.values,
+        Observation::Metric(m) => &m.labels,
+        _ => return Vec::new(),
+    };
+    values
+        .iter()
+        .map(|v| {
+            let (num, text) = match &v.value {
+                Value::U64(n) => (*n, abi::Str::EMPTY),
+                Value::I64(n) => (*n as u64, abi::Str::EMPTY),
+                Value::F64(n) => (n.to_bits(), abi::Str::EMPTY),
+                Value::Str(s) => (0, abi::Str::new(s)),
+            };
+            abi::FieldValue {
+                field: v.field,
+                kind: v.value.kind().to_raw(),
+                _reserved: [0; 5],
+                num,
+                text,
+            }
+        })
+        .collect()
+}
+
+/// A flat value back as a [`FieldValue`]; `text` is the value's text, which
+/// the host copied (and checked) from the plugin's memory.
+pub fn value_from_raw(v: &abi::FieldValue, text: Option<String>) -> Result<FieldValue, String> {
+    let value = match (crate::FieldKind::from_raw(v.kind), text) {
+        (Some(crate::FieldKind::U64), _) => Value::U64(v.num),
+        (Some(crate::FieldKind::I64), _) => Value::I64(v.num as i64),
+        (Some(crate::FieldKind::F64), _) => Value::F64(f64::from_bits(v.num)),
+        (Some(crate::FieldKind::Str), Some(t)) => Value::Str(t),
+        (Some(crate::FieldKind::Str), None) => Value::Str(String::new()),
+        (None, _) => return Err(format!("field {}: unknown value kind {}", v.field, v.kind)),
+    };
+    Ok(FieldValue {
+        field: v.field,
+        value,
+    })
+}
+
+impl Observation {
+    /// The observation from its flat form and its values (copied by the
+    /// host from [`abi::Observation::values`]; empty before ABI 1.3).
+    pub fn from_raw(r: &abi::Observation, values: Vec<FieldValue>) -> Result<Observation, String> {
+        let mut o = Observation::try_from(r)?;
+        match &mut o {
+            Observation::Packet(p) => p.values = values,
+            Observation::Metric(m) => m.labels = values,
+            _ => {}
+        }
+        Ok(o)
     }
 }
 
@@ -373,6 +516,9 @@ impl TryFrom<&abi::Observation> for Observation {
                         .then_some((r.parent_hook, r.end_ns)),
                     pid: r.pid,
                     pkt_type: r.detail.checked_sub(1).and_then(|t| u8::try_from(t).ok()),
+                    tcp_seq: (r.flags & abi::observation_flags::HAS_TCP_SEQ != 0)
+                        .then_some(r.tcp_seq),
+                    values: Vec::new(),
                 })
             }
             observation_kind::INTERVAL => Observation::Interval(IntervalObservation {
@@ -396,6 +542,11 @@ impl TryFrom<&abi::Observation> for Observation {
                 retransmits: r.retransmits,
                 srtt_us: r.srtt_us,
                 rttvar_us: r.rttvar_us,
+            }),
+            observation_kind::METRIC => Observation::Metric(MetricPoint {
+                metric: r.metric,
+                value: r.metric_value,
+                labels: Vec::new(),
             }),
             other => return Err(format!("unknown observation kind {other}")),
         })
@@ -437,6 +588,13 @@ mod tests {
             substep: None,
             pid: 4242,
             pkt_type: Some(PACKET_HOST),
+            tcp_seq: Some(7),
+            values: Vec::new(),
+        }));
+        roundtrip(Observation::Metric(MetricPoint {
+            metric: 2,
+            value: 1.5,
+            labels: Vec::new(),
         }));
         roundtrip(Observation::Packet(PacketObservation {
             hook: 9,
@@ -463,6 +621,33 @@ mod tests {
             rttvar_us: 7,
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn values_survive_the_boundary() {
+        let o = Observation::Packet(PacketObservation {
+            values: vec![
+                FieldValue::new(0, Value::U64(u64::MAX)),
+                FieldValue::new(1, Value::I64(-3)),
+                FieldValue::new(2, Value::F64(0.25)),
+                FieldValue::new(3, Value::Str("ESTABLISHED".into())),
+            ],
+            ..Default::default()
+        });
+        let raw = abi::Observation::from(&o);
+        let flat = raw_values(&o);
+        let back: Vec<FieldValue> = flat
+            .iter()
+            .map(|v| {
+                let text = (v.kind == abi::field_kind::STR).then(|| {
+                    // SAFETY (test): the text points into `o`, alive here.
+                    let b = unsafe { std::slice::from_raw_parts(v.text.ptr, v.text.len) };
+                    String::from_utf8(b.to_vec()).unwrap()
+                });
+                value_from_raw(v, text).unwrap()
+            })
+            .collect();
+        assert_eq!(Observation::from_raw(&raw, back).unwrap(), o);
     }
 
     #[test]

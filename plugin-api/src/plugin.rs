@@ -113,8 +113,123 @@ pub struct HookSpec {
     pub terminal: bool,
 }
 
-/// Static facts about a plugin.
+/// Type of a declared field's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Unsigned integer.
+    U64,
+    /// Signed integer.
+    I64,
+    /// Floating point.
+    F64,
+    /// Text.
+    Str,
+}
+
+impl FieldKind {
+    /// The raw value ([`abi::field_kind`]).
+    pub fn to_raw(self) -> u8 {
+        match self {
+            FieldKind::U64 => abi::field_kind::U64,
+            FieldKind::I64 => abi::field_kind::I64,
+            FieldKind::F64 => abi::field_kind::F64,
+            FieldKind::Str => abi::field_kind::STR,
+        }
+    }
+
+    /// Parse a raw kind; `None` for kinds this ABI does not know.
+    pub fn from_raw(v: u8) -> Option<FieldKind> {
+        Some(match v {
+            abi::field_kind::U64 => FieldKind::U64,
+            abi::field_kind::I64 => FieldKind::I64,
+            abi::field_kind::F64 => FieldKind::F64,
+            abi::field_kind::STR => FieldKind::Str,
+            _ => return None,
+        })
+    }
+}
+
+/// How many distinct values a field takes: only low-cardinality fields may
+/// label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Cardinality {
+    /// Few distinct values (a state, a reason).
+    #[default]
+    Low,
+    /// Many (a sequence number, an address).
+    High,
+}
+
+/// A field the plugin's observations may carry. Its id is its index in
+/// [`PluginInfo::fields`].
 #[derive(Debug, Clone, Copy)]
+pub struct FieldSpec {
+    /// Unique within the plugin: lowercase ASCII letters, digits, `_`, `.`.
+    pub name: &'static str,
+    /// Value type.
+    pub kind: FieldKind,
+    /// UCUM unit (`By`, `ns`, `{segment}`), or "".
+    pub unit: &'static str,
+    /// OpenTelemetry semantic-convention key, or "" for `vnt.<plugin>.<name>`.
+    pub otel_key: &'static str,
+    /// Low fields may label metrics.
+    pub cardinality: Cardinality,
+    /// One line for people.
+    pub description: &'static str,
+}
+
+/// Kind of a declared metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Monotonic sum; points are increments.
+    Counter,
+    /// Latest value.
+    Gauge,
+    /// Distribution; points are samples.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The raw value ([`abi::metric_kind`]).
+    pub fn to_raw(self) -> u8 {
+        match self {
+            MetricKind::Counter => abi::metric_kind::COUNTER,
+            MetricKind::Gauge => abi::metric_kind::GAUGE,
+            MetricKind::Histogram => abi::metric_kind::HISTOGRAM,
+        }
+    }
+
+    /// Parse a raw kind; `None` for kinds this ABI does not know.
+    pub fn from_raw(v: u8) -> Option<MetricKind> {
+        Some(match v {
+            abi::metric_kind::COUNTER => MetricKind::Counter,
+            abi::metric_kind::GAUGE => MetricKind::Gauge,
+            abi::metric_kind::HISTOGRAM => MetricKind::Histogram,
+            _ => return None,
+        })
+    }
+}
+
+/// A metric the plugin records, exported as `vnt.<plugin>.<name>`. Its id
+/// is its index in [`PluginInfo::metrics`].
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// Unique within the plugin (same alphabet as field names).
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// UCUM unit, or "".
+    pub unit: &'static str,
+    /// One line for people.
+    pub description: &'static str,
+    /// Ids of the low-cardinality fields whose values label it.
+    pub labels: &'static [u16],
+    /// Histogram bucket bounds, strictly increasing ("" for the host's).
+    pub buckets: &'static [f64],
+}
+
+/// Static facts about a plugin.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PluginInfo {
     /// Name used in `--plugins` (`veth`).
     pub name: &'static str,
@@ -128,6 +243,12 @@ pub struct PluginInfo {
     pub probes: &'static [ProbeSpec],
     /// Hook ids.
     pub hooks: &'static [HookSpec],
+    /// Fields its observations carry (ids are indexes).
+    pub fields: &'static [FieldSpec],
+    /// Metrics it records (ids are indexes).
+    pub metrics: &'static [MetricSpec],
+    /// Call [`Plugin::tick`] this often (milliseconds); 0 never.
+    pub tick_interval_ms: u32,
 }
 
 /// Log levels of the host callback.
@@ -226,4 +347,11 @@ pub trait Plugin: Sized + Send + 'static {
         record: &[u8],
         emit: &mut dyn FnMut(&Observation),
     ) -> Result<(), DecodeError>;
+
+    /// Called every [`PluginInfo::tick_interval_ms`], on the decoding
+    /// thread, for plugins that poll (connection tables, per-CPU counters).
+    fn tick(&mut self, emit: &mut dyn FnMut(&Observation)) -> Result<(), DecodeError> {
+        let _ = emit;
+        Ok(())
+    }
 }

@@ -205,7 +205,19 @@ pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, Decode
         substep: None,
         pid: e.pid,
         pkt_type: Some(e.pkt_type),
+        // Host order (the C reads it with vnt_be32); a join key for
+        // observations that cannot compute the packet id.
+        tcp_seq: (e.flow.proto == 6).then_some(e.tcp_seq),
+        values: Vec::new(),
     })
+}
+
+/// The TCP flags byte of a packet record (0 when the record is too short).
+pub fn tcp_flags(record: &[u8]) -> u8 {
+    record
+        .get(offset_of!(PacketEvent, tcp_flags))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Build a packet record byte-for-byte as the kernel would (tests, fixtures).

@@ -4,6 +4,7 @@
 pub mod ids;
 mod json;
 pub mod otlp;
+pub mod plugin_metrics;
 mod pretty;
 pub mod view;
 

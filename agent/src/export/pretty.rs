@@ -109,6 +109,13 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
             ns,
             h.hook
         )?;
+        if !h.attrs.is_empty() {
+            write!(out, "  {:>12} ", "")?;
+            for (k, v) in &h.attrs.0 {
+                write!(out, " {k}={v}")?;
+            }
+            writeln!(out)?;
+        }
         if let Some(d) = &h.drop {
             writeln!(
                 out,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
+use vnt_plugin_api::Value;
 
 use super::ids;
 use crate::journey::{BuilderStats, DeliveredTo, Journey, Verdict};
@@ -125,6 +126,55 @@ pub struct HopView {
     /// Substeps only: their duration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
+    /// Values of the plugin's declared fields, by attribute key.
+    #[serde(skip_serializing_if = "Attrs::is_empty")]
+    pub attrs: Attrs,
+}
+
+/// A hop's plugin-declared attributes in the order the plugin gave them,
+/// keyed by their attribute key (`vnt.<plugin>.<field>` or the field's
+/// semantic-convention key). Serialised as a JSON object.
+#[derive(Debug, Default, Clone)]
+pub struct Attrs(pub Vec<(Arc<str>, Value)>);
+
+impl Attrs {
+    /// No attributes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The values of `values` under their keys; values of undeclared
+    /// fields (the host dropped those observations) cannot occur here.
+    fn of(meta: Option<&PluginMeta>, values: &[vnt_plugin_api::FieldValue]) -> Attrs {
+        let Some(meta) = meta else {
+            return Attrs::default();
+        };
+        Attrs(
+            values
+                .iter()
+                .filter_map(|v| {
+                    let f = meta.fields.get(usize::from(v.field))?;
+                    Some((f.key.clone(), v.value.clone()))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Attrs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            match v {
+                Value::U64(n) => m.serialize_entry(&**k, n)?,
+                Value::I64(n) => m.serialize_entry(&**k, n)?,
+                Value::F64(n) => m.serialize_entry(&**k, n)?,
+                Value::Str(t) => m.serialize_entry(&**k, t)?,
+            }
+        }
+        m.end()
+    }
 }
 
 /// A CPU interval joined to the journey.
@@ -269,6 +319,7 @@ impl JourneyView {
                 }),
                 parent_hook: h.obs.substep.map(|(parent, _)| hook_name(meta, parent)),
                 duration_ns: h.obs.substep.map(|(_, e)| e.saturating_sub(h.obs.ts_ns)),
+                attrs: Attrs::of(meta, &h.obs.values),
             });
         }
         let cpu_intervals = j
@@ -338,6 +389,16 @@ pub struct PluginSummary {
     pub records: u64,
     /// Records its decoder rejected.
     pub decode_errors: u64,
+    /// Its declared metrics (ABI 1.3): one entry per label set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<super::plugin_metrics::SeriesSummary>,
+    /// Points of its metrics past `otlp.max_series_per_metric` label sets.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub metric_overflow: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The exit summary.
@@ -461,6 +522,9 @@ mod tests {
                 hook(1, "net:net_dev_start_xmit", "xmit"),
                 hook(4, "skb:kfree_skb", "drop"),
             ],
+            fields: vec![],
+            metrics: vec![],
+            tick_interval_ms: 0,
         }
     }
 

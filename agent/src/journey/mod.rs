@@ -35,6 +35,8 @@ use std::collections::{HashMap, VecDeque};
 use foldhash::fast::RandomState;
 use vnt_plugin_api::{Direction, Flow, IntervalObservation, PacketObservation, PACKET_HOST};
 
+mod join;
+
 /// What became of the packet on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -139,7 +141,7 @@ pub fn verdict(hops: &[Hop], benign: &[u32]) -> Verdict {
         .iter()
         .enumerate()
         .rev()
-        .find(|(_, h)| h.obs.substep.is_none())
+        .find(|(_, h)| h.obs.substep.is_none() && says_where(h))
     else {
         return Verdict::Unknown;
     };
@@ -160,6 +162,17 @@ pub fn verdict(hops: &[Hop], benign: &[u32]) -> Verdict {
         }
         _ => Verdict::Unknown,
     }
+}
+
+/// Whether a hop tells where the packet went: a device hop (transmit or
+/// receive), a drop, or a terminal hook. A hop that only annotates the
+/// packet (a TCP retransmission joined by sequence number) does not decide
+/// the verdict.
+fn says_where(h: &Hop) -> bool {
+    h.obs.drop_reason.is_some()
+        || h.obs.terminal
+        || h.obs.direction != Direction::None
+        || h.obs.pkt_type.is_some()
 }
 
 impl Journey {
@@ -217,6 +230,12 @@ pub struct BuilderStats {
     pub unknown: u64,
     /// Terminal hops (socket reads) that found no open journey.
     pub late_terminal: u64,
+    /// Observations without a packet id joined to a journey by flow and TCP
+    /// sequence number.
+    pub joined: u64,
+    /// Of those, ones that found no packet of that flow and sequence number
+    /// within the join wait: counted, not output.
+    pub unjoined: u64,
 }
 
 impl BuilderStats {
@@ -238,6 +257,10 @@ struct Open {
 /// made it merge its free lists on every journey (BENCHMARKS.md, "User space").
 const HOPS_RESERVED: usize = 6;
 
+/// How long an observation to be joined by sequence number waits for the
+/// packet it belongs to (at least; the join linger when longer).
+const JOIN_WAIT_NS: u64 = 100_000_000;
+
 /// How long CPU intervals are kept for joining.
 const INTERVAL_KEEP_NS: u64 = 5_000_000_000;
 /// At most this many intervals per CPU.
@@ -254,6 +277,15 @@ pub struct Builder {
     intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>, RandomState>,
     stats: BuilderStats,
     benign_drops: Vec<u32>,
+    /// Packet ids by flow and TCP sequence number, for joins.
+    seq: join::SeqIndex,
+    /// How long a finished journey stays open to joins before it is output
+    /// (0: output at once).
+    linger_ns: u64,
+    /// Finished journeys waiting out `linger_ns`, in finishing order.
+    closing: VecDeque<(u64, Journey)>,
+    /// The latest `now` seen.
+    last_now: u64,
 }
 
 impl Builder {
@@ -269,7 +301,20 @@ impl Builder {
             intervals: HashMap::default(),
             stats: BuilderStats::default(),
             benign_drops: Vec::new(),
+            seq: join::SeqIndex::default(),
+            linger_ns: 0,
+            closing: VecDeque::new(),
+            last_now: 0,
         }
+    }
+
+    /// Keep finished journeys open to joins for `ns` before output: an
+    /// observation joined by TCP sequence number (a retransmission) may be
+    /// read after the hops that ended its journey, from another plugin's
+    /// ring buffer.
+    pub fn with_join_linger(mut self, ns: u64) -> Builder {
+        self.linger_ns = ns;
+        self
     }
 
     /// Drop reason codes that mean "discarded by its socket's owner", not a
@@ -298,6 +343,77 @@ impl Builder {
         out: &mut Vec<Journey>,
     ) {
         self.stats.observations += 1;
+        self.last_now = self.last_now.max(now_ns);
+        let mut obs = obs;
+        let mut released = Vec::new();
+        if obs.substep.is_none() {
+            if let Some(seq) = obs.tcp_seq {
+                if obs.pkt_id == 0 {
+                    match self.seq.lookup(&obs.flow, seq) {
+                        Some(id) => {
+                            self.stats.joined += 1;
+                            obs.pkt_id = id;
+                            if self.join_closing(plugin, &obs) {
+                                return;
+                            }
+                        }
+                        None => {
+                            let deadline = now_ns.saturating_add(self.linger_ns.max(JOIN_WAIT_NS));
+                            if !self.seq.park(plugin, obs, deadline) {
+                                self.stats.unjoined += 1;
+                            }
+                            return;
+                        }
+                    }
+                } else {
+                    released = self.seq.index(obs.flow, seq, obs.pkt_id);
+                }
+            }
+        }
+        if obs.pkt_id == 0 {
+            // Nothing to join by: not a packet of any journey.
+            self.stats.unjoined += 1;
+            return;
+        }
+        self.take(plugin, obs, now_ns, out);
+        for (p, mut o) in released {
+            self.stats.joined += 1;
+            o.pkt_id = self
+                .seq
+                .lookup(&o.flow, o.tcp_seq.unwrap_or(0))
+                .unwrap_or(0);
+            if o.pkt_id != 0 && !self.join_closing(p, &o) {
+                self.take(p, o, now_ns, out);
+            }
+        }
+    }
+
+    /// Add a joined observation to a finished journey still lingering;
+    /// false when its journey is not among them.
+    fn join_closing(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
+        let Some((_, j)) = self
+            .closing
+            .iter_mut()
+            .rev()
+            .find(|(_, j)| j.pkt_id == obs.pkt_id)
+        else {
+            return false;
+        };
+        let at = j.hops.partition_point(|h| h.obs.ts_ns <= obs.ts_ns);
+        j.hops.insert(
+            at,
+            Hop {
+                plugin,
+                obs: obs.clone(),
+            },
+        );
+        // Hop indexes in the verdict moved: compute it again (an annotating
+        // hop never changes what it is).
+        j.verdict = verdict(&j.hops, &self.benign_drops);
+        true
+    }
+
+    fn take(&mut self, plugin: u16, obs: PacketObservation, now_ns: u64, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
         let repeat = self.open.get(&id).is_some_and(|j| {
             obs.substep.is_none()
@@ -356,6 +472,8 @@ impl Builder {
 
     /// End the journeys idle since before `now_ns - idle`.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
+        self.last_now = self.last_now.max(now_ns);
+        self.release(now_ns, out);
         while let Some(&(deadline, id, gen)) = self.deadlines.front() {
             if deadline > now_ns {
                 break;
@@ -375,6 +493,17 @@ impl Builder {
         }
     }
 
+    /// Output lingering journeys whose time is up, and count parked joins
+    /// that found nothing.
+    fn release(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
+        while self.closing.front().is_some_and(|(d, _)| *d <= now_ns) {
+            if let Some((_, j)) = self.closing.pop_front() {
+                out.push(j);
+            }
+        }
+        self.stats.unjoined += self.seq.expire(now_ns);
+    }
+
     /// End every open journey (the agent is stopping).
     pub fn flush(&mut self, out: &mut Vec<Journey>) {
         let mut ids: Vec<(u64, u64)> = self.open.iter().map(|(id, j)| (j.gen, *id)).collect();
@@ -383,6 +512,7 @@ impl Builder {
             self.finish(id, End::Shutdown, out);
         }
         self.deadlines.clear();
+        self.release(u64::MAX, out);
     }
 
     fn evict_one(&mut self, out: &mut Vec<Journey>) {
@@ -426,7 +556,14 @@ impl Builder {
             intervals: vec![],
         };
         self.join_intervals(&mut j);
-        out.push(j);
+        if self.linger_ns == 0 {
+            out.push(j);
+        } else {
+            // Deadlines follow the ingest clock, which never goes back: the
+            // queue stays in deadline order.
+            let deadline = self.last_now.saturating_add(self.linger_ns);
+            self.closing.push_back((deadline, j));
+        }
     }
 
     fn join_intervals(&self, j: &mut Journey) {
@@ -465,6 +602,70 @@ mod tests {
     }
 
     const MS: u64 = 1_000_000;
+
+    fn tcp(id: u64, hook: u16, ts: u64, seq: u32) -> PacketObservation {
+        PacketObservation {
+            flow: Flow {
+                family: 4,
+                proto: 6,
+                sport: 40000,
+                dport: 5201,
+                ..Default::default()
+            },
+            tcp_seq: Some(seq),
+            direction: if id == 0 {
+                Direction::None
+            } else {
+                Direction::Tx
+            },
+            ..obs(id, hook, ts, 3)
+        }
+    }
+
+    #[test]
+    fn a_retransmission_joins_its_segment_by_sequence_number() {
+        let mut b = Builder::new(100 * MS, 100);
+        let mut out = vec![];
+        b.packet(0, tcp(7, 1, 10, 1000), 10, &mut out);
+        b.packet(0, tcp(8, 1, 11, 2000), 11, &mut out);
+        // Another plugin's retransmission of the segment at 2000.
+        b.packet(1, tcp(0, 9, 12, 2000), 12, &mut out);
+        b.flush(&mut out);
+        let j8 = out.iter().find(|j| j.pkt_id == 8).unwrap();
+        assert_eq!(j8.hops.len(), 2);
+        assert_eq!((j8.hops[1].plugin, j8.hops[1].obs.hook), (1, 9));
+        assert_eq!(
+            j8.verdict,
+            Verdict::Forwarded,
+            "an annotating hop keeps the verdict"
+        );
+        assert_eq!(out.iter().find(|j| j.pkt_id == 7).unwrap().hops.len(), 1);
+        assert_eq!((b.stats().joined, b.stats().unjoined), (1, 0));
+    }
+
+    #[test]
+    fn a_join_read_first_waits_for_its_packet_and_a_finished_journey_lingers() {
+        let mut b = Builder::new(100 * MS, 100).with_join_linger(20 * MS);
+        let mut out = vec![];
+        // The retransmission is read before the segment's hops.
+        b.packet(1, tcp(0, 9, 12, 2000), 0, &mut out);
+        let mut drop = tcp(8, 4, 11, 2000);
+        drop.drop_reason = Some(5);
+        b.packet(0, drop, MS, &mut out);
+        assert!(out.is_empty(), "a finished journey lingers");
+        // A second retransmission, after the journey finished.
+        b.packet(1, tcp(0, 9, 30, 2000), 2 * MS, &mut out);
+        b.expire(30 * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 3);
+        assert_eq!(out[0].verdict, Verdict::Dropped);
+        assert_eq!(b.stats().joined, 2);
+        // Nothing to join: counted, not output.
+        b.packet(1, tcp(0, 9, 40, 999), 31 * MS, &mut out);
+        b.expire(200 * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(b.stats().unjoined, 1);
+    }
 
     #[test]
     fn hops_of_one_packet_form_one_journey_in_time_order() {

@@ -13,7 +13,7 @@ use libloading::Library;
 use vnt_plugin_api::abi::{self, Status};
 use vnt_plugin_api::{HookKind, Observation, ENTRY_ERROR_SYMBOL, ENTRY_SYMBOL};
 
-use super::{HookInfo, PluginError, PluginMeta, ProbeAltInfo, ProbeInfo};
+use super::{FieldInfo, HookInfo, MetricInfo, PluginError, PluginMeta, ProbeAltInfo, ProbeInfo};
 
 type EntryFn = extern "C" fn() -> *const abi::PluginTable;
 type EntryErrorFn = extern "C" fn() -> abi::Str;
@@ -25,6 +25,7 @@ struct Calls {
     decode: extern "C" fn(*mut c_void, abi::Bytes, *const abi::Sink) -> i32,
     destroy: extern "C" fn(*mut c_void),
     last_error: extern "C" fn(*mut c_void) -> abi::Str,
+    tick: Option<extern "C" fn(*mut c_void, *const abi::Sink) -> i32>,
 }
 
 /// `#[repr(C)]` records of the boundary whose every field is an integer or a
@@ -39,8 +40,14 @@ unsafe impl Plain for abi::Probe {}
 unsafe impl Plain for abi::ProbeAlternative {}
 // SAFETY: integers and raw pointers only.
 unsafe impl Plain for abi::Hook {}
-// SAFETY: integers only.
+// SAFETY: integers and raw pointers only.
 unsafe impl Plain for abi::Observation {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::FieldSpec {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::MetricSpec {}
+// SAFETY: integers and raw pointers only.
+unsafe impl Plain for abi::FieldValue {}
 
 /// Read a record of `plugin_size` bytes as this host's `T`: the first
 /// `min(plugin_size, size_of::<T>())` bytes are the plugin's, the rest zero.
@@ -268,17 +275,30 @@ pub fn open(path: &Path) -> Result<(PluginLibrary, PluginMeta), PluginError> {
     // SAFETY: the table's strings and arrays point into the library's static
     // data (ABI contract), alive while `lib` is; `read_meta` checks every
     // pointer and length before reading through it.
-    let meta = unsafe { read_meta(&t, minor) }.map_err(|(plugin, e)| PluginError::Invalid {
+    let mut meta = unsafe { read_meta(&t, minor) }.map_err(|(plugin, e)| PluginError::Invalid {
         path: display.clone(),
         plugin,
         field: e.field,
         reason: e.reason,
     })?;
+    meta.check_declarations()
+        .map_err(|reason| PluginError::Invalid {
+            path: display.clone(),
+            plugin: Some(meta.name.clone()),
+            field: "fields/metrics".into(),
+            reason,
+        })?;
     let calls = Calls {
         create: t.create,
         decode: t.decode,
         destroy: t.destroy,
         last_error: t.last_error,
+        // Within the plugin's size only from 1.3 on (zero before).
+        tick: if minor >= 3 && meta.tick_interval_ms > 0 {
+            t.tick
+        } else {
+            None
+        },
     };
     Ok((PluginLibrary { calls, _lib: lib }, meta))
 }
@@ -396,6 +416,13 @@ unsafe fn read_meta(
             label: unsafe { checked_str(&field("label"), h.label) }.map_err(named)?,
         });
     }
+    let (fields, metrics) = if minor >= 3 {
+        // SAFETY: the caller's contract; `read_declarations` checks every
+        // pointer and length.
+        unsafe { read_declarations(t) }.map_err(named)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     check_span(
         "bpf_object",
         t.bpf_object.ptr,
@@ -422,7 +449,162 @@ unsafe fn read_meta(
         bpf_object: object,
         probes,
         hooks,
+        fields,
+        metrics,
+        tick_interval_ms: if minor >= 3 { t.tick_interval_ms } else { 0 },
     })
+}
+
+/// Copy the fields and metrics a 1.3 plugin declares. Names and references
+/// are checked by `PluginMeta::check_declarations`; this checks what memory
+/// safety needs: pointers, lengths, sizes, strings.
+///
+/// SAFETY (caller): as `read_meta`.
+unsafe fn read_declarations(
+    t: &abi::PluginTable,
+) -> Result<(Vec<FieldInfo>, Vec<MetricInfo>), Invalid> {
+    let new_in_1_3 = |field: &str, declared: u32, ours: usize| {
+        let n = declared as usize;
+        if n < ours || n > abi::MAX_STRUCT_SIZE {
+            Err(invalid(
+                field,
+                format!("is {n}; it must be {ours} to {}", abi::MAX_STRUCT_SIZE),
+            ))
+        } else {
+            Ok(n)
+        }
+    };
+    let field_size = new_in_1_3(
+        "field_size",
+        t.field_size,
+        std::mem::size_of::<abi::FieldSpec>(),
+    )
+    .or_else(|e| if t.fields_len == 0 { Ok(0) } else { Err(e) })?;
+    let metric_size = new_in_1_3(
+        "metric_size",
+        t.metric_size,
+        std::mem::size_of::<abi::MetricSpec>(),
+    )
+    .or_else(|e| if t.metrics_len == 0 { Ok(0) } else { Err(e) })?;
+    check_span(
+        "fields_len",
+        t.fields.cast(),
+        t.fields_len,
+        abi::MAX_FIELDS,
+        8,
+    )?;
+    check_span(
+        "metrics_len",
+        t.metrics.cast(),
+        t.metrics_len,
+        abi::MAX_METRICS,
+        8,
+    )?;
+    let mut fields = Vec::with_capacity(t.fields_len);
+    for i in 0..t.fields_len {
+        // SAFETY: `fields` has `fields_len` elements of `field_size` bytes
+        // (checked above).
+        let f: abi::FieldSpec =
+            unsafe { read_prefix(t.fields.cast::<u8>().add(i * field_size), field_size) };
+        let field = |f: &str| format!("fields[{i}].{f}");
+        let kind = vnt_plugin_api::FieldKind::from_raw(f.kind)
+            .ok_or_else(|| invalid(field("kind"), format!("is {}, not a field kind", f.kind)))?;
+        fields.push(FieldInfo {
+            // SAFETY: static strings of the plugin; checked.
+            name: unsafe { checked_str(&field("name"), f.name) }?,
+            // SAFETY: as above.
+            unit: unsafe { checked_str(&field("unit"), f.unit) }?,
+            // SAFETY: as above.
+            otel_key: unsafe { checked_str(&field("otel_key"), f.otel_key) }?,
+            // SAFETY: as above.
+            description: unsafe { checked_str(&field("description"), f.description) }?,
+            kind,
+            low_cardinality: f.cardinality != abi::cardinality::HIGH,
+            key: std::sync::Arc::from(""),
+        });
+    }
+    let mut metrics = Vec::with_capacity(t.metrics_len);
+    for i in 0..t.metrics_len {
+        // SAFETY: `metrics` has `metrics_len` elements of `metric_size` bytes
+        // (checked above).
+        let m: abi::MetricSpec =
+            unsafe { read_prefix(t.metrics.cast::<u8>().add(i * metric_size), metric_size) };
+        let field = |f: &str| format!("metrics[{i}].{f}");
+        let kind = vnt_plugin_api::MetricKind::from_raw(m.kind)
+            .ok_or_else(|| invalid(field("kind"), format!("is {}, not a metric kind", m.kind)))?;
+        check_span(
+            &field("labels_len"),
+            m.labels.cast(),
+            m.labels_len,
+            abi::MAX_LABELS,
+            2,
+        )?;
+        check_span(
+            &field("buckets_len"),
+            m.buckets.cast(),
+            m.buckets_len,
+            abi::MAX_BUCKETS,
+            8,
+        )?;
+        let labels = if m.labels_len == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: checked non-null, aligned and bounded; static data of the plugin.
+            unsafe { std::slice::from_raw_parts(m.labels, m.labels_len) }.to_vec()
+        };
+        let buckets = if m.buckets_len == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(m.buckets, m.buckets_len) }.to_vec()
+        };
+        metrics.push(MetricInfo {
+            // SAFETY: static strings of the plugin; checked.
+            name: unsafe { checked_str(&field("name"), m.name) }?,
+            // SAFETY: as above.
+            unit: unsafe { checked_str(&field("unit"), m.unit) }?,
+            // SAFETY: as above.
+            description: unsafe { checked_str(&field("description"), m.description) }?,
+            kind,
+            labels,
+            buckets,
+        });
+    }
+    Ok((fields, metrics))
+}
+
+/// Copy the values an observation carries (ABI 1.3): bounded count, each
+/// text bounded and UTF-8. `None` when anything is out of bounds.
+///
+/// SAFETY (caller): `raw` is a plugin's observation during its `emit` call.
+unsafe fn copy_values(raw: &abi::Observation) -> Option<Vec<vnt_plugin_api::FieldValue>> {
+    if raw.values_len == 0 {
+        return Some(Vec::new());
+    }
+    check_span(
+        "values",
+        raw.values.cast(),
+        raw.values_len,
+        abi::MAX_VALUES,
+        8,
+    )
+    .ok()?;
+    let mut out = Vec::with_capacity(raw.values_len);
+    for i in 0..raw.values_len {
+        // SAFETY: `values` has `values_len` elements (checked above), valid
+        // for the call.
+        let v: abi::FieldValue = unsafe { raw.values.add(i).read_unaligned() };
+        let text = if v.kind == abi::field_kind::STR && v.text.len > 0 {
+            check_span("text", v.text.ptr, v.text.len, abi::MAX_TEXT_VALUE, 1).ok()?;
+            // SAFETY: checked non-null and bounded; valid for the call.
+            let b = unsafe { std::slice::from_raw_parts(v.text.ptr, v.text.len) };
+            Some(String::from_utf8(b.to_vec()).ok()?)
+        } else {
+            None
+        };
+        out.push(vnt_plugin_api::value_from_raw(&v, text).ok()?);
+    }
+    Some(out)
 }
 
 /// Log context handed to a plugin instance: its name, for the log fields.
@@ -483,7 +665,13 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
         }
         // SAFETY: the plugin passes an observation of `size` bytes, valid for this call.
         let raw: abi::Observation = unsafe { read_prefix(obs.cast::<u8>(), size) };
-        match Observation::try_from(&raw) {
+        // SAFETY: the values belong to this observation, valid for this call
+        // (zero before 1.3: the prefix read zero-fills them).
+        let Some(values) = (unsafe { copy_values(&raw) }) else {
+            state.malformed += 1;
+            return;
+        };
+        match Observation::from_raw(&raw, values) {
             Ok(o) => state.out.push(o),
             Err(_) => state.malformed += 1,
         }
@@ -538,13 +726,31 @@ impl Instance {
     /// Decode one record, appending observations to `out`. Returns the
     /// outcome and how many observations were malformed.
     pub fn decode(&mut self, record: &[u8], out: &mut Vec<Observation>) -> (DecodeOutcome, u64) {
+        let t = self.calls;
+        let ptr = self.ptr;
+        self.call(out, |sink| (t.decode)(ptr, abi::Bytes::new(record), sink))
+    }
+
+    /// Run the plugin's timer callback (ABI 1.3), appending what it emits;
+    /// `None` when it has none.
+    pub fn tick(&mut self, out: &mut Vec<Observation>) -> Option<(DecodeOutcome, u64)> {
+        let tick = self.calls.tick?;
+        let ptr = self.ptr;
+        Some(self.call(out, |sink| tick(ptr, sink)))
+    }
+
+    fn call(
+        &mut self,
+        out: &mut Vec<Observation>,
+        f: impl FnOnce(&abi::Sink) -> i32,
+    ) -> (DecodeOutcome, u64) {
         let mut state = SinkState { out, malformed: 0 };
         let sink = abi::Sink {
             ctx: (&mut state as *mut SinkState<'_>).cast(),
             emit: host_emit,
         };
         let t = self.calls;
-        let status = Status::from_raw((t.decode)(self.ptr, abi::Bytes::new(record), &sink));
+        let status = Status::from_raw(f(&sink));
         let last_error = || {
             // SAFETY: `last_error` on our live instance; copied before the next call.
             unsafe { copy_message((t.last_error)(self.ptr)) }

@@ -16,8 +16,11 @@ pub mod trust;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use thiserror::Error;
-use vnt_plugin_api::{HookKind, Observation};
+use vnt_plugin_api::declare::{DeclaredField, DeclaredMetric};
+use vnt_plugin_api::{FieldKind, HookKind, MetricKind, Observation};
 
 pub use ffi::DecodeOutcome;
 pub use trust::Trust;
@@ -183,6 +186,43 @@ pub struct HookInfo {
     pub label: String,
 }
 
+/// A field the plugin's observations carry (ABI 1.3); its id is its index.
+#[derive(Debug, Clone)]
+pub struct FieldInfo {
+    /// Name within the plugin (`state`).
+    pub name: String,
+    /// Value type.
+    pub kind: FieldKind,
+    /// UCUM unit, or "".
+    pub unit: String,
+    /// Semantic-convention key, or "".
+    pub otel_key: String,
+    /// One line.
+    pub description: String,
+    /// May label a metric.
+    pub low_cardinality: bool,
+    /// The attribute key in every output: `otel_key`, else
+    /// `vnt.<plugin>.<name>`.
+    pub key: Arc<str>,
+}
+
+/// A metric the plugin records (ABI 1.3); its id is its index.
+#[derive(Debug, Clone)]
+pub struct MetricInfo {
+    /// Name within the plugin; exported as `vnt.<plugin>.<name>`.
+    pub name: String,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// UCUM unit, or "".
+    pub unit: String,
+    /// One line.
+    pub description: String,
+    /// Label field ids.
+    pub labels: Vec<u16>,
+    /// Histogram bounds (empty: the host's).
+    pub buckets: Vec<f64>,
+}
+
 /// Everything static a plugin declares, copied out of its library.
 #[derive(Debug, Clone)]
 pub struct PluginMeta {
@@ -204,9 +244,90 @@ pub struct PluginMeta {
     pub probes: Vec<ProbeInfo>,
     /// Hooks.
     pub hooks: Vec<HookInfo>,
+    /// Declared fields (ABI 1.3; empty before).
+    pub fields: Vec<FieldInfo>,
+    /// Declared metrics (ABI 1.3; empty before).
+    pub metrics: Vec<MetricInfo>,
+    /// Timer period in milliseconds; 0 none.
+    pub tick_interval_ms: u32,
 }
 
 impl PluginMeta {
+    /// Check the declared fields and metrics (names, references, bounds)
+    /// and resolve each field's attribute key.
+    fn check_declarations(&mut self) -> Result<(), String> {
+        let fields: Vec<DeclaredField<'_>> = self
+            .fields
+            .iter()
+            .map(|f| DeclaredField {
+                name: &f.name,
+                otel_key: &f.otel_key,
+                low_cardinality: f.low_cardinality,
+            })
+            .collect();
+        let metrics: Vec<DeclaredMetric<'_>> = self
+            .metrics
+            .iter()
+            .map(|m| DeclaredMetric {
+                name: &m.name,
+                labels: &m.labels,
+                buckets: &m.buckets,
+            })
+            .collect();
+        vnt_plugin_api::declare::check(&fields, &metrics)?;
+        let plugin = self.name.replace('-', "_");
+        for f in &mut self.fields {
+            f.key = if f.otel_key.is_empty() {
+                format!("vnt.{plugin}.{}", f.name).into()
+            } else {
+                f.otel_key.as_str().into()
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether an observation's values and metric id fit the declarations;
+    /// the error says what does not.
+    pub fn check_observation(&self, o: &Observation) -> Result<(), String> {
+        let values = match o {
+            Observation::Packet(p) => &p.values,
+            Observation::Metric(m) => {
+                if usize::from(m.metric) >= self.metrics.len() {
+                    return Err(format!(
+                        "metric id {} is not declared ({} metrics)",
+                        m.metric,
+                        self.metrics.len()
+                    ));
+                }
+                if !m.value.is_finite() {
+                    return Err(format!(
+                        "metric id {}: value {} is not finite",
+                        m.metric, m.value
+                    ));
+                }
+                &m.labels
+            }
+            _ => return Ok(()),
+        };
+        for v in values {
+            let Some(f) = self.fields.get(usize::from(v.field)) else {
+                return Err(format!(
+                    "field id {} is not declared ({} fields)",
+                    v.field,
+                    self.fields.len()
+                ));
+            };
+            if v.value.kind() != f.kind {
+                return Err(format!(
+                    "field `{}` is declared {:?} but carries a {:?} value",
+                    f.name,
+                    f.kind,
+                    v.value.kind()
+                ));
+            }
+        }
+        Ok(())
+    }
     /// The hook with this id.
     pub fn hook(&self, id: u16) -> Option<&HookInfo> {
         self.hooks.iter().find(|h| h.id == id)
@@ -234,9 +355,38 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// Decode one ring-buffer record.
+    /// Decode one ring-buffer record. Observations whose values or metric
+    /// do not fit the declarations are dropped and counted as malformed.
     pub fn decode(&mut self, record: &[u8], out: &mut Vec<Observation>) -> (DecodeOutcome, u64) {
-        self.instance.decode(record, out)
+        let start = out.len();
+        let (outcome, malformed) = self.instance.decode(record, out);
+        (outcome, malformed + self.keep_declared(out, start))
+    }
+
+    /// Run the plugin's timer callback, if it has one.
+    pub fn tick(&mut self, out: &mut Vec<Observation>) -> Option<(DecodeOutcome, u64)> {
+        let start = out.len();
+        let (outcome, malformed) = self.instance.tick(out)?;
+        Some((outcome, malformed + self.keep_declared(out, start)))
+    }
+
+    fn keep_declared(&self, out: &mut Vec<Observation>, start: usize) -> u64 {
+        let before = out.len();
+        let mut first_error = None;
+        let mut i = start;
+        while i < out.len() {
+            match self.meta.check_observation(&out[i]) {
+                Ok(()) => i += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    out.remove(i);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            tracing::debug!(plugin = %self.meta.name, error = %e, "observation does not fit the plugin's declarations (counted as malformed)");
+        }
+        (before - out.len()) as u64
     }
 }
 

@@ -13,8 +13,9 @@
 //! same hook id (docs/adr/005-hook-variants.md).
 
 use vnt_plugin_api::{
-    export_plugin, wire, DecodeError, HookKind, HookSpec, InitContext, LogLevel, Observation,
-    Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec,
+    export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, HookKind,
+    HookSpec, InitContext, LogLevel, Observation, Plugin, PluginError, PluginInfo,
+    ProbeAlternative, ProbeSpec, Value,
 };
 
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veth.bpf.o"));
@@ -164,6 +165,37 @@ static HOOKS: [HookSpec; 5] = [
     },
 ];
 
+/// Field ids, indexes in [`FIELDS`].
+pub mod field {
+    /// TCP flags of the segment (`SYN,ACK`).
+    pub const TCP_FLAGS: u16 = 0;
+}
+
+/// What veth hops carry besides the common hop attributes.
+static FIELDS: [FieldSpec; 1] = [FieldSpec {
+    name: "tcp.flags",
+    kind: FieldKind::Str,
+    unit: "",
+    otel_key: "",
+    cardinality: Cardinality::Low,
+    description: "TCP flags of the segment at this hop (SYN, ACK, FIN, RST, PSH, URG, ECE, CWR)",
+}];
+
+/// `SYN,ACK` for the flag bits of a TCP header's 14th byte.
+fn tcp_flags(bits: u8) -> String {
+    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    let mut out = String::new();
+    for (i, n) in NAMES.iter().enumerate() {
+        if bits & (1 << i) != 0 {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(n);
+        }
+    }
+    out
+}
+
 /// The veth plugin. It has no configuration of its own yet.
 #[derive(Debug)]
 pub struct Veth;
@@ -178,6 +210,8 @@ impl Plugin for Veth {
             bpf_object: BPF_OBJECT,
             probes: &PROBES,
             hooks: &HOOKS,
+            fields: &FIELDS,
+            ..Default::default()
         }
     }
 
@@ -204,7 +238,14 @@ impl Plugin for Veth {
         if !(hook::XMIT..=hook::DELIVER).contains(&hdr.hook) {
             return Err(DecodeError(format!("unknown veth hook id {}", hdr.hook)));
         }
-        let p = wire::packet(record, hdr.hook == hook::DELIVER)?;
+        let mut p = wire::packet(record, hdr.hook == hook::DELIVER)?;
+        if p.flow.proto == 6 && hdr.hook != hook::DELIVER {
+            let flags = wire::tcp_flags(record);
+            p.values.push(FieldValue::new(
+                field::TCP_FLAGS,
+                Value::Str(tcp_flags(flags)),
+            ));
+        }
         emit(&Observation::Packet(p));
         Ok(())
     }
@@ -291,6 +332,13 @@ mod tests {
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn tcp_flags_are_named() {
+        assert_eq!(tcp_flags(0x12), "SYN,ACK");
+        assert_eq!(tcp_flags(0x11), "FIN,ACK");
+        assert_eq!(tcp_flags(0), "");
     }
 
     #[test]

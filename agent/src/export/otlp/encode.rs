@@ -23,6 +23,7 @@ use prost::Message;
 use super::spans::{container_id, drop_event_time, hop_name, root_bounds, root_name, HopClock};
 use crate::export::ids;
 use crate::export::view::{HopView, JourneyView, ProcessView};
+use vnt_plugin_api::Value;
 
 /// Protobuf wire types.
 const VARINT: u32 = 0;
@@ -135,6 +136,27 @@ fn attr_int(buf: &mut Vec<u8>, field: u32, key: &str, value: i64) {
     attr_head(buf, field, key, 1 + varint_len(value as u64));
     tag(buf, 3, VARINT);
     varint(buf, value as u64);
+}
+
+/// `KeyValue { key, value: AnyValue { double_value } }` as field `field`.
+fn attr_double(buf: &mut Vec<u8>, field: u32, key: &str, value: f64) {
+    attr_head(buf, field, key, 1 + 8);
+    tag(buf, 4, FIXED64);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
+/// A plugin field's value as an attribute: integers as int (an unsigned
+/// one above `i64::MAX` as its decimal text), doubles, text.
+fn attr_value(buf: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    match value {
+        Value::U64(n) => match i64::try_from(*n) {
+            Ok(i) => attr_int(buf, field, key, i),
+            Err(_) => attr_str(buf, field, key, &n.to_string()),
+        },
+        Value::I64(n) => attr_int(buf, field, key, *n),
+        Value::F64(n) => attr_double(buf, field, key, *n),
+        Value::Str(t) => attr_str(buf, field, key, t),
+    }
 }
 
 /// Span attributes are field 9, event attributes field 3.
@@ -274,6 +296,9 @@ fn hop_attributes(buf: &mut Vec<u8>, h: &HopView, index: Option<u32>) {
         attr_str(buf, SPAN_ATTR, "error.type", &d.reason);
         attr_str(buf, SPAN_ATTR, "vnt.drop.reason", &d.reason);
         attr_int(buf, SPAN_ATTR, "vnt.drop.code", i64::from(d.code));
+    }
+    for (k, v) in &h.attrs.0 {
+        attr_value(buf, SPAN_ATTR, k, v);
     }
 }
 
@@ -454,7 +479,7 @@ impl TraceEncoder {
 mod tests {
     use super::*;
     use crate::export::otlp::spans;
-    use crate::export::view::{DropView, FlowView, IntervalView, OwnerView};
+    use crate::export::view::{Attrs, DropView, FlowView, IntervalView, OwnerView};
     use opentelemetry::KeyValue;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
@@ -482,6 +507,14 @@ mod tests {
             drop: None,
             parent_hook: None,
             duration_ns: None,
+            // Every kind of plugin value, and a u64 beyond i64.
+            attrs: Attrs(vec![
+                ("vnt.t.state".into(), Value::Str("ESTABLISHED".into())),
+                ("vnt.t.seq".into(), Value::U64(u64::MAX)),
+                ("vnt.t.small".into(), Value::U64(7)),
+                ("vnt.t.delta".into(), Value::I64(-2)),
+                ("vnt.t.ratio".into(), Value::F64(0.5)),
+            ]),
         }
     }
 

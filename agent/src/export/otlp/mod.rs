@@ -83,6 +83,7 @@ pub struct Otlp {
     queue: Arc<SpanQueue>,
     health: Arc<Health>,
     metrics: Option<JourneyMetrics>,
+    meter: Option<opentelemetry::metrics::Meter>,
     provider: Option<SdkMeterProvider>,
     stop: watch::Sender<bool>,
     worker: Option<std::thread::JoinHandle<()>>,
@@ -113,10 +114,11 @@ impl Otlp {
             );
             let jm = JourneyMetrics::new(&meter, cfg.max_interfaces);
             metrics::register_health(&meter, &health, &queue);
-            (Some(jm), Some(provider), Some(reader))
+            (Some((jm, meter)), Some(provider), Some(reader))
         } else {
             (None, None, None)
         };
+        let (metrics, meter) = metrics.unzip();
         let (stop, stop_rx) = watch::channel(false);
         let host_name = identity.host_name.clone();
         let worker = worker::spawn(worker::Worker {
@@ -143,6 +145,7 @@ impl Otlp {
             queue,
             health,
             metrics,
+            meter,
             provider,
             stop,
             worker: Some(worker),
@@ -164,6 +167,12 @@ impl Otlp {
         } else {
             Health::add(&self.health.spans_dropped_queue_full, n as u64);
         }
+    }
+
+    /// The meter of the agent's metrics, when metrics export is on (for
+    /// the plugins' declared metrics).
+    pub fn meter(&self) -> Option<&opentelemetry::metrics::Meter> {
+        self.meter.as_ref()
     }
 
     /// The health counters, for the main loop to update.
@@ -237,6 +246,7 @@ mod tests {
             batch_spans: 8,
             batch_delay: Duration::from_millis(20),
             max_interfaces: 4,
+            max_series_per_metric: 10,
             exclude_own_traffic: true,
             shutdown_timeout: shutdown,
             tls_ca: None,
@@ -264,6 +274,7 @@ mod tests {
             drop: None,
             parent_hook: None,
             duration_ns: None,
+            attrs: Default::default(),
         };
         JourneyView {
             kind: "journey",

@@ -170,6 +170,7 @@ mod tests {
             batch_spans: 1,
             batch_delay: Duration::from_secs(1),
             max_interfaces: 1,
+            max_series_per_metric: 1,
             exclude_own_traffic: true,
             shutdown_timeout: Duration::from_secs(1),
             tls_ca: None,

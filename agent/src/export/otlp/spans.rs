@@ -29,6 +29,7 @@
 //! index; so two hosts never collide while sharing the packet's trace.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{
@@ -39,6 +40,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::export::ids;
 use crate::export::view::{HopView, JourneyView};
+use vnt_plugin_api::Value;
 
 const US: u64 = 1_000;
 
@@ -199,7 +201,24 @@ fn hop_attributes(h: &HopView, index: Option<u32>) -> Vec<KeyValue> {
         a.push(KeyValue::new("vnt.drop.reason", d.reason.clone()));
         a.push(KeyValue::new("vnt.drop.code", i64::from(d.code)));
     }
+    for (k, v) in &h.attrs.0 {
+        a.push(attr_value(k, v));
+    }
     a
+}
+
+/// A plugin field's value as an attribute, as encode.rs writes it.
+fn attr_value(key: &Arc<str>, value: &Value) -> KeyValue {
+    let key = opentelemetry::Key::new(key.to_string());
+    match value {
+        Value::U64(n) => match i64::try_from(*n) {
+            Ok(i) => KeyValue::new(key, i),
+            Err(_) => KeyValue::new(key, n.to_string()),
+        },
+        Value::I64(n) => KeyValue::new(key, *n),
+        Value::F64(n) => KeyValue::new(key, *n),
+        Value::Str(t) => KeyValue::new(key, t.clone()),
+    }
 }
 
 fn root_attributes(j: &JourneyView) -> Vec<KeyValue> {
@@ -417,6 +436,7 @@ mod tests {
             drop: None,
             parent_hook: None,
             duration_ns: None,
+            attrs: Default::default(),
         }
     }
 
