@@ -44,6 +44,7 @@ pub fn config(
         batch_spans: batch,
         batch_delay: delay,
         max_interfaces: 64,
+        max_series_per_metric: 1_000,
         exclude_own_traffic: true,
         shutdown_timeout: Duration::from_secs(10),
         tls_ca: None,
