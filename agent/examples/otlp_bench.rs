@@ -75,6 +75,7 @@ fn journey(n: u64, t0: u64) -> JourneyView {
                 drop: None,
                 parent_hook: None,
                 duration_ns: None,
+                attrs: Default::default(),
             }
         })
         .collect::<Vec<_>>();
