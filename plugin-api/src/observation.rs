@@ -640,7 +640,7 @@ mod tests {
             .iter()
             .map(|v| {
                 let text = (v.kind == abi::field_kind::STR).then(|| {
-                    // SAFETY (test): the text points into `o`, alive here.
+                    // SAFETY: the text points into `o`, alive here.
                     let b = unsafe { std::slice::from_raw_parts(v.text.ptr, v.text.len) };
                     String::from_utf8(b.to_vec()).unwrap()
                 });
