@@ -20,6 +20,8 @@
 //! decoders read.
 
 pub mod abi;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod declare;
 mod export;
 mod observation;
@@ -35,6 +37,10 @@ pub use plugin::{
     Cardinality, DecodeError, FieldKind, FieldSpec, HookKind, HookSpec, HostLog, InitContext,
     LogLevel, MetricKind, MetricSpec, Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec,
 };
+
+/// The `zerocopy` this crate reads records with, for plugins that mirror
+/// their own C records the same way.
+pub use zerocopy;
 
 /// The symbol every plugin exports; it returns `*const abi::PluginTable`,
 /// or null when the plugin cannot build its table.

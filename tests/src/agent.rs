@@ -27,9 +27,17 @@ pub struct AgentBuilder {
     filter: Option<String>,
     probes: Option<String>,
     extra: Vec<OsString>,
+    output: String,
 }
 
 impl AgentBuilder {
+    /// `--output FORMAT` (`json` unless set; only [`Agent::stop_lines`]
+    /// reads other formats).
+    pub fn output(mut self, format: &str) -> Self {
+        self.output = format.to_owned();
+        self
+    }
+
     /// Only the plugins' default probes (no `--probes`). Without this the
     /// tests attach every probe, opt-in ones included, to check every hook.
     pub fn default_probes(mut self) -> Self {
@@ -77,7 +85,7 @@ impl AgentBuilder {
         let _ = std::fs::remove_file(&ready_file);
 
         let mut cmd = Command::new(&bin);
-        cmd.args(["--plugins", &self.plugins, "--output", "json"])
+        cmd.args(["--plugins", &self.plugins, "--output", &self.output])
             .arg("--sample")
             .arg(format!("{}/{}", self.sample.0, self.sample.1));
         if let Some(filter) = &self.filter {
@@ -155,6 +163,7 @@ impl Agent {
             filter: None,
             probes: Some("all".to_owned()),
             extra: Vec::new(),
+            output: "json".to_owned(),
         }
     }
 
@@ -185,7 +194,16 @@ impl Agent {
     /// Sends SIGTERM, waits for the agent to exit (up to [`STOP_TIMEOUT`],
     /// then SIGKILL and an error) and parses what it printed. A non-zero exit
     /// or a missing summary line is an error.
-    pub fn stop(mut self) -> Result<AgentOutput> {
+    pub fn stop(self) -> Result<AgentOutput> {
+        let (lines, stderr, status, context) = self.stop_lines()?;
+        parse_output(&lines, stderr, status)
+            .with_context(|| format!("agent output unusable\n{context}"))
+    }
+
+    /// Like [`Agent::stop`], for output that is not JSON (`--output
+    /// pretty`): stdout's lines as they are, stderr, the exit status, and
+    /// the command line with stderr for messages.
+    pub fn stop_lines(mut self) -> Result<(Vec<String>, String, ExitStatus, String)> {
         let mut child = self.child.take().expect("agent is running");
         signal(&child, libc::SIGTERM);
         let status = match wait_timeout(&mut child, STOP_TIMEOUT)? {
@@ -207,8 +225,7 @@ impl Agent {
                 self.context()
             );
         }
-        parse_output(&lines, self.stderr(), status)
-            .with_context(|| format!("agent output unusable\n{}", self.context()))
+        Ok((lines, self.stderr(), status, self.context()))
     }
 
     fn wait_ready(&mut self) -> Result<()> {

@@ -109,6 +109,9 @@ pub struct Hop {
     pub latency_ns: u64,
     #[serde(default)]
     pub drop: Option<HopDrop>,
+    /// Values of the plugin's declared fields, by attribute key.
+    #[serde(default)]
+    pub attrs: BTreeMap<String, serde_json::Value>,
 }
 
 /// A `{"type":"journey",...}` line.
@@ -154,6 +157,20 @@ pub struct PluginSummary {
     pub disabled_reason: Option<String>,
     /// Program name -> the hook it was attached as, e.g. `tp_btf:net_dev_start_xmit`.
     pub probes: BTreeMap<String, String>,
+    /// Its declared metrics: one entry per label set.
+    #[serde(default)]
+    pub metrics: Vec<MetricSeries>,
+    #[serde(default)]
+    pub metric_overflow: u64,
+}
+
+/// One series of a plugin metric in the summary.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricSeries {
+    pub metric: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub points: u64,
 }
 
 /// The `{"type":"summary",...}` line the agent prints last.
@@ -167,6 +184,8 @@ pub struct Summary {
     pub journeys_unknown: u64,
     pub journeys_idle: u64,
     pub late_reads: u64,
+    pub joined: u64,
+    pub unjoined: u64,
     pub observations: u64,
     pub decode_errors: u64,
     pub events_lost: u64,

@@ -69,6 +69,8 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
         verdict(j),
         &j.trace_id[..12],
     )?;
+    let mut shown: std::collections::HashMap<std::sync::Arc<str>, vnt_plugin_api::Value> =
+        std::collections::HashMap::new();
     for h in &j.hops {
         let ns = match (&h.netns_name, &h.netns_owner) {
             (Some(n), Some(o)) => format!(
@@ -109,12 +111,17 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
             ns,
             h.hook
         )?;
-        if !h.attrs.is_empty() {
-            write!(out, "  {:>12} ", "")?;
-            for (k, v) in &h.attrs.0 {
-                write!(out, " {k}={v}")?;
+        // A plugin's attributes under its hop, each only where its value
+        // changes along the journey (TCP flags stay the same hop to hop).
+        let mut line = String::new();
+        for (k, v) in &h.attrs.0 {
+            if shown.get(k) != Some(v) {
+                line.push_str(&format!(" {k}={v}"));
+                shown.insert(k.clone(), v.clone());
             }
-            writeln!(out)?;
+        }
+        if !line.is_empty() {
+            writeln!(out, "  {:>12} {line}", "")?;
         }
         if let Some(d) = &h.drop {
             writeln!(

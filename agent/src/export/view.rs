@@ -426,6 +426,12 @@ pub struct Summary {
     pub journeys_shutdown: u64,
     /// Socket reads of packets whose journey had already ended.
     pub late_reads: u64,
+    /// Observations without a packet id (a TCP retransmission) joined to
+    /// their packet's journey by flow and TCP sequence number.
+    pub joined: u64,
+    /// Of those, ones whose packet was never seen (not sampled, filtered, or
+    /// read too late): counted, not output.
+    pub unjoined: u64,
     /// Observations decoded.
     pub observations: u64,
     /// Ring-buffer records read.
@@ -483,6 +489,8 @@ impl Summary {
         self.journeys_evicted = b.evicted;
         self.journeys_shutdown = b.shutdown;
         self.late_reads = b.late_terminal;
+        self.joined = b.joined;
+        self.unjoined = b.unjoined;
         self.observations = b.observations + b.intervals;
     }
 
