@@ -27,6 +27,9 @@ cargo build --workspace --release --all-targets -q
 step "unit and conformance tests"
 cargo test --workspace --release --exclude vnt-tests
 
+step "SDK: plugin-api and vnt-ebpf package and build as published (third-party plugins depend on them alone)"
+CARGO_TARGET_DIR="$PWD/target/package" cargo package -q -p vnt-plugin-api -p vnt-ebpf --allow-dirty
+
 if [ "$quick" = 1 ]; then
   echo "quick run: privileged tiers not run (scripts/test.sh without --quick runs them)"
   exit 0
