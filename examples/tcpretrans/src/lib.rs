@@ -10,8 +10,8 @@
 
 use vnt_plugin_api::{
     export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, Flow,
-    HookKind, HookSpec, InitContext, MetricKind, MetricPoint, MetricSpec, Observation,
-    PacketObservation, Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec, Value,
+    HookSpec, InitContext, MetricKind, MetricPoint, MetricSpec, Observation, PacketObservation,
+    Plugin, PluginError, PluginInfo, ProbeSpec, Value,
 };
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
@@ -43,22 +43,18 @@ struct Event {
 // The C side asserts the same size (`_Static_assert` in the .bpf.c).
 const _: () = assert!(std::mem::size_of::<Event>() == 80);
 
+/// One `ProbeAlternative` per program of the object, kind and target read
+/// from its C section name at build time (`SEC("tp_btf/tcp_retransmit_skb")`).
+mod programs {
+    include!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.programs.rs"));
+}
+
 static PROBES: [ProbeSpec; 1] = [ProbeSpec {
     name: "tcpretrans",
     required: true,
     opt_in: false,
-    alternatives: &[
-        ProbeAlternative {
-            kind: HookKind::TpBtf,
-            program: "tcpretrans_btf",
-            target: "tcp_retransmit_skb",
-        },
-        ProbeAlternative {
-            kind: HookKind::RawTp,
-            program: "tcpretrans_raw",
-            target: "tcp_retransmit_skb",
-        },
-    ],
+    // In preference order: typed arguments first.
+    alternatives: &[programs::TCPRETRANS_BTF, programs::TCPRETRANS_RAW],
 }];
 
 static HOOKS: [HookSpec; 1] = [HookSpec {

@@ -13,9 +13,9 @@
 //! same hook id (docs/adr/005-hook-variants.md).
 
 use vnt_plugin_api::{
-    export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, HookKind,
-    HookSpec, InitContext, LogLevel, Observation, Plugin, PluginError, PluginInfo,
-    ProbeAlternative, ProbeSpec, Value,
+    export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, HookSpec,
+    InitContext, LogLevel, Observation, Plugin, PluginError, PluginInfo, ProbeAlternative,
+    ProbeSpec, Value,
 };
 
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veth.bpf.o"));
@@ -34,64 +34,25 @@ pub mod hook {
     pub const DELIVER: u16 = 5;
 }
 
-const fn tp(name: &'static str, btf: &'static str, raw: &'static str) -> [ProbeAlternative; 2] {
-    [
-        ProbeAlternative {
-            kind: HookKind::TpBtf,
-            program: btf,
-            target: name,
-        },
-        ProbeAlternative {
-            kind: HookKind::RawTp,
-            program: raw,
-            target: name,
-        },
-    ]
+/// One `ProbeAlternative` per program, kind and target read from its C
+/// section name at build time (vnt_ebpf::compile).
+mod programs {
+    include!(concat!(env!("OUT_DIR"), "/veth.bpf.programs.rs"));
 }
+use programs::*;
 
-/// fentry, then kprobe on a kernel function; then the tracepoint's tp_btf and raw_tp.
-const fn func_then_tp(
-    func: &'static str,
-    fentry: &'static str,
-    kprobe: &'static str,
-    tracepoint: [ProbeAlternative; 2],
-) -> [ProbeAlternative; 4] {
-    [
-        ProbeAlternative {
-            kind: HookKind::FEntry,
-            program: fentry,
-            target: func,
-        },
-        ProbeAlternative {
-            kind: HookKind::KProbe,
-            program: kprobe,
-            target: func,
-        },
-        tracepoint[0],
-        tracepoint[1],
-    ]
-}
-
-static XMIT: [ProbeAlternative; 4] = func_then_tp(
-    "veth_xmit",
-    "veth_xmit_fentry",
-    "veth_xmit_kprobe",
-    tp("net_dev_start_xmit", "veth_xmit_btf", "veth_xmit_raw"),
-);
-static RX: [ProbeAlternative; 4] = func_then_tp(
-    "__netif_rx",
-    "veth_rx_fentry",
-    "veth_rx_kprobe",
-    tp("netif_rx", "veth_rx_btf", "veth_rx_raw"),
-);
-static RECEIVE: [ProbeAlternative; 2] =
-    tp("netif_receive_skb", "veth_receive_btf", "veth_receive_raw");
-static DROP: [ProbeAlternative; 2] = tp("kfree_skb", "veth_drop_btf", "veth_drop_raw");
-static DELIVER: [ProbeAlternative; 2] = tp(
-    "skb_copy_datagram_iovec",
-    "veth_deliver_btf",
-    "veth_deliver_raw",
-);
+// In preference order: the function veth runs (fentry, then kprobe), then
+// the tracepoint (tp_btf, then raw_tp).
+static XMIT: [ProbeAlternative; 4] = [
+    VETH_XMIT_FENTRY,
+    VETH_XMIT_KPROBE,
+    VETH_XMIT_BTF,
+    VETH_XMIT_RAW,
+];
+static RX: [ProbeAlternative; 4] = [VETH_RX_FENTRY, VETH_RX_KPROBE, VETH_RX_BTF, VETH_RX_RAW];
+static RECEIVE: [ProbeAlternative; 2] = [VETH_RECEIVE_BTF, VETH_RECEIVE_RAW];
+static DROP: [ProbeAlternative; 2] = [VETH_DROP_BTF, VETH_DROP_RAW];
+static DELIVER: [ProbeAlternative; 2] = [VETH_DELIVER_BTF, VETH_DELIVER_RAW];
 
 static PROBES: [ProbeSpec; 5] = [
     ProbeSpec {
@@ -256,7 +217,7 @@ export_plugin!(Veth);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vnt_plugin_api::HostLog;
+    use vnt_plugin_api::{HookKind, HostLog};
 
     fn decode_one(record: &[u8]) -> Result<Vec<Observation>, DecodeError> {
         let mut v = Veth::new(InitContext {
