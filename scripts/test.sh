@@ -19,6 +19,7 @@ scripts/install-deps.sh
 
 step "format and lints"
 cargo fmt --all --check
+(cd examples/tcpretrans && cargo fmt --check)   # the template plugin: its own workspace
 cargo clippy --workspace --all-targets --release -q -- -D warnings
 
 step "building release binaries, plugins and test fixtures"

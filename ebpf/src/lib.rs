@@ -25,6 +25,8 @@
 //! static RECEIVE: [ProbeAlternative; 2] = [programs::VETH_RECEIVE_BTF, programs::VETH_RECEIVE_RAW];
 //! ```
 
+mod records;
+
 use std::env;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -117,6 +119,26 @@ fn bpf_arch(target_arch: &str) -> Result<(&'static str, &'static str), BuildErro
 /// Compile `source` (relative to the calling crate) to `$OUT_DIR/<stem>.o`
 /// and tell cargo to rerun when it or the shared headers change.
 pub fn compile(source: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
+    compile_with_records(source, &[])
+}
+
+/// [`compile`], and declare the plugin's own records in Rust: for each C
+/// struct named in `records` (and the structs it contains), a
+/// `#[repr(C)]` zerocopy struct in `$OUT_DIR/<stem>.records.rs`, generated
+/// from the object's BTF with its size and every offset asserted. The C
+/// is the one declaration:
+///
+/// ```text
+/// // build.rs
+/// vnt_ebpf::compile_with_records("bpf/tcpretrans.bpf.c", &["tcpretrans_event"])
+/// // src/lib.rs
+/// mod records { include!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.records.rs")); }
+/// let (e, _) = records::TcpretransEvent::read_from_prefix(record)?;
+/// ```
+pub fn compile_with_records(
+    source: impl AsRef<Path>,
+    records: &[&str],
+) -> Result<PathBuf, BuildError> {
     let manifest = env::var("CARGO_MANIFEST_DIR").map_err(|e| BuildError::Other(e.to_string()))?;
     let out_dir = env::var("OUT_DIR").map_err(|e| BuildError::Other(e.to_string()))?;
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
@@ -170,7 +192,29 @@ pub fn compile(source: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
     let programs_out = Path::new(&out_dir).join(format!("{stem}.programs.rs"));
     std::fs::write(&programs_out, programs)
         .map_err(|e| BuildError::Other(format!("cannot write {}: {e}", programs_out.display())))?;
+    if !records.is_empty() {
+        let rs = records::records_rs(&btf_section(&object)?, records)
+            .map_err(|e| BuildError::Other(format!("{}: {e}", source.display())))?;
+        let records_out = Path::new(&out_dir).join(format!("{stem}.records.rs"));
+        std::fs::write(&records_out, rs).map_err(|e| {
+            BuildError::Other(format!("cannot write {}: {e}", records_out.display()))
+        })?;
+    }
     Ok(out)
+}
+
+/// The `.BTF` section of a compiled object.
+fn btf_section(object: &[u8]) -> Result<Vec<u8>, BuildError> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(object)
+        .map_err(|e| BuildError::Other(format!("the compiled object is not ELF: {e}")))?;
+    let section = file
+        .section_by_name(".BTF")
+        .ok_or_else(|| BuildError::Other("the compiled object has no .BTF section".into()))?;
+    section
+        .data()
+        .map(<[u8]>::to_vec)
+        .map_err(|e| BuildError::Other(format!(".BTF unreadable: {e}")))
 }
 
 /// Hook kind (a `vnt_plugin_api::HookKind` variant) and target of a program

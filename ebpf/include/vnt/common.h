@@ -80,6 +80,14 @@ _Static_assert(sizeof(struct vnt_filter) == 212, "vnt_filter size: see agent/src
 const volatile struct vnt_filter vnt_filter = {};
 
 /*
+ * VNT_RECORD(name): make `struct name`, a plugin's own record, part of the
+ * object's BTF (clang keeps the types of globals, not of locals), so that
+ * vnt_ebpf::compile_with_records generates its Rust declaration. Costs one
+ * pointer in .rodata, never read.
+ */
+#define VNT_RECORD(name) const volatile struct name *vnt_record_##name __attribute__((unused)) = 0
+
+/*
  * The deployment's packet-id key (128 bits), written by the agent into
  * `.rodata` before load like vnt_filter (config `packet_id.key`). Every
  * agent of a deployment must use the same key, or their ids never match.

@@ -30,7 +30,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET6 10
 #endif
 
-/* The record. src/lib.rs mirrors it (`Event`); both sides assert its size. */
+/* The record. Its Rust declaration is generated from this object's BTF
+ * (build.rs: vnt_ebpf::compile_with_records). */
 struct tcpretrans_event {
 	struct vnt_event_hdr hdr; /* 24 */
 	struct vnt_flow flow;     /* 40 */
@@ -40,8 +41,7 @@ struct tcpretrans_event {
 	__u8 state;    /* TCP_ESTABLISHED, ... */
 	__u8 _pad[3];
 };
-
-_Static_assert(sizeof(struct tcpretrans_event) == 80, "tcpretrans_event: see src/lib.rs Event");
+VNT_RECORD(tcpretrans_event);
 
 static __always_inline int on_retransmit(const struct sock *sk, const struct sk_buff *skb)
 {

@@ -8,12 +8,12 @@
 //! metric, a decoder from the C record to observations, and the
 //! conformance kit in the tests. docs/plugin-guide.md explains each part.
 
+use vnt_plugin_api::zerocopy::FromBytes;
 use vnt_plugin_api::{
     export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, Flow,
     HookSpec, InitContext, MetricKind, MetricPoint, MetricSpec, Observation, PacketObservation,
     Plugin, PluginError, PluginInfo, ProbeSpec, Value,
 };
-use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 /// The compiled probe, embedded in the library.
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.o"));
@@ -27,21 +27,13 @@ pub mod hook {
 /// `hdr.kind` of this plugin's record (the C's `TCPRETRANS_KIND`).
 const KIND: u16 = 16;
 
-/// The C `struct tcpretrans_event`, byte for byte.
-#[derive(Debug, FromBytes, KnownLayout, Immutable)]
-#[repr(C)]
-struct Event {
-    hdr: wire::EventHdr,
-    flow: wire::WireFlow,
-    netns: u32,
-    seq: u32,
-    end_seq: u32,
-    state: u8,
-    _pad: [u8; 3],
+/// `struct tcpretrans_event` (and the `vnt_event_hdr` and `vnt_flow` in
+/// it), generated from the compiled object's BTF with every offset
+/// asserted: declared once, in the C.
+mod records {
+    include!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.records.rs"));
 }
-
-// The C side asserts the same size (`_Static_assert` in the .bpf.c).
-const _: () = assert!(std::mem::size_of::<Event>() == 80);
+use records::TcpretransEvent as Event;
 
 /// One `ProbeAlternative` per program of the object, kind and target read
 /// from its C section name at build time (`SEC("tp_btf/tcp_retransmit_skb")`).
@@ -194,7 +186,15 @@ impl Plugin for TcpRetrans {
             ))
         })?;
         let state = state_name(e.state);
-        let flow: Flow = e.flow.into();
+        let f = &e.flow;
+        let flow = Flow {
+            family: f.family,
+            proto: f.proto,
+            saddr: f.saddr,
+            daddr: f.daddr,
+            sport: f.sport,
+            dport: f.dport,
+        };
         emit(&Observation::Packet(PacketObservation {
             hook: hook::RETRANSMIT,
             ts_ns: e.hdr.ts_ns,
