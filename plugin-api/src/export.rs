@@ -308,13 +308,37 @@ extern "C" fn decode<P: Plugin>(
 }
 
 /// Hand one observation to the host: its flat form, with its values
-/// pointing into `o` for the duration of the call.
+/// pointing into `o` for the duration of the call (up to 8 values from the
+/// stack: a hop's few attributes cost no allocation).
 fn emit_to(sink: &abi::Sink, o: &Observation) {
     let mut raw = abi::Observation::from(o);
-    let values = crate::observation::raw_values(o);
-    raw.values = values.as_ptr();
-    raw.values_len = values.len();
-    (sink.emit)(sink.ctx, &raw);
+    let values = crate::observation::values_of(o);
+    const INLINE: usize = 8;
+    if values.len() <= INLINE {
+        let mut buf = [abi::FieldValue {
+            field: 0,
+            kind: 0,
+            _reserved: [0; 5],
+            num: 0,
+            text: abi::Str::EMPTY,
+        }; INLINE];
+        for (b, v) in buf.iter_mut().zip(values) {
+            *b = crate::observation::flat_value(v);
+        }
+        raw.values = if values.is_empty() {
+            std::ptr::null()
+        } else {
+            buf.as_ptr()
+        };
+        raw.values_len = values.len();
+        (sink.emit)(sink.ctx, &raw);
+    } else {
+        let flat: Vec<abi::FieldValue> =
+            values.iter().map(crate::observation::flat_value).collect();
+        raw.values = flat.as_ptr();
+        raw.values_len = flat.len();
+        (sink.emit)(sink.ctx, &raw);
+    }
 }
 
 extern "C" fn tick<P: Plugin>(instance: *mut c_void, sink: *const abi::Sink) -> i32 {

@@ -152,8 +152,10 @@ pub enum Value {
     I64(i64),
     /// Floating point.
     F64(f64),
-    /// Text (at most [`abi::MAX_TEXT_VALUE`] bytes cross the boundary).
-    Str(String),
+    /// Text (at most [`abi::MAX_TEXT_VALUE`] bytes cross the boundary). A
+    /// `&'static str` (`"ESTABLISHED".into()`) costs no allocation; the
+    /// host keeps the distinct values of low-cardinality fields once.
+    Str(Cow<'static, str>),
 }
 
 impl Value {
@@ -425,43 +427,51 @@ impl From<&Observation> for abi::Observation {
     }
 }
 
+/// The observation's field values (label values of a metric point).
+pub fn values_of(o: &Observation) -> &[FieldValue] {
+    match o {
+        Observation::Packet(p) => &p.values,
+        Observation::Metric(m) => &m.labels,
+        _ => &[],
+    }
+}
+
+/// A value in its flat form, pointing into `v` (its text): valid while `v`
+/// lives.
+pub fn flat_value(v: &FieldValue) -> abi::FieldValue {
+    let (num, text) = match &v.value {
+        Value::U64(n) => (*n, abi::Str::EMPTY),
+        Value::I64(n) => (*n as u64, abi::Str::EMPTY),
+        Value::F64(n) => (n.to_bits(), abi::Str::EMPTY),
+        Value::Str(s) => (0, abi::Str::new(s)),
+    };
+    abi::FieldValue {
+        field: v.field,
+        kind: v.value.kind().to_raw(),
+        _reserved: [0; 5],
+        num,
+        text,
+    }
+}
+
 /// The observation's field values in their flat form, pointing into `o`
 /// (its strings): valid while `o` lives. Empty for kinds without values.
 pub fn raw_values(o: &Observation) -> Vec<abi::FieldValue> {
-    let values = match o {
-        Observation::Packet(p) => &p.values,
-        Observation::Metric(m) => &m.labels,
-        _ => return Vec::new(),
-    };
-    values
-        .iter()
-        .map(|v| {
-            let (num, text) = match &v.value {
-                Value::U64(n) => (*n, abi::Str::EMPTY),
-                Value::I64(n) => (*n as u64, abi::Str::EMPTY),
-                Value::F64(n) => (n.to_bits(), abi::Str::EMPTY),
-                Value::Str(s) => (0, abi::Str::new(s)),
-            };
-            abi::FieldValue {
-                field: v.field,
-                kind: v.value.kind().to_raw(),
-                _reserved: [0; 5],
-                num,
-                text,
-            }
-        })
-        .collect()
+    values_of(o).iter().map(flat_value).collect()
 }
 
 /// A flat value back as a [`FieldValue`]; `text` is the value's text, which
 /// the host copied (and checked) from the plugin's memory.
-pub fn value_from_raw(v: &abi::FieldValue, text: Option<String>) -> Result<FieldValue, String> {
+pub fn value_from_raw(
+    v: &abi::FieldValue,
+    text: Option<Cow<'static, str>>,
+) -> Result<FieldValue, String> {
     let value = match (crate::FieldKind::from_raw(v.kind), text) {
         (Some(crate::FieldKind::U64), _) => Value::U64(v.num),
         (Some(crate::FieldKind::I64), _) => Value::I64(v.num as i64),
         (Some(crate::FieldKind::F64), _) => Value::F64(f64::from_bits(v.num)),
         (Some(crate::FieldKind::Str), Some(t)) => Value::Str(t),
-        (Some(crate::FieldKind::Str), None) => Value::Str(String::new()),
+        (Some(crate::FieldKind::Str), None) => Value::Str(Cow::Borrowed("")),
         (None, _) => return Err(format!("field {}: unknown value kind {}", v.field, v.kind)),
     };
     Ok(FieldValue {
@@ -642,7 +652,7 @@ mod tests {
                 let text = (v.kind == abi::field_kind::STR).then(|| {
                     // SAFETY: the text points into `o`, alive here.
                     let b = unsafe { std::slice::from_raw_parts(v.text.ptr, v.text.len) };
-                    String::from_utf8(b.to_vec()).unwrap()
+                    Cow::Owned(String::from_utf8(b.to_vec()).unwrap())
                 });
                 value_from_raw(v, text).unwrap()
             })

@@ -164,7 +164,7 @@ impl PluginMetrics {
                     .iter()
                     .find(|v| v.field == *f)
                     .map_or_else(String::new, |v| match &v.value {
-                        Value::Str(s) => s.clone(),
+                        Value::Str(s) => s.to_string(),
                         other => other.to_string(),
                     })
             })
@@ -274,7 +274,7 @@ mod tests {
         MetricPoint {
             metric: 0,
             value: 1.0,
-            labels: vec![FieldValue::new(0, Value::Str(state.into()))],
+            labels: vec![FieldValue::new(0, Value::Str(state.to_owned().into()))],
         }
     }
 

@@ -573,11 +573,54 @@ unsafe fn read_declarations(
     Ok((fields, metrics))
 }
 
+/// Distinct texts of a plugin's low-cardinality fields (a state, a reason,
+/// TCP flags), kept once for the process's life: a hop's text value then
+/// costs no allocation. At most [`INTERN_MAX`] per plugin instance (at most
+/// 1 KiB each); beyond, and for other fields, texts are copied.
+#[derive(Default)]
+pub struct Interner {
+    known: std::collections::HashSet<&'static str>,
+    /// By field id: low cardinality.
+    low: Vec<bool>,
+}
+
+/// Distinct texts kept per plugin instance.
+const INTERN_MAX: usize = 4096;
+
+impl Interner {
+    /// For a plugin whose fields of id `i` are low-cardinality when `low[i]`.
+    pub fn new(low: Vec<bool>) -> Interner {
+        Interner {
+            known: Default::default(),
+            low,
+        }
+    }
+
+    fn text(&mut self, field: u16, bytes: &[u8]) -> Option<std::borrow::Cow<'static, str>> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        if self.low.get(usize::from(field)).copied().unwrap_or(false) {
+            if let Some(k) = self.known.get(s) {
+                return Some(std::borrow::Cow::Borrowed(k));
+            }
+            if self.known.len() < INTERN_MAX {
+                // Bounded above: kept for the process's life on purpose.
+                let kept: &'static str = Box::leak(s.to_owned().into_boxed_str());
+                self.known.insert(kept);
+                return Some(std::borrow::Cow::Borrowed(kept));
+            }
+        }
+        Some(std::borrow::Cow::Owned(s.to_owned()))
+    }
+}
+
 /// Copy the values an observation carries (ABI 1.3): bounded count, each
 /// text bounded and UTF-8. `None` when anything is out of bounds.
 ///
 /// SAFETY (caller): `raw` is a plugin's observation during its `emit` call.
-unsafe fn copy_values(raw: &abi::Observation) -> Option<Vec<vnt_plugin_api::FieldValue>> {
+unsafe fn copy_values(
+    raw: &abi::Observation,
+    interner: &mut Interner,
+) -> Option<Vec<vnt_plugin_api::FieldValue>> {
     if raw.values_len == 0 {
         return Some(Vec::new());
     }
@@ -598,7 +641,7 @@ unsafe fn copy_values(raw: &abi::Observation) -> Option<Vec<vnt_plugin_api::Fiel
             check_span("text", v.text.ptr, v.text.len, abi::MAX_TEXT_VALUE, 1).ok()?;
             // SAFETY: checked non-null and bounded; valid for the call.
             let b = unsafe { std::slice::from_raw_parts(v.text.ptr, v.text.len) };
-            Some(String::from_utf8(b.to_vec()).ok()?)
+            Some(interner.text(v.field, b)?)
         } else {
             None
         };
@@ -644,6 +687,7 @@ pub enum DecodeOutcome {
 struct SinkState<'a> {
     out: &'a mut Vec<Observation>,
     malformed: u64,
+    interner: &'a mut Interner,
 }
 
 extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
@@ -667,7 +711,7 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
         let raw: abi::Observation = unsafe { read_prefix(obs.cast::<u8>(), size) };
         // SAFETY: the values belong to this observation, valid for this call
         // (zero before 1.3: the prefix read zero-fills them).
-        let Some(values) = (unsafe { copy_values(&raw) }) else {
+        let Some(values) = (unsafe { copy_values(&raw, state.interner) }) else {
             state.malformed += 1;
             return;
         };
@@ -682,6 +726,7 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
 pub struct Instance {
     calls: Calls,
     ptr: *mut c_void,
+    interner: Interner,
     _log: Box<LogCtx>,
     _host: Box<abi::Host>,
 }
@@ -691,8 +736,14 @@ pub struct Instance {
 unsafe impl Send for Instance {}
 
 impl PluginLibrary {
-    /// Create an instance with the plugin's JSON config.
-    pub fn create(&self, plugin: &str, config: &[u8]) -> Result<Instance, String> {
+    /// Create an instance with the plugin's JSON config; `low_cardinality`
+    /// says, by field id, whose texts are kept once ([`Interner`]).
+    pub fn create(
+        &self,
+        plugin: &str,
+        config: &[u8],
+        low_cardinality: Vec<bool>,
+    ) -> Result<Instance, String> {
         let mut log = Box::new(LogCtx {
             plugin: plugin.to_string(),
         });
@@ -716,6 +767,7 @@ impl PluginLibrary {
         Ok(Instance {
             calls: self.calls,
             ptr,
+            interner: Interner::new(low_cardinality),
             _log: log,
             _host: host,
         })
@@ -744,7 +796,11 @@ impl Instance {
         out: &mut Vec<Observation>,
         f: impl FnOnce(&abi::Sink) -> i32,
     ) -> (DecodeOutcome, u64) {
-        let mut state = SinkState { out, malformed: 0 };
+        let mut state = SinkState {
+            out,
+            malformed: 0,
+            interner: &mut self.interner,
+        };
         let sink = abi::Sink {
             ctx: (&mut state as *mut SinkState<'_>).cast(),
             emit: host_emit,

@@ -486,7 +486,11 @@ pub fn load(
         reason: e.to_string(),
     })?;
     let instance = lib
-        .create(&meta.name, &json)
+        .create(
+            &meta.name,
+            &json,
+            meta.fields.iter().map(|f| f.low_cardinality).collect(),
+        )
         .map_err(|reason| PluginError::Create {
             name: meta.name.clone(),
             reason,

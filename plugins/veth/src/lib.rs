@@ -12,6 +12,8 @@
 //! first alternative the kernel supports; every variant of a hook reports the
 //! same hook id (docs/adr/005-hook-variants.md).
 
+use std::borrow::Cow;
+
 use vnt_plugin_api::{
     export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, HookSpec,
     InitContext, LogLevel, Observation, Plugin, PluginError, PluginInfo, ProbeAlternative,
@@ -142,19 +144,27 @@ static FIELDS: [FieldSpec; 1] = [FieldSpec {
     description: "TCP flags of the segment at this hop (SYN, ACK, FIN, RST, PSH, URG, ECE, CWR)",
 }];
 
-/// `SYN,ACK` for the flag bits of a TCP header's 14th byte.
-fn tcp_flags(bits: u8) -> String {
-    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    let mut out = String::new();
-    for (i, n) in NAMES.iter().enumerate() {
-        if bits & (1 << i) != 0 {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(n);
+/// `SYN,ACK` for the flag bits of a TCP header's 14th byte: the common
+/// combinations as static text (no allocation per hop), others built.
+fn tcp_flags(bits: u8) -> Cow<'static, str> {
+    match bits {
+        0x02 => "SYN".into(),
+        0x10 => "ACK".into(),
+        0x12 => "SYN,ACK".into(),
+        0x18 => "PSH,ACK".into(),
+        0x11 => "FIN,ACK".into(),
+        0x19 => "FIN,PSH,ACK".into(),
+        0x04 => "RST".into(),
+        0x14 => "RST,ACK".into(),
+        _ => {
+            const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+            let names: Vec<&str> = (0..8)
+                .filter(|i| bits & (1 << i) != 0)
+                .map(|i| NAMES[i])
+                .collect();
+            names.join(",").into()
         }
     }
-    out
 }
 
 /// The veth plugin. It has no configuration of its own yet.
@@ -297,6 +307,8 @@ mod tests {
         assert_eq!(tcp_flags(0x12), "SYN,ACK");
         assert_eq!(tcp_flags(0x11), "FIN,ACK");
         assert_eq!(tcp_flags(0), "");
+        assert_eq!(tcp_flags(0x03), "FIN,SYN");
+        assert_eq!(tcp_flags(0xd2), "SYN,ACK,ECE,CWR");
     }
 
     #[test]

@@ -217,7 +217,7 @@ fn attr_value(key: &Arc<str>, value: &Value) -> KeyValue {
         },
         Value::I64(n) => KeyValue::new(key, *n),
         Value::F64(n) => KeyValue::new(key, *n),
-        Value::Str(t) => KeyValue::new(key, t.clone()),
+        Value::Str(t) => KeyValue::new(key, t.to_string()),
     }
 }
 
