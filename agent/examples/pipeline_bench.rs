@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! pipeline_bench [--seconds 20] [--plugin target/release/libvnt_plugin_veth.so] [--rate 1000000]
+//!                [--tcp [--tcp-flags] [--seq-joins]]
 //!                [--json] [--endpoint http://127.0.0.1:4317 --protocol grpc|http/protobuf [--collector-pid PID]]
 //! ```
 //!
@@ -29,7 +30,10 @@
 //! CLOCK_PROCESS_CPUTIME_ID. After 2 s of warm-up (open journeys reach their
 //! steady number), `--seconds` are measured. Output: one Markdown table row.
 //! Without `--endpoint`, it measures decode, journeys and views alone, as
-//! fast as they go.
+//! fast as they go. `--tcp` makes the packets TCP segments; `--tcp-flags`
+//! turns on veth's `tcp.flags` field (a plugin field on every hop) and
+//! `--seq-joins` the builder's index by TCP sequence number (what a loaded
+//! plugin that joins by sequence number turns on).
 
 mod common;
 
@@ -150,6 +154,9 @@ struct Generator {
     ts: u64,
     /// Kernel time between records (the synthetic arrival rate).
     step_ns: u64,
+    /// IP protocol of the packets: 17 (UDP) or, with `--tcp`, 6 (TCP
+    /// segments, whose hops carry veth's `tcp.flags` attribute).
+    proto: u8,
 }
 
 impl Generator {
@@ -200,7 +207,8 @@ impl Generator {
             r[72..74].copy_from_slice(&(40000 + (n % 1000) as u16).to_ne_bytes());
             r[74..76].copy_from_slice(&8080u16.to_ne_bytes());
             r[76] = 4;
-            r[77] = 17;
+            r[77] = self.proto;
+            r[104] = 0x18; // PSH,ACK (read for TCP only)
             r[80..84].copy_from_slice(&ifindex.to_ne_bytes());
             r[84..88].copy_from_slice(&self.netns[ns].to_ne_bytes());
             r[88..92].copy_from_slice(&128u32.to_ne_bytes());
@@ -360,9 +368,14 @@ fn run(args: &[String]) -> Result<(), String> {
         .filter(|&r| r > 0)
         .unwrap_or(1_000_000);
 
+    let flag = |name: &str| args.iter().any(|a| a == name);
     let plugin = plugin_host::load(
         &plugin_path,
-        &serde_json::Value::Null,
+        &if flag("--tcp-flags") {
+            serde_json::json!({"tcp_flags": true})
+        } else {
+            serde_json::Value::Null
+        },
         plugin_host::Trust::default(),
     )
     .map_err(|e| format!("{}: {e}", plugin_path.display()))?;
@@ -392,6 +405,7 @@ fn run(args: &[String]) -> Result<(), String> {
             netns: host.netns,
             ts: monotonic_ns(),
             step_ns: (1_000_000_000 / rate).max(1),
+            proto: if args.iter().any(|a| a == "--tcp") { 6 } else { 17 },
         },
         buf: vec![0u8; BATCH * RECORD],
         metas: vec![plugin.meta.clone()],
@@ -401,7 +415,11 @@ fn run(args: &[String]) -> Result<(), String> {
         procs: vnt_agent::kernel::process::ProcessNames::new(&host.proc_root),
         clock: WallClock::measure(),
         // The agent's defaults: journey.idle_timeout_ms 100, max_in_flight 65536.
-        builder: Builder::new(100_000_000, 65_536),
+        builder: if flag("--seq-joins") {
+            Builder::new(100_000_000, 65_536).with_seq_joins(50_000_000)
+        } else {
+            Builder::new(100_000_000, 65_536)
+        },
         obs: Vec::with_capacity(BATCH),
         done: Vec::new(),
         views: Vec::new(),

@@ -228,8 +228,8 @@ async fn read_plugin(
     }
 }
 
-/// How long a finished journey stays open to joins when several plugins
-/// run: a few of the readers' drain ticks.
+/// How long a finished journey stays open to joins when a plugin joins by
+/// TCP sequence number: a few of the readers' drain ticks.
 const JOIN_LINGER_NS: u64 = 50_000_000;
 
 /// Run until SIGINT/SIGTERM or `duration`; return the summary. SIGHUP is
@@ -394,9 +394,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let mut clock = WallClock::measure();
     let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
         .with_benign_drops(drops.benign())
-        // Another plugin's observation may join a finished journey by TCP
-        // sequence number (journey::join): give it time to be read.
-        .with_join_linger(if metas.len() > 1 { JOIN_LINGER_NS } else { 0 });
+        // A plugin's observation may join a journey by TCP sequence number
+        // (journey::join), also one that finished: give it time to be read.
+        .with_seq_joins(if metas.iter().any(|m| m.joins_by_tcp_seq) {
+            JOIN_LINGER_NS
+        } else {
+            0
+        });
     let mut done = Vec::new();
     let mut plugin_metrics = PluginMetrics::new(
         &metas,

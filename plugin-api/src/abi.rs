@@ -610,6 +610,11 @@ pub mod plugin_flags {
     /// A test fixture, not a product: `vnt-agent plugins` and `check` list it
     /// only with `--all`; it loads when asked for like any plugin.
     pub const TEST_FIXTURE: u32 = 1 << 0;
+    /// The plugin emits observations joined by TCP sequence number
+    /// ([`super::observation_flags::HAS_TCP_SEQ`] with packet id 0): the
+    /// host then indexes packets by flow and sequence number, which it
+    /// does not do otherwise (it costs every TCP hop). Since 1.3.
+    pub const JOINS_BY_TCP_SEQ: u32 = 1 << 1;
 }
 
 /// Size of the fixed header every version of the table starts with.

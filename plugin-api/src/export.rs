@@ -142,6 +142,10 @@ pub fn build_table<P: Plugin>() -> Exported {
                 abi::plugin_flags::TEST_FIXTURE
             } else {
                 0
+            } | if info.joins_by_tcp_seq {
+                abi::plugin_flags::JOINS_BY_TCP_SEQ
+            } else {
+                0
             },
             fields: fields.as_ptr(),
             fields_len: fields.len(),

@@ -249,6 +249,11 @@ pub struct PluginInfo {
     pub metrics: &'static [MetricSpec],
     /// Call [`Plugin::tick`] this often (milliseconds); 0 never.
     pub tick_interval_ms: u32,
+    /// It emits packet observations without a packet id but with a TCP
+    /// sequence number, to be joined to their packet's journey: the agent
+    /// indexes packets by flow and sequence number only when a loaded
+    /// plugin says so.
+    pub joins_by_tcp_seq: bool,
 }
 
 /// Log levels of the host callback.

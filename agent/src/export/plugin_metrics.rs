@@ -267,6 +267,7 @@ mod tests {
                 buckets: vec![],
             }],
             tick_interval_ms: 0,
+            joins_by_tcp_seq: false,
         }
     }
 

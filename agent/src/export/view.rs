@@ -533,6 +533,7 @@ mod tests {
             fields: vec![],
             metrics: vec![],
             tick_interval_ms: 0,
+            joins_by_tcp_seq: false,
         }
     }
 

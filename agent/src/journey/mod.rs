@@ -286,6 +286,8 @@ pub struct Builder {
     closing: VecDeque<(u64, Journey)>,
     /// The latest `now` seen.
     last_now: u64,
+    /// Index packets by TCP sequence number ([`Builder::with_seq_joins`]).
+    seq_joins: bool,
 }
 
 impl Builder {
@@ -305,15 +307,19 @@ impl Builder {
             linger_ns: 0,
             closing: VecDeque::new(),
             last_now: 0,
+            seq_joins: false,
         }
     }
 
-    /// Keep finished journeys open to joins for `ns` before output: an
-    /// observation joined by TCP sequence number (a retransmission) may be
-    /// read after the hops that ended its journey, from another plugin's
-    /// ring buffer.
-    pub fn with_join_linger(mut self, ns: u64) -> Builder {
-        self.linger_ns = ns;
+    /// Join observations by TCP sequence number (journey::join): index
+    /// packets by flow and sequence number, and keep finished journeys open
+    /// to joins for `linger_ns` before output (a retransmission may be read
+    /// after the hops that ended its journey, from another plugin's ring
+    /// buffer). Off unless a loaded plugin joins so: the index costs every
+    /// TCP hop.
+    pub fn with_seq_joins(mut self, linger_ns: u64) -> Builder {
+        self.seq_joins = true;
+        self.linger_ns = linger_ns;
         self
     }
 
@@ -346,7 +352,7 @@ impl Builder {
         self.last_now = self.last_now.max(now_ns);
         let mut obs = obs;
         let mut released = Vec::new();
-        if obs.substep.is_none() {
+        if obs.substep.is_none() && self.seq_joins {
             if let Some(seq) = obs.tcp_seq {
                 if obs.pkt_id == 0 {
                     match self.seq.lookup(&obs.flow, seq) {
@@ -624,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_retransmission_joins_its_segment_by_sequence_number() {
-        let mut b = Builder::new(100 * MS, 100);
+        let mut b = Builder::new(100 * MS, 100).with_seq_joins(0);
         let mut out = vec![];
         b.packet(0, tcp(7, 1, 10, 1000), 10, &mut out);
         b.packet(0, tcp(8, 1, 11, 2000), 11, &mut out);
@@ -645,7 +651,7 @@ mod tests {
 
     #[test]
     fn a_join_read_first_waits_for_its_packet_and_a_finished_journey_lingers() {
-        let mut b = Builder::new(100 * MS, 100).with_join_linger(20 * MS);
+        let mut b = Builder::new(100 * MS, 100).with_seq_joins(20 * MS);
         let mut out = vec![];
         // The retransmission is read before the segment's hops.
         b.packet(1, tcp(0, 9, 12, 2000), 0, &mut out);

@@ -452,6 +452,7 @@ unsafe fn read_meta(
         fields,
         metrics,
         tick_interval_ms: if minor >= 3 { t.tick_interval_ms } else { 0 },
+        joins_by_tcp_seq: minor >= 3 && t.flags & abi::plugin_flags::JOINS_BY_TCP_SEQ != 0,
     })
 }
 
@@ -579,7 +580,7 @@ unsafe fn read_declarations(
 /// 1 KiB each); beyond, and for other fields, texts are copied.
 #[derive(Default)]
 pub struct Interner {
-    known: std::collections::HashSet<&'static str>,
+    known: std::collections::HashSet<&'static str, foldhash::fast::RandomState>,
     /// By field id: low cardinality.
     low: Vec<bool>,
 }

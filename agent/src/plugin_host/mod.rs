@@ -250,6 +250,8 @@ pub struct PluginMeta {
     pub metrics: Vec<MetricInfo>,
     /// Timer period in milliseconds; 0 none.
     pub tick_interval_ms: u32,
+    /// Emits observations joined by TCP sequence number (ABI 1.3).
+    pub joins_by_tcp_seq: bool,
 }
 
 impl PluginMeta {

@@ -153,6 +153,8 @@ impl Plugin for TcpRetrans {
             fields: &FIELDS,
             metrics: &METRICS,
             tick_interval_ms: 0,
+            // Its records join the resent segment's journey by sequence number.
+            joins_by_tcp_seq: true,
         }
     }
 

@@ -167,9 +167,14 @@ fn tcp_flags(bits: u8) -> Cow<'static, str> {
     }
 }
 
-/// The veth plugin. It has no configuration of its own yet.
-#[derive(Debug)]
-pub struct Veth;
+/// The veth plugin. Configuration (`[plugin.veth]`): `tcp_flags = true`
+/// puts each TCP segment's flags on its hops (`vnt.veth.tcp.flags`); off by
+/// default, since it about doubles the agent's decoding time per TCP hop
+/// (BENCHMARKS.md, "Plugin fields").
+#[derive(Debug, Default)]
+pub struct Veth {
+    tcp_flags: bool,
+}
 
 impl Plugin for Veth {
     fn info() -> PluginInfo {
@@ -187,17 +192,34 @@ impl Plugin for Veth {
     }
 
     fn new(ctx: InitContext) -> Result<Self, PluginError> {
+        let mut veth = Veth::default();
         match &ctx.config {
             serde_json::Value::Null => {}
-            serde_json::Value::Object(m) if m.is_empty() => {}
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("tcp_flags", serde_json::Value::Bool(b)) => veth.tcp_flags = *b,
+                        ("tcp_flags", other) => {
+                            return Err(PluginError(format!(
+                                "plugin.veth.tcp_flags must be true or false, got {other}"
+                            )))
+                        }
+                        (other, _) => {
+                            return Err(PluginError(format!(
+                                "plugin.veth.{other} is not a veth setting; known: tcp_flags"
+                            )))
+                        }
+                    }
+                }
+            }
             other => {
                 return Err(PluginError(format!(
-                    "veth takes no configuration, got {other}"
+                    "[plugin.veth] must be a table, got {other}"
                 )))
             }
         }
         ctx.log.log(LogLevel::Debug, "veth decoder ready");
-        Ok(Veth)
+        Ok(veth)
     }
 
     fn decode(
@@ -210,7 +232,7 @@ impl Plugin for Veth {
             return Err(DecodeError(format!("unknown veth hook id {}", hdr.hook)));
         }
         let mut p = wire::packet(record, hdr.hook == hook::DELIVER)?;
-        if p.flow.proto == 6 && hdr.hook != hook::DELIVER {
+        if self.tcp_flags && p.flow.proto == 6 && hdr.hook != hook::DELIVER {
             let flags = wire::tcp_flags(record);
             p.values.push(FieldValue::new(
                 field::TCP_FLAGS,
@@ -231,7 +253,7 @@ mod tests {
 
     fn decode_one(record: &[u8]) -> Result<Vec<Observation>, DecodeError> {
         let mut v = Veth::new(InitContext {
-            config: serde_json::Value::Null,
+            config: serde_json::json!({"tcp_flags": true}),
             log: HostLog::discard(),
         })
         .unwrap();
@@ -318,6 +340,18 @@ mod tests {
             log: HostLog::discard(),
         })
         .unwrap_err();
-        assert!(err.0.contains("no configuration"));
+        assert!(err.0.contains("plugin.veth.nope is not a veth setting"), "{err}");
+        let err = Veth::new(InitContext {
+            config: serde_json::json!({"tcp_flags": "yes"}),
+            log: HostLog::discard(),
+        })
+        .unwrap_err();
+        assert!(err.0.contains("true or false"), "{err}");
+        let v = Veth::new(InitContext {
+            config: serde_json::json!({"tcp_flags": true}),
+            log: HostLog::discard(),
+        })
+        .unwrap();
+        assert!(v.tcp_flags);
     }
 }
