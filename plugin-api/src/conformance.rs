@@ -232,7 +232,7 @@ fn check_decode<P: Plugin>(info: &PluginInfo, samples: &[&[u8]], errors: &mut Ve
 /// The host's own check ([`crate::declare`] for values).
 fn fits(info: &PluginInfo, o: &Observation) -> Result<(), String> {
     let values = match o {
-        Observation::Packet(p) => &p.values,
+        Observation::Packet(p) => &p.values[..],
         Observation::Metric(m) => {
             if usize::from(m.metric) >= info.metrics.len() {
                 return Err(format!("metric id {} is not declared", m.metric));

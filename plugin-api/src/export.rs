@@ -318,7 +318,9 @@ fn emit_to(sink: &abi::Sink, o: &Observation) {
     let mut raw = abi::Observation::from(o);
     let values = crate::observation::values_of(o);
     const INLINE: usize = 8;
-    if values.len() <= INLINE {
+    if values.is_empty() {
+        (sink.emit)(sink.ctx, &raw);
+    } else if values.len() <= INLINE {
         let mut buf = [abi::FieldValue {
             field: 0,
             kind: 0,
@@ -329,11 +331,7 @@ fn emit_to(sink: &abi::Sink, o: &Observation) {
         for (b, v) in buf.iter_mut().zip(values) {
             *b = crate::observation::flat_value(v);
         }
-        raw.values = if values.is_empty() {
-            std::ptr::null()
-        } else {
-            buf.as_ptr()
-        };
+        raw.values = buf.as_ptr();
         raw.values_len = values.len();
         (sink.emit)(sink.ctx, &raw);
     } else {

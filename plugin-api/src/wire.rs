@@ -208,7 +208,7 @@ pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, Decode
         // Host order (the C reads it with vnt_be32); a join key for
         // observations that cannot compute the packet id.
         tcp_seq: (e.flow.proto == 6).then_some(e.tcp_seq),
-        values: Vec::new(),
+        values: Box::default(),
     })
 }
 

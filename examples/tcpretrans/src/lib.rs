@@ -215,7 +215,8 @@ impl Plugin for TcpRetrans {
                     field::BYTES,
                     Value::U64(e.end_seq.wrapping_sub(e.seq).into()),
                 ),
-            ],
+            ]
+            .into(),
             ..Default::default()
         }));
         emit(&Observation::Metric(MetricPoint {

@@ -234,10 +234,10 @@ impl Plugin for Veth {
         let mut p = wire::packet(record, hdr.hook == hook::DELIVER)?;
         if self.tcp_flags && p.flow.proto == 6 && hdr.hook != hook::DELIVER {
             let flags = wire::tcp_flags(record);
-            p.values.push(FieldValue::new(
+            p.values = Box::new([FieldValue::new(
                 field::TCP_FLAGS,
                 Value::Str(tcp_flags(flags)),
-            ));
+            )]);
         }
         emit(&Observation::Packet(p));
         Ok(())
