@@ -405,7 +405,11 @@ fn run(args: &[String]) -> Result<(), String> {
             netns: host.netns,
             ts: monotonic_ns(),
             step_ns: (1_000_000_000 / rate).max(1),
-            proto: if args.iter().any(|a| a == "--tcp") { 6 } else { 17 },
+            proto: if args.iter().any(|a| a == "--tcp") {
+                6
+            } else {
+                17
+            },
         },
         buf: vec![0u8; BATCH * RECORD],
         metas: vec![plugin.meta.clone()],

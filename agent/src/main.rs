@@ -286,6 +286,48 @@ fn list_plugins(cfg: &Config, all: bool) -> ExitCode {
                 ),
             }
         }
+        for f in &m.fields {
+            println!(
+                "  field {} ({:?}{}{}): {}",
+                f.key,
+                f.kind,
+                if f.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", f.unit)
+                },
+                if f.low_cardinality {
+                    ""
+                } else {
+                    ", high cardinality"
+                },
+                f.description
+            );
+        }
+        for mt in &m.metrics {
+            let labels: Vec<&str> = mt
+                .labels
+                .iter()
+                .filter_map(|&l| m.fields.get(usize::from(l)).map(|f| &*f.key))
+                .collect();
+            println!(
+                "  metric vnt.{}.{} ({:?}{}){}: {}",
+                m.name.replace('-', "_"),
+                mt.name,
+                mt.kind,
+                if mt.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", mt.unit)
+                },
+                if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", labels.join(", "))
+                },
+                mt.description
+            );
+        }
     }
     if hidden > 0 {
         eprintln!("({hidden} test fixture(s) not listed; `vnt-agent plugins --all` lists them)");

@@ -35,6 +35,11 @@ fn plugins_lists_products_with_abi_and_what_attaches_here() {
             && out.contains("    here: attaches as tp_btf:netif_receive_skb"),
         "{out}"
     );
+    // Declared fields, under the key every output uses.
+    assert!(
+        out.contains("  field vnt.veth.tcp.flags (Str): TCP flags"),
+        "{out}"
+    );
     for fixture in [
         "panicky",
         "floor",

@@ -340,7 +340,10 @@ mod tests {
             log: HostLog::discard(),
         })
         .unwrap_err();
-        assert!(err.0.contains("plugin.veth.nope is not a veth setting"), "{err}");
+        assert!(
+            err.0.contains("plugin.veth.nope is not a veth setting"),
+            "{err}"
+        );
         let err = Veth::new(InitContext {
             config: serde_json::json!({"tcp_flags": "yes"}),
             log: HostLog::discard(),
