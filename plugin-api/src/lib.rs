@@ -32,7 +32,7 @@ pub use observation::{
 };
 pub use plugin::{
     DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,
-    PluginInfo, ProbeAlternative, ProbeSpec,
+    PluginInfo, ProbeAlternative, ProbeSpec, TcDirection, TcTarget, TcTargetError,
 };
 
 /// The symbol every plugin exports; it returns `*const abi::PluginTable`,
