@@ -498,8 +498,20 @@ fn check_plugin(
             detail: c.detail,
             tried: c.failures,
         };
-        // A TC program that attaches still needs interfaces at run time.
-        if c.chosen.as_ref().is_some_and(|(k, _)| *k == HookKind::Tc) {
+        // A TC program that attaches still needs interfaces at run time:
+        // those of the `dev` filter, or those its target chooses.
+        let chooses = c.chosen.as_ref().and_then(|(k, t)| {
+            (*k == HookKind::Tc)
+                .then(|| tc::parse_target(t).ok())
+                .flatten()
+                .filter(|t| t.chooses_devices())
+        });
+        if let Some(target) = chooses {
+            p.detail = Some(format!(
+                "{}; a run attaches it to every device matching `{target}` in the namespaces the filter covers, also those created later",
+                p.detail.unwrap_or_default()
+            ));
+        } else if c.chosen.as_ref().is_some_and(|(k, _)| *k == HookKind::Tc) {
             match tc::targets(&filter) {
                 Ok(t) => {
                     let on: Vec<String> = t.iter().map(|t| t.ifname.clone()).collect();
