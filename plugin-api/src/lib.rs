@@ -31,8 +31,8 @@ pub use observation::{
     PacketObservation, PACKET_HOST,
 };
 pub use plugin::{
-    DecodeError, HookKind, HookSpec, HostLog, InitContext, LogLevel, Plugin, PluginError,
-    PluginInfo, ProbeAlternative, ProbeSpec, TcDirection, TcTarget, TcTargetError,
+    DecodeError, HookKind, HookSpec, HostLog, InitContext, KProbeTarget, LogLevel, Plugin,
+    PluginError, PluginInfo, ProbeAlternative, ProbeSpec, TargetError, TcDirection, TcTarget,
 };
 
 /// The symbol every plugin exports; it returns `*const abi::PluginTable`,

@@ -15,7 +15,11 @@ pub enum HookKind {
     RawTp,
     /// fentry; target is a kernel function.
     FEntry,
-    /// kprobe; target is a kernel function.
+    /// kprobe; target is a kernel function, or `MODULE:function` for a
+    /// function of a loadable module (`vxlan:vxlan_xmit`,
+    /// `openvswitch:ovs_vport_receive`; see [`KProbeTarget`]). With the
+    /// module named, a module that is not loaded yet is waited for: the
+    /// probe attaches when it loads, and again after a reload.
     KProbe,
     /// TC classifier (tcx link, or a netlink filter on a `clsact` qdisc);
     /// target is a direction, optionally followed by the devices the plugin
@@ -153,26 +157,26 @@ pub struct TcTarget {
     pub name: Option<String>,
 }
 
-/// A malformed [`TcTarget`]: the message names the target and what is wrong.
+/// A malformed [`TcTarget`] or [`KProbeTarget`]: the message names the target and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcTargetError(pub String);
+pub struct TargetError(pub String);
 
-impl fmt::Display for TcTargetError {
+impl fmt::Display for TargetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for TcTargetError {}
+impl std::error::Error for TargetError {}
 
 /// Longest interface name (`IFNAMSIZ` - 1).
 const IFNAME_MAX: usize = 15;
 
 impl TcTarget {
     /// Parse a target (grammar in the type's docs).
-    pub fn parse(text: &str) -> Result<TcTarget, TcTargetError> {
+    pub fn parse(text: &str) -> Result<TcTarget, TargetError> {
         let bad = |why: String| {
-            TcTargetError(format!(
+            TargetError(format!(
                 "TC target `{text}`: {why} (expected `ingress` or `egress`, then optional \
                  `kind=KIND` and `name=PATTERN`, e.g. `ingress kind=vxlan`)"
             ))
@@ -260,6 +264,55 @@ impl fmt::Display for TcTarget {
             write!(f, " name={n}")?;
         }
         Ok(())
+    }
+}
+
+/// A [`HookKind::KProbe`] alternative's target, parsed: `function` or
+/// `MODULE:function`.
+///
+/// Naming the module says where the function lives when it is not in the
+/// running kernel yet: the host then waits for the module (kobject uevents)
+/// instead of failing, reports that in `vnt-agent check`, and relocates the
+/// object's CO-RE reads against that module's BTF as well as vmlinux's
+/// (docs/attach-points.md).
+///
+/// ```
+/// use vnt_plugin_api::KProbeTarget;
+/// let t = KProbeTarget::parse("vxlan:vxlan_xmit").unwrap();
+/// assert_eq!((t.module.as_deref(), t.function.as_str()), (Some("vxlan"), "vxlan_xmit"));
+/// assert_eq!(KProbeTarget::parse("veth_xmit").unwrap().module, None);
+/// assert!(KProbeTarget::parse("vxlan:").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KProbeTarget {
+    /// The module the function is in (`None`: vmlinux, or unknown).
+    pub module: Option<String>,
+    /// The function.
+    pub function: String,
+}
+
+impl KProbeTarget {
+    /// Parse `function` or `MODULE:function`.
+    pub fn parse(text: &str) -> Result<KProbeTarget, TargetError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        let (module, function) = match text.split_once(':') {
+            Some((m, f)) => (Some(m), f),
+            None => (None, text),
+        };
+        if !ident(function) || module.is_some_and(|m| !ident(m)) {
+            return Err(TargetError(format!(
+                "kprobe target `{text}` is not `function` or `MODULE:function` \
+                 (e.g. `veth_xmit`, `vxlan:vxlan_xmit`)"
+            )));
+        }
+        Ok(KProbeTarget {
+            module: module.map(str::to_string),
+            function: function.to_string(),
+        })
     }
 }
 
