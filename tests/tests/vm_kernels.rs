@@ -128,8 +128,8 @@ fn tier(series: &str) -> Result<()> {
             k.release
         );
         progress(&format!(
-            "vm {series}: module kprobe attached {} ms after vxlan loaded; VNI {} read through module BTF; drop reasons: {}",
-            m["attach_after_module_load_ms"], m["vni"], m["drop_reasons"]
+            "vm {series}: module kprobe attached {} ms after the vxlan device was created (module load included); module BTF merged in {} ms; VNI {} read through module BTF; drop reasons: {}",
+            m["attach_after_device_created_ms"], m["module_btf_merge_ms"], m["vni"], m["drop_reasons"]
         ));
     }
     if only.is_some() {

@@ -218,6 +218,13 @@ fn a_kprobe_on_a_module_function_waits_for_the_module_and_reads_module_types() -
         "the agent must relocate against module BTF:\n{}",
         agent.stderr()
     );
+    // How long reading and merging the module BTF took (the agent logs it).
+    let merge_ms: Option<u64> = agent
+        .stderr()
+        .lines()
+        .find(|l| l.contains("CO-RE relocations use vmlinux and module BTF"))
+        .and_then(|l| l.split(" ms=").nth(1))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok());
     late.traffic()?;
     let vni = vni_in_map()?;
     let out = agent.stop()?;
@@ -242,12 +249,13 @@ fn a_kprobe_on_a_module_function_waits_for_the_module_and_reads_module_types() -
         &serde_json::json!({
             "kernel": release,
             "kprobes": true,
-            "attach_after_module_load_ms": attach_ms,
+            "attach_after_device_created_ms": attach_ms,
+            "module_btf_merge_ms": merge_ms,
             "seen_after_late_attach": seen_late,
             "vni": vni,
             "drop_reasons": reasons,
         }),
     )?;
-    eprintln!("{release}: late attach {attach_ms} ms after the device was created, VNI {vni} read through module BTF; {reasons}");
+    eprintln!("{release}: late attach {attach_ms} ms after the device was created (module load included), module BTF merged in {merge_ms:?} ms, VNI {vni} read through module BTF; {reasons}");
     Ok(())
 }
