@@ -6,7 +6,8 @@
 //! `check_kernel` (the `check` report against the kernel), `check_required_probe`,
 //! `check_btf`, `vm_hook_variants` (journeys equal across kprobe, fentry,
 //! tp_btf and raw_tp), `vm_veth_variant_aware`, `vm_tc_stale_filters` (SIGKILL
-//! and restart with netlink TC filters), `vm_module_probes` (a kprobe on a
+//! and restart with netlink TC filters), `tc_device_watch` (TC probes on
+//! devices chosen by kind, netlink filters on 6.1), `vm_module_probes` (a kprobe on a
 //! module function, attached when the module loads, and a CO-RE read of a
 //! module type through module BTF) and `veth_e2e`. Two veth_e2e tests
 //! are skipped by name in the guests and replaced by their variant-aware
@@ -29,13 +30,14 @@ use vnt_tests::vm::{self, progress, Guest, Kernel, Step};
 use vnt_tests::{locate_binary, require_root};
 
 /// Test binaries run in every guest, in order, with their arguments.
-const STEPS: [(&str, &str); 8] = [
+const STEPS: [(&str, &str); 9] = [
     ("check_kernel", ""),
     ("check_required_probe", ""),
     ("check_btf", ""),
     ("vm_hook_variants", ""),
     ("vm_veth_variant_aware", ""),
     ("vm_tc_stale_filters", ""),
+    ("tc_device_watch", ""),
     ("vm_module_probes", ""),
     (
         "veth_e2e",

@@ -280,7 +280,17 @@ impl Watch {
         let seen = namespaces(&every, true);
         for ns in &seen {
             if let Some(s) = self.spaces.get_mut(&ns.inode) {
-                s.ns = ns.clone();
+                if s.ns.path != ns.path {
+                    // The old path may have died with its process: devices an
+                    // attach missed through it get another try.
+                    s.ns = ns.clone();
+                    let ifindexes: Vec<u32> = s.devices.keys().copied().collect();
+                    for r in 0..self.rules.len() {
+                        for &i in &ifindexes {
+                            self.apply(ns.inode, r, i);
+                        }
+                    }
+                }
             } else if self.covered(ns.inode) {
                 self.follow(ns.clone());
             }
@@ -294,7 +304,7 @@ impl Watch {
         for inode in gone {
             if let Some(s) = self.spaces.remove(&inode) {
                 tracing::debug!(netns = inode, "network namespace gone: no longer followed");
-                self.let_go(s);
+                self.let_go(inode, s);
             }
         }
     }
@@ -442,11 +452,11 @@ impl Watch {
     }
 
     /// Release everything held in a namespace that is going away.
-    fn let_go(&self, s: Space) {
+    fn let_go(&self, inode: u64, s: Space) {
         let Space { held, monitor, .. } = s;
         for ((r, ifindex), h) in held {
             // Its devices go with it (or already went): forget, do not detach.
-            drop_held(h, 0, ifindex, &self.rules[r], true);
+            drop_held(h, inode, ifindex, &self.rules[r], true);
         }
         drop(monitor);
     }
