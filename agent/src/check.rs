@@ -55,7 +55,7 @@ impl Feature {
 }
 
 /// Feature names, in the order they are printed.
-pub const FEATURES: [&str; 11] = [
+pub const FEATURES: [&str; 12] = [
     "btf",
     "ringbuf",
     "raw_tp",
@@ -65,6 +65,7 @@ pub const FEATURES: [&str; 11] = [
     "tracefs",
     "bpffs",
     "tc",
+    "drop_reasons",
     "lockdown",
     "capabilities",
 ];
@@ -388,6 +389,30 @@ fn tc_feature(btf: Option<&KernelBtf>) -> Feature {
     }
 }
 
+/// Drop reasons the agent can name: vmlinux's, and those of modules' BTF
+/// (Open vSwitch's `enum ovs_drop_reason`, when the module is loaded).
+fn drop_reasons_feature(btf: Option<&KernelBtf>) -> Feature {
+    let Some(btf) = btf else {
+        return Feature::no("no kernel BTF");
+    };
+    match crate::kernel::drop_reason::DropReasons::from_btf(btf) {
+        Ok(r) => {
+            let from_modules = r.from_modules();
+            let modules = if from_modules.is_empty() {
+                "none from module BTF (openvswitch: not loaded, or no `enum ovs_drop_reason` before Linux 6.4)".to_string()
+            } else {
+                format!(
+                    "{} from module BTF: {}",
+                    from_modules.len(),
+                    from_modules.join(" ")
+                )
+            };
+            Feature::yes(format!("enum skb_drop_reason from vmlinux BTF; {modules}"))
+        }
+        Err(e) => Feature::no(e),
+    }
+}
+
 /// Probe every feature; `btf` is what reading the BTF at `btf_path` (`--btf`,
 /// or the kernel's own) gave.
 pub fn features(
@@ -428,6 +453,7 @@ pub fn features(
     f.insert("tracefs", fs_feature("tracefs", "/sys/kernel/tracing"));
     f.insert("bpffs", fs_feature("bpf", "/sys/fs/bpf"));
     f.insert("tc", tc_feature(btf.as_ref().ok()));
+    f.insert("drop_reasons", drop_reasons_feature(btf.as_ref().ok()));
     f.insert("lockdown", lockdown_feature());
     f.insert("capabilities", caps_feature());
     f
@@ -469,6 +495,8 @@ fn check_plugin(
         return report;
     };
     let filter = filter.to_kernel(cfg.sample_n);
+    let merged = probes::module_btf(&meta);
+    let btf = merged.as_ref().map_or(btf, |m| m.aya());
     let mut ebpf =
         match probes::load_object(&meta, btf, &filter, &cfg.packet_id_key, cfg.ringbuf_bytes) {
             Ok(e) => e,
@@ -498,8 +526,20 @@ fn check_plugin(
             detail: c.detail,
             tried: c.failures,
         };
-        // A TC program that attaches still needs interfaces at run time.
-        if c.chosen.as_ref().is_some_and(|(k, _)| *k == HookKind::Tc) {
+        // A TC program that attaches still needs interfaces at run time:
+        // those of the `dev` filter, or those its target chooses.
+        let chooses = c.chosen.as_ref().and_then(|(k, t)| {
+            (*k == HookKind::Tc)
+                .then(|| tc::parse_target(t).ok())
+                .flatten()
+                .filter(|t| t.chooses_devices())
+        });
+        if let Some(target) = chooses {
+            p.detail = Some(format!(
+                "{}; a run attaches it to every device matching `{target}` in the namespaces the filter covers, also those created later",
+                p.detail.unwrap_or_default()
+            ));
+        } else if c.chosen.as_ref().is_some_and(|(k, _)| *k == HookKind::Tc) {
             match tc::targets(&filter) {
                 Ok(t) => {
                     let on: Vec<String> = t.iter().map(|t| t.ifname.clone()).collect();

@@ -35,7 +35,8 @@ pub use observation::{
 };
 pub use plugin::{
     Cardinality, DecodeError, FieldKind, FieldSpec, HookKind, HookSpec, HostLog, InitContext,
-    LogLevel, MetricKind, MetricSpec, Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec,
+    KProbeTarget, LogLevel, MetricKind, MetricSpec, Plugin, PluginError, PluginInfo,
+    ProbeAlternative, ProbeSpec, TargetError, TcDirection, TcTarget,
 };
 
 /// The `zerocopy` this crate reads records with, for plugins that mirror

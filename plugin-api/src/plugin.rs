@@ -15,9 +15,22 @@ pub enum HookKind {
     RawTp,
     /// fentry; target is a kernel function.
     FEntry,
-    /// kprobe; target is a kernel function.
+    /// kprobe; target is a kernel function, or `MODULE:function` for a
+    /// function of a loadable module (`vxlan:vxlan_xmit`,
+    /// `openvswitch:ovs_vport_receive`; see [`KProbeTarget`]). With the
+    /// module named, a module that is not loaded yet is waited for: the
+    /// probe attaches when it loads, and again after a reload.
     KProbe,
-    /// TC clsact classifier; target is `ingress` or `egress`.
+    /// TC classifier (tcx link, or a netlink filter on a `clsact` qdisc);
+    /// target is a direction, optionally followed by the devices the plugin
+    /// chooses (grammar and meaning in [`TcTarget`], docs/attach-points.md):
+    ///
+    /// - `ingress` / `egress`: the interfaces the user's `dev` filter names;
+    /// - `ingress kind=vxlan`: every device of that kind (`IFLA_INFO_KIND`),
+    ///   also those created after the agent started, in every network
+    ///   namespace the filter covers; released when the device goes;
+    /// - `egress name=flannel.1`, `ingress name=vx*`: devices by name or glob;
+    /// - `ingress kind=veth name=cali*`: both must hold.
     Tc,
     /// uprobe or USDT; target is `binary:symbol`.
     UProbe,
@@ -80,8 +93,255 @@ pub struct ProbeAlternative {
     pub kind: HookKind,
     /// Program name in the eBPF object.
     pub program: &'static str,
-    /// Attach target; meaning depends on `kind`.
+    /// Attach target; meaning depends on `kind` (see each [`HookKind`]).
+    /// For [`HookKind::Tc`] it is a [`TcTarget`]: `ingress` or `egress`, then
+    /// optional `kind=KIND` and `name=PATTERN` selectors, e.g.
+    /// `"ingress kind=vxlan"`. The host parses it with [`TcTarget::parse`]
+    /// and refuses a malformed one with that function's error.
     pub target: &'static str,
+}
+
+/// Direction of a TC program on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcDirection {
+    /// Packets the device receives (`clsact` ingress, `BPF_TCX_INGRESS`).
+    Ingress,
+    /// Packets the device transmits (`clsact` egress, `BPF_TCX_EGRESS`).
+    Egress,
+}
+
+impl TcDirection {
+    /// `ingress` or `egress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcDirection::Ingress => "ingress",
+            TcDirection::Egress => "egress",
+        }
+    }
+}
+
+/// A [`HookKind::Tc`] alternative's target, parsed.
+///
+/// ```text
+/// target   = direction *( " " selector )
+/// direction = "ingress" | "egress"
+/// selector = "kind=" KIND          ; the device's IFLA_INFO_KIND: vxlan, veth, bridge,
+///                                  ; openvswitch, geneve, tun, ...
+///          | "name=" PATTERN       ; an interface name; `*` matches any run of
+///                                  ; characters and `?` one character
+/// ```
+///
+/// Without selectors the program goes on the interfaces named by the user's
+/// `dev` filter (as before ABI 1.3, so old plugins keep their meaning). With
+/// selectors the plugin chooses its devices: the host attaches the program to
+/// every device that matches all selectors (and the `dev` filter, when the
+/// user gives one), in every network namespace the user's filter covers,
+/// including devices and named namespaces that appear while the agent runs,
+/// and releases it when the device goes. Each key may appear once.
+///
+/// ```
+/// use vnt_plugin_api::{TcDirection, TcTarget};
+/// let t = TcTarget::parse("ingress kind=vxlan").unwrap();
+/// assert_eq!(t.direction, TcDirection::Ingress);
+/// assert!(t.matches("vx0", Some("vxlan")) && !t.matches("eth0", Some("veth")));
+/// assert!(TcTarget::parse("ingress kind=").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcTarget {
+    /// Ingress or egress.
+    pub direction: TcDirection,
+    /// Only devices of this kind (`IFLA_INFO_KIND`; devices without one,
+    /// such as `lo` or a physical NIC, never match a kind).
+    pub kind: Option<String>,
+    /// Only devices whose name matches this pattern (`*`, `?` wildcards).
+    pub name: Option<String>,
+}
+
+/// A malformed [`TcTarget`] or [`KProbeTarget`]: the message names the target and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetError(pub String);
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// Longest interface name (`IFNAMSIZ` - 1).
+const IFNAME_MAX: usize = 15;
+
+impl TcTarget {
+    /// Parse a target (grammar in the type's docs).
+    pub fn parse(text: &str) -> Result<TcTarget, TargetError> {
+        let bad = |why: String| {
+            TargetError(format!(
+                "TC target `{text}`: {why} (expected `ingress` or `egress`, then optional \
+                 `kind=KIND` and `name=PATTERN`, e.g. `ingress kind=vxlan`)"
+            ))
+        };
+        let mut words = text.split_whitespace();
+        let direction = match words.next() {
+            Some("ingress") => TcDirection::Ingress,
+            Some("egress") => TcDirection::Egress,
+            Some(other) => return Err(bad(format!("`{other}` is not a direction"))),
+            None => return Err(bad("empty".into())),
+        };
+        let mut t = TcTarget {
+            direction,
+            kind: None,
+            name: None,
+        };
+        for word in words {
+            let Some((key, value)) = word.split_once('=') else {
+                return Err(bad(format!("`{word}` is not KEY=VALUE")));
+            };
+            let slot = match key {
+                "kind" => {
+                    if value.is_empty()
+                        || !value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        return Err(bad(format!(
+                            "`{value}` is not a device kind (letters, digits, `_`, `-`)"
+                        )));
+                    }
+                    &mut t.kind
+                }
+                "name" => {
+                    let wild = value.contains(['*', '?']);
+                    if value.is_empty()
+                        || value.contains(['/', ':', '='])
+                        || (!wild && value.len() > IFNAME_MAX)
+                    {
+                        return Err(bad(format!(
+                            "`{value}` is not an interface name or pattern (at most \
+                             {IFNAME_MAX} bytes, no `/`, `:` or `=`)"
+                        )));
+                    }
+                    &mut t.name
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown selector `{other}=` (known: `kind=`, `name=`)"
+                    )))
+                }
+            };
+            if slot.is_some() {
+                return Err(bad(format!("`{key}=` given twice")));
+            }
+            *slot = Some(value.to_string());
+        }
+        Ok(t)
+    }
+
+    /// Whether the plugin chooses its devices (any selector), rather than
+    /// taking those of the user's `dev` filter.
+    pub fn chooses_devices(&self) -> bool {
+        self.kind.is_some() || self.name.is_some()
+    }
+
+    /// Whether a device with this name and kind (`None`: no
+    /// `IFLA_INFO_KIND`) is one of this target's devices.
+    pub fn matches(&self, ifname: &str, kind: Option<&str>) -> bool {
+        self.kind.as_deref().is_none_or(|k| kind == Some(k))
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|p| glob(p.as_bytes(), ifname.as_bytes()))
+    }
+}
+
+impl fmt::Display for TcTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.direction.as_str())?;
+        if let Some(k) = &self.kind {
+            write!(f, " kind={k}")?;
+        }
+        if let Some(n) = &self.name {
+            write!(f, " name={n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A [`HookKind::KProbe`] alternative's target, parsed: `function` or
+/// `MODULE:function`.
+///
+/// Naming the module says where the function lives when it is not in the
+/// running kernel yet: the host then waits for the module (kobject uevents)
+/// instead of failing, reports that in `vnt-agent check`, and relocates the
+/// object's CO-RE reads against that module's BTF as well as vmlinux's
+/// (docs/attach-points.md).
+///
+/// ```
+/// use vnt_plugin_api::KProbeTarget;
+/// let t = KProbeTarget::parse("vxlan:vxlan_xmit").unwrap();
+/// assert_eq!((t.module.as_deref(), t.function.as_str()), (Some("vxlan"), "vxlan_xmit"));
+/// assert_eq!(KProbeTarget::parse("veth_xmit").unwrap().module, None);
+/// assert!(KProbeTarget::parse("vxlan:").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KProbeTarget {
+    /// The module the function is in (`None`: vmlinux, or unknown).
+    pub module: Option<String>,
+    /// The function.
+    pub function: String,
+}
+
+impl KProbeTarget {
+    /// Parse `function` or `MODULE:function`.
+    pub fn parse(text: &str) -> Result<KProbeTarget, TargetError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        let (module, function) = match text.split_once(':') {
+            Some((m, f)) => (Some(m), f),
+            None => (None, text),
+        };
+        if !ident(function) || module.is_some_and(|m| !ident(m)) {
+            return Err(TargetError(format!(
+                "kprobe target `{text}` is not `function` or `MODULE:function` \
+                 (e.g. `veth_xmit`, `vxlan:vxlan_xmit`)"
+            )));
+        }
+        Ok(KProbeTarget {
+            module: module.map(str::to_string),
+            function: function.to_string(),
+        })
+    }
+}
+
+/// `*` matches any run of bytes, `?` one byte, anything else itself.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and the text position it currently covers up to.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// A probe: alternatives in preference order; the agent uses the first one
@@ -358,5 +618,67 @@ pub trait Plugin: Sized + Send + 'static {
     fn tick(&mut self, emit: &mut dyn FnMut(&Observation)) -> Result<(), DecodeError> {
         let _ = emit;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_direction_takes_the_dev_filters_interfaces() {
+        let t = TcTarget::parse("egress").unwrap();
+        assert_eq!(t.direction, TcDirection::Egress);
+        assert!(!t.chooses_devices());
+        assert_eq!(t.to_string(), "egress");
+    }
+
+    #[test]
+    fn selectors_choose_devices_by_kind_and_name() {
+        let t = TcTarget::parse("ingress  kind=vxlan name=vx*").unwrap();
+        assert!(t.chooses_devices());
+        assert!(t.matches("vx0", Some("vxlan")));
+        assert!(!t.matches("vx0", Some("veth")));
+        assert!(!t.matches("flannel.1", Some("vxlan")));
+        assert!(!t.matches("vx0", None));
+        assert_eq!(t.to_string(), "ingress kind=vxlan name=vx*");
+        let n = TcTarget::parse("egress name=flannel.1").unwrap();
+        assert!(n.matches("flannel.1", Some("vxlan")) && n.matches("flannel.1", None));
+        assert!(!n.matches("flannel.10", None));
+    }
+
+    #[test]
+    fn name_patterns_are_globs() {
+        for (p, t, want) in [
+            ("*", "", true),
+            ("veth*", "veth0", true),
+            ("veth*", "vet", false),
+            ("*-h?", "vd7060-h1", true),
+            ("*-h?", "vd7060-h12", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+            ("flannel.1", "flannel.1", true),
+        ] {
+            assert_eq!(glob(p.as_bytes(), t.as_bytes()), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_wrong() {
+        for (target, says) in [
+            ("", "empty"),
+            ("sideways", "`sideways` is not a direction"),
+            ("ingress vxlan", "`vxlan` is not KEY=VALUE"),
+            ("ingress kind=", "is not a device kind"),
+            ("ingress kind=vx lan", "`lan` is not KEY=VALUE"),
+            ("ingress type=vxlan", "unknown selector `type=`"),
+            ("ingress kind=vxlan kind=veth", "`kind=` given twice"),
+            ("ingress name=a/b", "not an interface name"),
+            ("ingress name=abcdefghijklmnop", "at most 15 bytes"),
+        ] {
+            let e = TcTarget::parse(target).unwrap_err().to_string();
+            assert!(e.contains(says), "{target:?}: {e}");
+            assert!(e.contains("e.g. `ingress kind=vxlan`"), "{e}");
+        }
     }
 }

@@ -211,10 +211,15 @@ pub struct TcFilter {
 
 /// The TC filters at the ingress of `dev` in namespace `ns`.
 pub fn tc_ingress_filters(ns: &str, dev: &str) -> Result<Vec<TcFilter>> {
+    tc_filters(ns, dev, "ingress")
+}
+
+/// The TC filters of `dev` in namespace `ns` at `hook` (`ingress`, `egress`).
+pub fn tc_filters(ns: &str, dev: &str, hook: &str) -> Result<Vec<TcFilter>> {
     let json = run(&mut exec_in(
         ns,
         "tc",
-        ["-j", "filter", "show", "dev", dev, "ingress"],
+        ["-j", "filter", "show", "dev", dev, hook],
     ))?;
     let list: Vec<serde_json::Value> = if json.trim().is_empty() {
         vec![]
@@ -263,6 +268,26 @@ pub fn programs_named(name: &str) -> Result<Vec<u64>> {
         .collect();
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// `BPF_LINK_TYPE_TCX` (uapi bpf.h); bpftool 7.1 prints it as a number.
+const LINK_TYPE_TCX: u64 = 11;
+
+/// The tcx links in the kernel whose program is one of `programs`, as
+/// `(link id, program id)`, sorted. A tcx link lives as long as a file
+/// descriptor holds it, also after its device is gone.
+pub fn tcx_links_of(programs: &[u64]) -> Result<Vec<(u64, u64)>> {
+    let json = run(Command::new("bpftool").args(["-j", "link", "show"]))?;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&json)
+        .with_context(|| format!("unexpected bpftool output: {json}"))?;
+    let mut out: Vec<(u64, u64)> = list
+        .iter()
+        .filter(|l| l["type"] == "tcx" || l["type"].as_u64() == Some(LINK_TYPE_TCX))
+        .filter_map(|l| Some((l["id"].as_u64()?, l["prog_id"].as_u64()?)))
+        .filter(|(_, p)| programs.contains(p))
+        .collect();
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// The newest copy of a fixture's compiled eBPF object under the build

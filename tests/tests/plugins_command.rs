@@ -45,6 +45,7 @@ fn plugins_lists_products_with_abi_and_what_attaches_here() {
         "floor",
         "missinghook",
         "tcwatch",
+        "tcvxlan",
         "abi2",
         "absurd",
     ] {

@@ -6,7 +6,10 @@
 //! `check_kernel` (the `check` report against the kernel), `check_required_probe`,
 //! `check_btf`, `vm_hook_variants` (journeys equal across kprobe, fentry,
 //! tp_btf and raw_tp), `vm_veth_variant_aware`, `vm_tc_stale_filters` (SIGKILL
-//! and restart with netlink TC filters) and `veth_e2e`. Two veth_e2e tests
+//! and restart with netlink TC filters), `tc_device_watch` (TC probes on
+//! devices chosen by kind, netlink filters on 6.1), `vm_module_probes` (a kprobe on a
+//! module function, attached when the module loads, and a CO-RE read of a
+//! module type through module BTF) and `veth_e2e`. Two veth_e2e tests
 //! are skipped by name in the guests and replaced by their variant-aware
 //! versions in `vm_veth_variant_aware` (see that file for why). Then the
 //! reports the guest tests left are checked against what Debian's kernels are
@@ -27,13 +30,15 @@ use vnt_tests::vm::{self, progress, Guest, Kernel, Step};
 use vnt_tests::{locate_binary, require_root};
 
 /// Test binaries run in every guest, in order, with their arguments.
-const STEPS: [(&str, &str); 7] = [
+const STEPS: [(&str, &str); 9] = [
     ("check_kernel", ""),
     ("check_required_probe", ""),
     ("check_btf", ""),
     ("vm_hook_variants", ""),
     ("vm_veth_variant_aware", ""),
     ("vm_tc_stale_filters", ""),
+    ("tc_device_watch", ""),
+    ("vm_module_probes", ""),
     (
         "veth_e2e",
         "--skip bpftrace_agrees_on_the_c1_to_bridge_hop --skip tcp_segments_seen_at_first_hop_complete",
@@ -61,10 +66,21 @@ fn tier(series: &str) -> Result<()> {
     let start = Instant::now();
     let agent = locate_binary("vnt-agent", "VNT_AGENT_BIN");
     let k = Kernel::fetch(series)?;
-    let names: Vec<&str> = STEPS.iter().map(|(n, _)| *n).collect();
+    // VNT_VM_STEPS=a,b runs only those steps (while working on them); the
+    // checks below then only look at what those steps report.
+    let only: Option<Vec<String>> = std::env::var("VNT_VM_STEPS")
+        .ok()
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let wanted = |n: &str| only.as_ref().is_none_or(|o| o.iter().any(|w| w == n));
+    let names: Vec<&str> = STEPS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| wanted(n))
+        .collect();
     let bins = vm::test_binaries(&names)?;
     let steps: Vec<Step> = STEPS
         .iter()
+        .filter(|(n, _)| wanted(n))
         .map(|(name, args)| Step {
             name: (*name).to_owned(),
             command: format!(
@@ -102,6 +118,26 @@ fn tier(series: &str) -> Result<()> {
         run.out_dir.display(),
         failed.join("\n")
     );
+
+    // A kprobe on a module function and a module-BTF read (issue 9, acceptance 4).
+    if wanted("vm_module_probes") {
+        let m = vm::read_report(&run, "module_probes")?;
+        ensure!(
+            m["kprobes"] == true
+                && m["vni"] == 4242
+                && m["seen_after_late_attach"].as_u64() > Some(0),
+            "{}: the module kprobe scenario did not run in full: {m}",
+            k.release
+        );
+        progress(&format!(
+            "vm {series}: module kprobe attached {} ms after the vxlan device was created (module load included); module BTF merged in {} ms; VNI {} read through module BTF; drop reasons: {}",
+            m["attach_after_device_created_ms"], m["module_btf_merge_ms"], m["vni"], m["drop_reasons"]
+        ));
+    }
+    if only.is_some() {
+        progress(&format!("vm {series}: only {names:?} ran (VNT_VM_STEPS)"));
+        return Ok(());
+    }
 
     // What Debian's kernels offer, as the guest's own check reported it.
     let check = vm::read_report(&run, "check")?;

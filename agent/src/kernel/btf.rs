@@ -18,6 +18,9 @@ use aya::{Btf, Endianness};
 /// Where the kernel publishes its own BTF.
 pub const SYS_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where the kernel publishes each loaded module's BTF (`/sys/kernel/btf/<module>`).
+pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
+
 /// The kernel's BTF: aya's parse of it, and the raw bytes for enum lookups.
 /// Drop it once the programs are attached; nothing needs it afterwards.
 pub struct KernelBtf {
@@ -67,6 +70,94 @@ impl KernelBtf {
     pub fn enum_members(&self, name: &str) -> Result<Vec<(String, u64)>, String> {
         enum_members(&self.raw, name)
     }
+
+    /// The members of `enum NAME` in the BTF of `module` (which refers to
+    /// this BTF for its strings); `Ok(None)` when the module is not loaded.
+    pub fn module_enum_members(
+        &self,
+        module: &str,
+        name: &str,
+    ) -> Result<Option<Vec<(String, u64)>>, String> {
+        let path = Path::new(SYS_BTF_DIR).join(module);
+        let Ok(split) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        let merged = merge_split(&self.raw, &split)
+            .map_err(|e| format!("BTF of module `{module}` ({}): {e}", path.display()))?;
+        enum_members(&merged, name).map(Some)
+    }
+
+    /// This BTF with the BTF of each of `modules` that is loaded appended
+    /// (see [`merge_split`]): what CO-RE relocations against module types
+    /// and module enums need. Modules that are not loaded are returned apart.
+    pub fn with_modules(&self, modules: &[String]) -> Result<(KernelBtf, Vec<String>), String> {
+        let mut raw = self.raw.clone();
+        let mut missing = Vec::new();
+        for m in modules {
+            let path = Path::new(SYS_BTF_DIR).join(m);
+            match std::fs::read(&path) {
+                Ok(split) => {
+                    raw = merge_split(&raw, &split)
+                        .map_err(|e| format!("BTF of module `{m}` ({}): {e}", path.display()))?
+                }
+                Err(_) => missing.push(m.clone()),
+            }
+        }
+        let btf = Btf::parse(&raw, Endianness::default())
+            .map_err(|e| format!("merged module BTF: {}", crate::probes::describe(&e)))?;
+        Ok((KernelBtf { btf, raw }, missing))
+    }
+}
+
+/// The header fields of raw BTF: (hdr_len, type_off, type_len, str_off, str_len).
+fn header(raw: &[u8]) -> Result<[usize; 5], String> {
+    let bad = |what: &str| format!("malformed BTF: {what}");
+    if raw.len() < HEADER_LEN {
+        return Err(bad("shorter than its header"));
+    }
+    let magic = u16::from_ne_bytes([raw[0], raw[1]]);
+    if magic != MAGIC {
+        return Err(bad(&format!(
+            "magic {magic:#06x}, expected {MAGIC:#06x} (native byte order)"
+        )));
+    }
+    let mut h = [0usize; 5];
+    for (i, v) in h.iter_mut().enumerate() {
+        *v = u32_at(raw, 4 + 4 * i).ok_or_else(|| bad("header"))? as usize;
+    }
+    let [hdr_len, type_off, type_len, str_off, str_len] = h;
+    if raw.len() < hdr_len + type_off + type_len || raw.len() < hdr_len + str_off + str_len {
+        return Err(bad("sections out of bounds"));
+    }
+    Ok(h)
+}
+
+/// One standalone BTF from a base (vmlinux) and a split BTF built on it (a
+/// module's `/sys/kernel/btf/<module>`).
+///
+/// Split BTF numbers its types from the base's last id + 1 and refers to
+/// base types by their ids; its string offsets start at the base's string
+/// section length (offsets below point into the base's strings). So the base's
+/// types followed by the split's, and the base's strings followed by the
+/// split's, are a valid BTF in which every id and offset of both keeps its
+/// meaning. aya (which reads one BTF without a base) can then relocate CO-RE
+/// reads of module types, and enum lookups see module enums.
+pub fn merge_split(base: &[u8], split: &[u8]) -> Result<Vec<u8>, String> {
+    let [bh, bto, btl, bso, bsl] = header(base)?;
+    let [sh, sto, stl, sso, ssl] = header(split)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + btl + stl + bsl + ssl);
+    out.extend_from_slice(&base[..8]); // magic, version, flags, hdr_len
+    out[4..8].copy_from_slice(&(HEADER_LEN as u32).to_ne_bytes());
+    let type_len = btl + stl;
+    for v in [0, type_len, type_len, bsl + ssl] {
+        let v = u32::try_from(v).map_err(|_| "merged BTF larger than 4 GiB".to_string())?;
+        out.extend_from_slice(&v.to_ne_bytes());
+    }
+    out.extend_from_slice(&base[bh + bto..bh + bto + btl]);
+    out.extend_from_slice(&split[sh + sto..sh + sto + stl]);
+    out.extend_from_slice(&base[bh + bso..bh + bso + bsl]);
+    out.extend_from_slice(&split[sh + sso..sh + sso + ssl]);
+    Ok(out)
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -112,23 +203,7 @@ fn trailing_len(kind: u32, vlen: usize) -> Result<usize, String> {
 /// Walk the type section of raw BTF for enums named `name`.
 fn enum_members(raw: &[u8], name: &str) -> Result<Vec<(String, u64)>, String> {
     let bad = |what: &str| format!("malformed BTF: {what}");
-    if raw.len() < HEADER_LEN {
-        return Err(bad("shorter than its header"));
-    }
-    let magic = u16::from_ne_bytes([raw[0], raw[1]]);
-    if magic != MAGIC {
-        return Err(bad(&format!(
-            "magic {magic:#06x}, expected {MAGIC:#06x} (native byte order)"
-        )));
-    }
-    let field = |i: usize| u32_at(raw, 4 + 4 * i).map(|v| v as usize);
-    let (hdr_len, type_off, type_len, str_off, str_len) = (
-        field(0).ok_or_else(|| bad("header"))?,
-        field(1).ok_or_else(|| bad("header"))?,
-        field(2).ok_or_else(|| bad("header"))?,
-        field(3).ok_or_else(|| bad("header"))?,
-        field(4).ok_or_else(|| bad("header"))?,
-    );
+    let [hdr_len, type_off, type_len, str_off, str_len] = header(raw)?;
     let types = raw
         .get(hdr_len + type_off..hdr_len + type_off + type_len)
         .ok_or_else(|| bad("type section out of bounds"))?;
@@ -234,6 +309,35 @@ mod tests {
             .any(|(n, v)| n == "SKB_DROP_REASON_NOT_SPECIFIED" && *v == 2));
         let attach = btf.enum_members("bpf_attach_type").unwrap();
         assert!(attach.iter().any(|(n, _)| n == "BPF_CGROUP_INET_INGRESS"));
+    }
+
+    #[test]
+    fn a_split_btf_merged_onto_its_base_keeps_ids_and_offsets() {
+        // base: strings "\0int\0", one INT (id 1). split: strings "\0m\0"
+        // at base offset 5, one enum `m` (id 2) of one member named `int` (a
+        // base string) = 7, and a pointer to the base's int.
+        let base = btf(&words(&[1, kind::INT << 24, 4, 32]), b"\0int\0");
+        let mut split_types = words(&[5 + 1, (kind::ENUM << 24) | 1, 4, 1, 7]);
+        split_types.extend(words(&[0, 2 << 24, 1]));
+        let split = btf(&split_types, b"\0m\0");
+        let merged = merge_split(&base, &split).unwrap();
+        assert_eq!(
+            enum_members(&merged, "m").unwrap(),
+            [("int".to_string(), 7)]
+        );
+        let [_, _, type_len, _, str_len] = header(&merged).unwrap();
+        assert_eq!((type_len, str_len), (16 + 20 + 12, 5 + 3));
+        assert!(merge_split(&base, &split[..10]).is_err());
+    }
+
+    #[test]
+    fn the_running_kernel_merges_with_its_modules_btf() {
+        let btf = KernelBtf::read(None).unwrap();
+        let (merged, missing) = btf
+            .with_modules(&["vnt_no_such_module".to_string()])
+            .unwrap();
+        assert_eq!(missing, ["vnt_no_such_module"]);
+        assert!(!merged.enum_members("skb_drop_reason").unwrap().is_empty());
     }
 
     #[test]

@@ -7,10 +7,17 @@ use super::btf::KernelBtf;
 
 const PREFIX: &str = "SKB_DROP_REASON_";
 
+/// Drop-reason subsystems whose reasons live in a module's BTF, not vmlinux's:
+/// (module, enum). Their values already carry the subsystem in their high
+/// bits (`SKB_DROP_REASON_SUBSYS_SHIFT`), so they never clash with the core's.
+const MODULE_REASONS: &[(&str, &str)] = &[("openvswitch", "ovs_drop_reason")];
+
 /// Value -> name (`NETFILTER_DROP`).
 #[derive(Debug, Clone, Default)]
 pub struct DropReasons {
     names: HashMap<u32, String>,
+    /// The names that came from module BTF.
+    from_modules: Vec<String>,
 }
 
 impl DropReasons {
@@ -37,13 +44,49 @@ impl DropReasons {
                 "the kernel BTF has no `enum skb_drop_reason` (or it has no members)".into(),
             );
         }
-        Ok(DropReasons { names })
+        let mut from_modules = Vec::new();
+        for (module, enum_name) in MODULE_REASONS {
+            match btf.module_enum_members(module, enum_name) {
+                Ok(Some(members)) => {
+                    let before = names.len();
+                    for (name, value) in members {
+                        // `__OVS_DROP_REASON` marks the subsystem's base, `OVS_DROP_MAX` its end.
+                        if let (Ok(v), false) = (u32::try_from(value), name.starts_with("__")) {
+                            if !name.ends_with("_MAX") {
+                                from_modules.push(name.clone());
+                                names.insert(v, name);
+                            }
+                        }
+                    }
+                    tracing::debug!(
+                        module,
+                        added = names.len() - before,
+                        "drop reasons from module BTF"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(module, error = %e, "cannot read the module's drop reasons")
+                }
+            }
+        }
+        from_modules.sort();
+        Ok(DropReasons {
+            names,
+            from_modules,
+        })
+    }
+
+    /// Names of the reasons a module's BTF added (`OVS_DROP_*`), sorted (`check`).
+    pub fn from_modules(&self) -> &[String] {
+        &self.from_modules
     }
 
     /// From a fixed table (tests).
     pub fn from_pairs(pairs: &[(u32, &str)]) -> DropReasons {
         DropReasons {
             names: pairs.iter().map(|(v, n)| (*v, n.to_string())).collect(),
+            from_modules: vec![],
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod filter;
 pub mod id_key;
+pub mod kprobe;
 pub mod stats;
 pub mod tc;
 
@@ -245,10 +246,7 @@ fn module_of(func: &str) -> Option<String> {
     })
 }
 
-fn function_exists(func: &str) -> bool {
-    std::fs::read_to_string("/proc/kallsyms")
-        .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().nth(2) == Some(func)))
-}
+use kprobe::function_exists;
 
 /// Error text of an aya error with its causes, the verifier log cut to its last lines.
 pub(crate) fn describe(e: &dyn std::error::Error) -> String {
@@ -384,9 +382,16 @@ fn attach_one(
             p.attach().map_err(|e| err(&e))?;
         }
         HookKind::KProbe => {
+            let target = kprobe::parse_target(&alt.target)?;
             let p: &mut KProbe = prog.try_into().map_err(|e| err(&e))?;
             p.load().map_err(|e| err(&e))?;
-            p.attach(&alt.target, 0).map_err(|e| err(&e))?;
+            let trial = matches!(placement, tc::Placement::Trial);
+            return kprobe::attach(p, &alt.program, &target, trial).map_err(|e| {
+                match hint(kind, &target.function, &e) {
+                    Some(h) if target.module.is_none() => format!("{h}: {e}"),
+                    _ => e,
+                }
+            });
         }
         HookKind::TracePoint => {
             let (cat, name) = alt.target.split_once(':').ok_or_else(|| {
@@ -517,6 +522,55 @@ pub fn attach_probes(
     choices
 }
 
+/// The modules `meta`'s kprobe targets name (`vxlan:vxlan_xmit` -> `vxlan`).
+pub fn modules_of(meta: &PluginMeta) -> Vec<String> {
+    let mut out: Vec<String> = meta
+        .probes
+        .iter()
+        .flat_map(|p| &p.alternatives)
+        .filter(|a| a.kind == Some(HookKind::KProbe))
+        .filter_map(|a| kprobe::parse_target(&a.target).ok()?.module)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// For a plugin whose kprobes name modules: the kernel's BTF with those
+/// modules' BTF appended, so that CO-RE reads of module types relocate
+/// (`kernel::btf::merge_split`, docs/adr/016-attach-points-and-module-btf.md).
+/// `None` when it names none, or none is loaded, or the kernel publishes no
+/// BTF of its own (`--btf`): then vmlinux's BTF alone is used.
+pub fn module_btf(meta: &PluginMeta) -> Option<crate::kernel::btf::KernelBtf> {
+    let modules = modules_of(meta);
+    if modules.is_empty() || !Path::new(crate::kernel::btf::SYS_BTF).exists() {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let merged =
+        crate::kernel::btf::KernelBtf::read(None).and_then(|base| base.with_modules(&modules));
+    match merged {
+        Ok((btf, missing)) if missing.len() < modules.len() => {
+            tracing::info!(
+                plugin = %meta.name,
+                modules = %modules.join(","),
+                not_loaded = %missing.join(","),
+                ms = started.elapsed().as_millis() as u64,
+                "CO-RE relocations use vmlinux and module BTF"
+            );
+            Some(btf)
+        }
+        Ok((_, missing)) => {
+            tracing::info!(plugin = %meta.name, modules = %missing.join(","), "modules not loaded: CO-RE reads of their types are relocated against vmlinux only");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(plugin = %meta.name, error = %e, "cannot read module BTF: CO-RE reads of module types are relocated against vmlinux only");
+            None
+        }
+    }
+}
+
 /// Remove, once per process, the TC filters of agents that were killed.
 fn clean_start() {
     static ONCE: Once = Once::new();
@@ -543,6 +597,8 @@ pub fn load_and_attach(
     clean_start();
     let plugin = meta.name.clone();
     let deny = denied_kinds()?;
+    let merged = module_btf(meta);
+    let btf = merged.as_ref().map_or(btf, |m| m.aya());
     let mut ebpf = load_object(meta, btf, filter, id_key, ringbuf_bytes)?;
     let choices = attach_probes(
         &mut ebpf,

@@ -1,11 +1,14 @@
-//! TC classifier probes (`HookKind::Tc`, target `ingress` or `egress`).
+//! TC classifier probes (`HookKind::Tc`; target grammar in
+//! `vnt_plugin_api::TcTarget` and docs/attach-points.md).
 //!
 //! **Where.** A TC program attaches to interfaces, not to the kernel as a
-//! whole. The agent attaches it to every interface named by the `dev` filter
-//! (`--filter 'dev IFNAME'`): in its own network namespace and in every named
-//! one (`/run/netns/*`, what `ip netns` creates), or, with a `netns` filter,
-//! only in the listed namespaces (also found through `/proc/*/ns/net`). A TC
-//! probe without a `dev` filter cannot attach, and says so.
+//! whole. A bare target (`ingress`, `egress`) attaches to every interface
+//! named by the `dev` filter (`--filter 'dev IFNAME'`): in its own network
+//! namespace and in every named one (`/run/netns/*`, what `ip netns`
+//! creates), or, with a `netns` filter, only in the listed namespaces (also
+//! found through `/proc/*/ns/net`); without a `dev` filter it cannot attach,
+//! and says so. A target with selectors (`ingress kind=vxlan`) chooses its own
+//! devices, also those that appear later: see [`watch`].
 //!
 //! **How.** On kernels >= 6.6 the program is attached as a tcx link: a file
 //! descriptor, gone when the agent is, however it exits. Older kernels (6.1)
@@ -28,6 +31,7 @@
 //! decoder panic) stay attached until the agent exits.
 
 pub mod netlink;
+pub mod watch;
 
 use std::fs::File;
 use std::io;
@@ -41,6 +45,7 @@ use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use aya::util::KernelVersion;
 use serde::{Deserialize, Serialize};
+use vnt_plugin_api::{TcDirection, TcTarget};
 
 use super::filter::KernelFilter;
 
@@ -92,13 +97,16 @@ pub enum Placement<'a> {
     Trial,
 }
 
-fn attach_type(target: &str) -> Result<TcAttachType, String> {
-    match target {
-        "ingress" => Ok(TcAttachType::Ingress),
-        "egress" => Ok(TcAttachType::Egress),
-        other => Err(format!(
-            "TC target `{other}` is neither `ingress` nor `egress`"
-        )),
+/// Parse a TC alternative's target; the error says what is wrong and what
+/// a target looks like.
+pub fn parse_target(target: &str) -> Result<TcTarget, String> {
+    TcTarget::parse(target).map_err(|e| e.to_string())
+}
+
+fn attach_type(t: &TcTarget) -> TcAttachType {
+    match t.direction {
+        TcDirection::Ingress => TcAttachType::Ingress,
+        TcDirection::Egress => TcAttachType::Egress,
     }
 }
 
@@ -205,8 +213,10 @@ fn ifindex(name: &str) -> Option<u32> {
 }
 
 /// Every network namespace a TC probe may attach in: the agent's own, the
-/// named ones, and (with a `netns` filter) only those listed.
-fn namespaces(only: &[u32]) -> Vec<NetnsRef> {
+/// named ones, and (with a `netns` filter) only those listed. With
+/// `every_process`, also the namespaces of every process (containers that
+/// `ip netns` does not name) when no `netns` filter limits them.
+fn namespaces(only: &[u32], every_process: bool) -> Vec<NetnsRef> {
     let mut out: Vec<NetnsRef> = Vec::new();
     let mut push = |path: PathBuf| {
         if let Ok(inode) = inode_of(&path) {
@@ -223,7 +233,7 @@ fn namespaces(only: &[u32]) -> Vec<NetnsRef> {
         names.sort();
         names.into_iter().for_each(&mut push);
     }
-    if !only.is_empty() {
+    if every_process || !only.is_empty() {
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
                 if p.file_name().to_string_lossy().parse::<u32>().is_ok() {
@@ -252,7 +262,7 @@ pub fn targets(filter: &KernelFilter) -> Result<Vec<Target>, String> {
         );
     };
     let mut out = Vec::new();
-    for ns in namespaces(filter.netns()) {
+    for ns in namespaces(filter.netns(), false) {
         let found = match InNetns::enter(&ns) {
             Ok(_guard) => ifindex(&dev).is_some(),
             Err(e) => {
@@ -390,12 +400,36 @@ fn detach(o: Owned) -> Result<(), String> {
     }
 }
 
+/// Stop owning the netlink filter of `program` at `parent` of `ifindex` in
+/// the namespace `inode`: detach it while its device is still there, forget
+/// it when the device (and the filter with it) is gone.
+fn release(inode: u64, ifindex: u32, parent: u32, program: &str, device_gone: bool) {
+    let mut owned = OWNED.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(i) = owned.iter().position(|o| {
+        o.record.netns.inode == inode
+            && o.record.ifindex == ifindex
+            && o.record.parent == parent
+            && o.record.program == program
+    }) else {
+        return;
+    };
+    let o = owned.remove(i);
+    write_state(&owned);
+    drop(owned);
+    if device_gone {
+        std::mem::forget(o.link);
+    } else if let Err(e) = detach(o) {
+        tracing::debug!(program, ifindex, error = %e, "TC filter not detached");
+    }
+}
+
 extern "C" fn detach_all_at_exit() {
     let _ = std::panic::catch_unwind(detach_all);
 }
 
 /// Detach every netlink filter this process attached and forget the state file.
 pub fn detach_all() {
+    watch::stop();
     let owned = std::mem::take(&mut *OWNED.lock().unwrap_or_else(|p| p.into_inner()));
     for o in owned {
         let what = format!("{} on {}", o.record.program, o.record.ifname);
@@ -486,9 +520,13 @@ pub fn attach(
     target: &str,
     placement: Placement<'_>,
 ) -> Result<String, String> {
-    let at = attach_type(target)?;
+    let parsed = parse_target(target)?;
+    let at = attach_type(&parsed);
     let mode = mode();
     match placement {
+        Placement::Filter(filter) if parsed.chooses_devices() => {
+            watch::register(prog, program, parsed, filter)
+        }
         Placement::Trial => {
             let _scratch = InNetns::scratch()
                 .map_err(|e| format!("cannot create a scratch network namespace: {e}"))?;
@@ -646,10 +684,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_are_ingress_or_egress() {
-        assert!(matches!(attach_type("ingress"), Ok(TcAttachType::Ingress)));
-        assert!(matches!(attach_type("egress"), Ok(TcAttachType::Egress)));
-        assert!(attach_type("sideways").unwrap_err().contains("sideways"));
+    fn targets_name_a_direction_and_maybe_devices() {
+        let at = |t: &str| attach_type(&parse_target(t).unwrap());
+        assert!(matches!(at("ingress"), TcAttachType::Ingress));
+        assert!(matches!(at("egress kind=vxlan"), TcAttachType::Egress));
+        assert!(parse_target("sideways").unwrap_err().contains("sideways"));
+        let e = parse_target("ingress knd=vxlan").unwrap_err();
+        assert!(e.contains("unknown selector `knd=`"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,16 @@
-//! The two rtnetlink requests aya does not offer publicly: list the TC
-//! filters of one hook (`RTM_GETTFILTER` dump) with their bpf program name and
-//! id, and delete one filter by its exact priority and handle
-//! (`RTM_DELTFILTER`). They run in the calling thread's network namespace.
+//! The rtnetlink requests aya does not offer publicly: list the TC filters of
+//! one hook (`RTM_GETTFILTER` dump) with their bpf program name and id, delete
+//! one filter by its exact priority and handle (`RTM_DELTFILTER`), and follow
+//! a namespace's links ([`LinkMonitor`]: `RTNLGRP_LINK` notifications plus an
+//! `RTM_GETLINK` dump, each link with its name and `IFLA_INFO_KIND`). Sockets
+//! belong to the network namespace of the thread that opens them.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
@@ -20,6 +25,12 @@ const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;
 const NLA_TYPE_MASK: u16 = !(1 << 15 | 1 << 14);
 const ETH_P_ALL: u16 = 0x0003;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+/// `RTMGRP_LINK`: the multicast group of link notifications (`RTNLGRP_LINK` = 1).
+const RTMGRP_LINK: u32 = 1;
+const IFINFOMSG_LEN: usize = 16;
 
 const NLMSG_HDR_LEN: usize = 16;
 const TCMSG_LEN: usize = 20;
@@ -178,6 +189,76 @@ fn parse(buf: &[u8], out: &mut Vec<Filter>) -> io::Result<Reply> {
     Ok(Reply::More)
 }
 
+/// A link appeared, changed, or went (`RTM_NEWLINK` / `RTM_DELLINK`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link exists (new, changed, or listed by a dump).
+    New {
+        /// Interface index.
+        ifindex: u32,
+        /// Interface name.
+        name: String,
+        /// `IFLA_INFO_KIND` (`vxlan`, `veth`, ...); `None` for devices without one (`lo`, NICs).
+        kind: Option<String>,
+    },
+    /// The link was deleted.
+    Del {
+        /// Interface index.
+        ifindex: u32,
+    },
+}
+
+/// Parse the link messages of one datagram; `Done` once a dump ended.
+fn parse_links(buf: &[u8], out: &mut Vec<LinkEvent>) -> io::Result<Reply> {
+    let mut b = buf;
+    let mut reply = Reply::More;
+    while b.len() >= NLMSG_HDR_LEN {
+        let len = u32_at(b, 0) as usize;
+        let kind = u16::from_ne_bytes([b[4], b[5]]);
+        if len < NLMSG_HDR_LEN || len > b.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("truncated netlink message ({len} bytes, {} left)", b.len()),
+            ));
+        }
+        let body = &b[NLMSG_HDR_LEN..len];
+        match kind {
+            NLMSG_DONE => reply = Reply::Done,
+            NLMSG_ERROR if body.len() >= 4 && u32_at(body, 0) != 0 => {
+                return Err(io::Error::from_raw_os_error(-(u32_at(body, 0) as i32)));
+            }
+            RTM_NEWLINK | RTM_DELLINK if body.len() >= IFINFOMSG_LEN => {
+                let ifindex = u32_at(body, 4);
+                if kind == RTM_DELLINK {
+                    out.push(LinkEvent::Del { ifindex });
+                } else {
+                    let mut name = String::new();
+                    let mut link_kind = None;
+                    for (t, p) in attrs(&body[IFINFOMSG_LEN..]) {
+                        match t {
+                            IFLA_IFNAME => name = c_string(p),
+                            IFLA_LINKINFO => {
+                                link_kind = attrs(p)
+                                    .find(|(t, _)| *t == IFLA_INFO_KIND)
+                                    .map(|(_, p)| c_string(p));
+                            }
+                            _ => {}
+                        }
+                    }
+                    out.push(LinkEvent::New {
+                        ifindex,
+                        name,
+                        kind: link_kind,
+                    });
+                }
+            }
+            _ => {}
+        }
+        b = &b[align4(len).min(b.len())..];
+    }
+    Ok(reply)
+}
+
 struct Socket(OwnedFd);
 
 impl Socket {
@@ -196,6 +277,27 @@ impl Socket {
         }
         // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
         Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// A socket that also receives the multicast `groups` (`RTMGRP_*` bits).
+    fn subscribed(groups: u32) -> io::Result<Socket> {
+        let sock = Socket::open()?;
+        // SAFETY: all-zero is a valid sockaddr_nl.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_groups = groups;
+        // SAFETY: `addr` is a sockaddr_nl of the size passed; the fd is open.
+        let r = unsafe {
+            libc::bind(
+                sock.0.as_raw_fd(),
+                std::ptr::addr_of!(addr).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
     }
 
     fn send(&self, msg: &[u8]) -> io::Result<()> {
@@ -221,10 +323,20 @@ impl Socket {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_flags(buf, 0)
+    }
+
+    fn recv_flags(&self, buf: &mut [u8], flags: i32) -> io::Result<usize> {
         loop {
             // SAFETY: `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if n >= 0 {
                 return Ok(n as usize);
             }
@@ -249,6 +361,71 @@ impl Socket {
                 return Ok(out);
             }
         }
+    }
+}
+
+/// The links of one network namespace, followed: opened in the calling
+/// thread's namespace, it stays bound to that namespace (and keeps it alive:
+/// drop it when the namespace has no other user).
+pub struct LinkMonitor {
+    sock: Socket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl LinkMonitor {
+    /// Subscribe to link notifications, then list the links there are:
+    /// subscribing first means no link created meanwhile is missed.
+    pub fn open() -> io::Result<(LinkMonitor, Vec<LinkEvent>)> {
+        let mut m = LinkMonitor {
+            sock: Socket::subscribed(RTMGRP_LINK)?,
+            buf: vec![0u8; 64 * 1024],
+            seq: 0,
+        };
+        let links = m.dump()?;
+        Ok((m, links))
+    }
+
+    /// Every link now, with any notification that arrived meanwhile, in
+    /// order (after an overrun, to learn what was missed).
+    pub fn dump(&mut self) -> io::Result<Vec<LinkEvent>> {
+        self.seq += 1;
+        let msg = nlmsg(
+            RTM_GETLINK,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.seq,
+            &[0u8; IFINFOMSG_LEN],
+        );
+        self.sock.send(&msg)?;
+        let mut out = Vec::new();
+        loop {
+            let n = self.sock.recv(&mut self.buf)?;
+            if n == 0 || parse_links(&self.buf[..n], &mut out)? == Reply::Done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The notifications waiting, without blocking. An overrun
+    /// (`ENOBUFS`: notifications were lost) is returned as an error.
+    pub fn drain(&mut self) -> io::Result<Vec<LinkEvent>> {
+        let mut out = Vec::new();
+        loop {
+            match self.sock.recv_flags(&mut self.buf, libc::MSG_DONTWAIT) {
+                Ok(0) => return Ok(out),
+                Ok(n) => {
+                    parse_links(&self.buf[..n], &mut out)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(out),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The socket, to wait on with poll(2).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.0.as_fd()
     }
 }
 
@@ -329,6 +506,52 @@ mod tests {
             parse(&nlmsg(NLMSG_DONE, 0, 1, &[0; 4]), &mut out).unwrap(),
             Reply::Done
         );
+    }
+
+    fn link_msg(kind: u16, ifindex: u32, name: &str, link_kind: Option<&str>) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 1, 0]); // family, pad, type
+        body.extend_from_slice(&ifindex.to_ne_bytes());
+        body.extend_from_slice(&[0u8; 8]); // flags, change
+        let mut n = name.as_bytes().to_vec();
+        n.push(0);
+        rtattr(IFLA_IFNAME, &n, &mut body);
+        if let Some(k) = link_kind {
+            let mut info = Vec::new();
+            rtattr(IFLA_INFO_KIND, k.as_bytes(), &mut info);
+            rtattr(IFLA_LINKINFO | 1 << 15, &info, &mut body);
+        }
+        nlmsg(kind, 0, 0, &body)
+    }
+
+    #[test]
+    fn links_come_with_their_name_and_kind() {
+        let mut dgram = link_msg(RTM_NEWLINK, 1, "lo", None);
+        dgram.extend(link_msg(RTM_NEWLINK, 7, "vx0", Some("vxlan")));
+        dgram.extend(link_msg(RTM_DELLINK, 7, "vx0", Some("vxlan")));
+        let mut out = vec![];
+        assert_eq!(parse_links(&dgram, &mut out).unwrap(), Reply::More);
+        assert_eq!(
+            out,
+            [
+                LinkEvent::New {
+                    ifindex: 1,
+                    name: "lo".into(),
+                    kind: None
+                },
+                LinkEvent::New {
+                    ifindex: 7,
+                    name: "vx0".into(),
+                    kind: Some("vxlan".into())
+                },
+                LinkEvent::Del { ifindex: 7 },
+            ]
+        );
+        let done = nlmsg(NLMSG_DONE, 0, 1, &[0; 4]);
+        assert_eq!(parse_links(&done, &mut out).unwrap(), Reply::Done);
+        let mut short = link_msg(RTM_NEWLINK, 1, "lo", None);
+        short[0] = 255;
+        assert!(parse_links(&short, &mut out).is_err());
     }
 
     #[test]
