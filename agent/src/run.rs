@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use vnt_plugin_api::Observation;
 
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::view::PluginSummary;
 use crate::export::{JourneyView, Names, Output, Summary};
@@ -70,6 +71,13 @@ enum Batch {
 }
 
 const TICK: Duration = Duration::from_millis(10);
+
+/// What names the places hops happen in: network namespaces (their
+/// `ip netns` names and owners) and the containers they belong to.
+struct Places {
+    netns: NetnsResolver,
+    containers: Containers,
+}
 const BATCH_MAX: usize = 4096;
 
 fn write_ready_file(
@@ -344,7 +352,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     }
 
     let mut output = Output::new(cfg.output, out);
-    let mut netns = NetnsResolver::default();
+    let mut places = Places {
+        netns: NetnsResolver::default(),
+        containers: match &cfg.docker_socket {
+            Some(socket) => Containers::docker(socket),
+            None => Containers::none(),
+        },
+    };
     let mut procs = ProcessNames::default();
     let mut clock = WallClock::measure();
     let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
@@ -364,7 +378,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let emit = |done: &mut Vec<_>,
                 output: &mut Output,
                 otlp: &mut Option<Otlp>,
-                netns: &mut NetnsResolver,
+                places: &mut Places,
                 procs: &ProcessNames,
                 clock: WallClock,
                 metas: &[PluginMeta],
@@ -372,12 +386,14 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         if done.is_empty() {
             return;
         }
-        netns.new_batch();
+        places.netns.new_batch();
+        places.containers.new_batch();
         let mut names = Names {
             plugins: metas,
             drops: &drops,
-            netns,
+            netns: &mut places.netns,
             procs,
+            containers: &mut places.containers,
             clock,
         };
         for j in done.drain(..) {
@@ -431,7 +447,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             &mut done,
             &mut output,
             &mut otlp,
-            &mut netns,
+            &mut places,
             &procs,
             clock,
             &metas,
@@ -464,7 +480,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         &mut done,
         &mut output,
         &mut otlp,
-        &mut netns,
+        &mut places,
         &procs,
         clock,
         &metas,

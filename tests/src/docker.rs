@@ -295,6 +295,8 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 #[derive(Debug)]
 pub struct Container {
     pub name: String,
+    /// Docker's full id.
+    pub id: String,
     /// Its address on `docker0`.
     pub ip: IpAddr,
     /// The host pid of its first process (for `nsenter`).
@@ -308,6 +310,7 @@ impl Container {
         // created it and then failed to start it leaves nothing behind.
         let mut container = Container {
             name: name.to_owned(),
+            id: String::new(),
             ip: IpAddr::from([0, 0, 0, 0]),
             pid: 0,
         };
@@ -327,7 +330,7 @@ impl Container {
         let out = docker([
             "inspect",
             "-f",
-            "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
+            "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.Id}}",
             name,
         ])?;
         let mut fields = out.split_whitespace();
@@ -340,6 +343,11 @@ impl Container {
             .next()
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("container {name} has no address on docker0: {out:?}"))?;
+        container.id = fields
+            .next()
+            .filter(|id| id.len() == 64)
+            .with_context(|| format!("container {name} has no id: {out:?}"))?
+            .to_owned();
         Ok(container)
     }
 
@@ -384,6 +392,15 @@ impl Container {
             .arg(program)
             .args(args);
         cmd
+    }
+
+    /// The inode of its network namespace (as hops report it).
+    pub fn netns(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/proc/{}/ns/net", self.pid);
+        Ok(std::fs::metadata(&path)
+            .with_context(|| format!("cannot read {path} of container {}", self.name))?
+            .ino())
     }
 
     /// Waits until a TCP socket listens on `port` in the container.

@@ -1,3 +1,6 @@
+//! Issue #14: every hop in either container's namespace names that container
+//! (id and name, from Docker's API socket).
+//!
 //! Issue #10, "the same between two Docker containers": the verdicts of
 //! `verdicts.rs` (answered pings and a TCP close are delivered, a datagram to
 //! a closed port and one an nftables rule drops are dropped, with their
@@ -43,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use vnt_tests::docker::{Container, Engine, Image, NetnsNft};
+use vnt_tests::journey::HopContainer;
 use vnt_tests::verdicts::{check_answered_pings, check_only_real_drops, describe_all, reader};
 use vnt_tests::{unique_port, Agent, Journey, JourneyEnd};
 
@@ -74,6 +78,41 @@ fn finish(mut child: Child, what: &str, timeout: Duration) -> Result<String> {
     }
     ensure!(status.success(), "{what} failed ({status}): {err}");
     Ok(out)
+}
+
+/// Checks that each hop in the namespace of one of `containers` names that
+/// container (id and name, no pod: plain Docker), and that the journeys
+/// name both ends; the number of named hops.
+fn check_container_names(journeys: &[&Journey], containers: &[&Container]) -> Result<usize> {
+    let mut named = 0;
+    for c in containers {
+        let netns = c.netns()?;
+        let expected = HopContainer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            pod: None,
+            pod_namespace: None,
+        };
+        let hops: Vec<_> = journeys
+            .iter()
+            .flat_map(|j| &j.hops)
+            .filter(|h| h.netns == netns)
+            .collect();
+        ensure!(
+            !hops.is_empty(),
+            "no hop in {}'s namespace (inode {netns}):\n{}",
+            c.name,
+            describe_all(journeys)
+        );
+        ensure!(
+            hops.iter().all(|h| h.container.as_ref() == Some(&expected)),
+            "hops in {}'s namespace must carry {expected:?}, they carry {:?}",
+            c.name,
+            hops.iter().map(|h| &h.container).collect::<Vec<_>>()
+        );
+        named += hops.len();
+    }
+    Ok(named)
 }
 
 #[test]
@@ -148,6 +187,10 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
         describe_all(&icmp)
     );
 
+    // Issue #14: every hop in a container's namespace carries that
+    // container's id and name, as Docker reports them.
+    let named = check_container_names(&icmp, &[&a, &b])?;
+
     let tcp: Vec<&Journey> = out
         .journeys
         .iter()
@@ -173,7 +216,7 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
     check_only_real_drops(&out, closed_port, nft_port)?;
     eprintln!(
         "docker verdicts ({} engine, ready in {:.1} s, {:.1} s in all): {} ICMP journeys delivered \
-         (3 echo replies to ping's socket), {} TCP journeys none dropped, 3 NO_SOCKET + 3 \
+         (3 echo replies to ping's socket), {named} hops named after their container, {} TCP journeys none dropped, 3 NO_SOCKET + 3 \
          NETFILTER_DROP drops; summary: {} journeys, {} delivered, {} forwarded, {} dropped, {} unknown",
         if engine.started_here() { "started dockerd" } else { "running" },
         ready.as_secs_f64(),
