@@ -201,6 +201,9 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     if cfg.plugins.is_empty() {
         return Err(RunError::NoPlugins);
     }
+    // Before anything is loaded: a missing capability named with its use,
+    // not an EPERM from deep inside a load.
+    crate::kernel::caps::check().map_err(RunError::Kernel)?;
     // First of all: a signal while plugins load or probes attach must not
     // kill the agent half-way (no summary, TC filters left behind).
     let mut signals = Signals::install()

@@ -27,9 +27,17 @@ pub struct AgentBuilder {
     filter: Option<String>,
     probes: Option<String>,
     extra: Vec<OsString>,
+    capabilities: Option<Vec<&'static str>>,
 }
 
 impl AgentBuilder {
+    /// Runs the agent with exactly these capabilities (`CAP_BPF`, ...)
+    /// through `capsh` (crate::privileges), instead of all of root's.
+    pub fn capabilities(mut self, caps: &[&'static str]) -> Self {
+        self.capabilities = Some(caps.to_vec());
+        self
+    }
+
     /// Only the plugins' default probes (no `--probes`). Without this the
     /// tests attach every probe, opt-in ones included, to check every hook.
     pub fn default_probes(mut self) -> Self {
@@ -76,7 +84,10 @@ impl AgentBuilder {
         let ready_file = crate::temp_path("agent-ready");
         let _ = std::fs::remove_file(&ready_file);
 
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &self.capabilities {
+            Some(caps) => crate::privileges::with_only(caps, &bin, std::iter::empty::<&str>())?,
+            None => Command::new(&bin),
+        };
         cmd.args(["--plugins", &self.plugins, "--output", "json"])
             .arg("--sample")
             .arg(format!("{}/{}", self.sample.0, self.sample.1));
@@ -155,6 +166,7 @@ impl Agent {
             filter: None,
             probes: Some("all".to_owned()),
             extra: Vec::new(),
+            capabilities: None,
         }
     }
 

@@ -8,8 +8,9 @@
 //! drop, even when the test fails; nothing else of Docker's is touched.
 
 use crate::agent::{signal, wait_timeout};
+use crate::journey::{HopContainer, Journey};
 use crate::netns::{describe, run};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::IpAddr;
@@ -495,4 +496,39 @@ impl Drop for NetnsNft<'_> {
             );
         }
     }
+}
+
+/// Checks that each hop in the namespace of one of `containers` names that
+/// container (id and name, no pod: plain Docker), and that the journeys
+/// name both ends; the number of named hops.
+pub fn check_container_names(journeys: &[&Journey], containers: &[&Container]) -> Result<usize> {
+    let mut named = 0;
+    for c in containers {
+        let netns = c.netns()?;
+        let expected = HopContainer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            pod: None,
+            pod_namespace: None,
+        };
+        let hops: Vec<_> = journeys
+            .iter()
+            .flat_map(|j| &j.hops)
+            .filter(|h| h.netns == netns)
+            .collect();
+        ensure!(
+            !hops.is_empty(),
+            "no hop in {}'s namespace (inode {netns}):\n{}",
+            c.name,
+            crate::verdicts::describe_all(journeys)
+        );
+        ensure!(
+            hops.iter().all(|h| h.container.as_ref() == Some(&expected)),
+            "hops in {}'s namespace must carry {expected:?}, they carry {:?}",
+            c.name,
+            hops.iter().map(|h| &h.container).collect::<Vec<_>>()
+        );
+        named += hops.len();
+    }
+    Ok(named)
 }

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod netns;
 pub mod otel;
 pub mod packet;
+pub mod privileges;
 pub mod topology;
 pub mod traffic;
 pub mod two_hosts;

@@ -45,8 +45,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use vnt_tests::docker::{Container, Engine, Image, NetnsNft};
-use vnt_tests::journey::HopContainer;
+use vnt_tests::docker::{check_container_names, Container, Engine, Image, NetnsNft};
 use vnt_tests::verdicts::{check_answered_pings, check_only_real_drops, describe_all, reader};
 use vnt_tests::{unique_port, Agent, Journey, JourneyEnd};
 
@@ -78,41 +77,6 @@ fn finish(mut child: Child, what: &str, timeout: Duration) -> Result<String> {
     }
     ensure!(status.success(), "{what} failed ({status}): {err}");
     Ok(out)
-}
-
-/// Checks that each hop in the namespace of one of `containers` names that
-/// container (id and name, no pod: plain Docker), and that the journeys
-/// name both ends; the number of named hops.
-fn check_container_names(journeys: &[&Journey], containers: &[&Container]) -> Result<usize> {
-    let mut named = 0;
-    for c in containers {
-        let netns = c.netns()?;
-        let expected = HopContainer {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            pod: None,
-            pod_namespace: None,
-        };
-        let hops: Vec<_> = journeys
-            .iter()
-            .flat_map(|j| &j.hops)
-            .filter(|h| h.netns == netns)
-            .collect();
-        ensure!(
-            !hops.is_empty(),
-            "no hop in {}'s namespace (inode {netns}):\n{}",
-            c.name,
-            describe_all(journeys)
-        );
-        ensure!(
-            hops.iter().all(|h| h.container.as_ref() == Some(&expected)),
-            "hops in {}'s namespace must carry {expected:?}, they carry {:?}",
-            c.name,
-            hops.iter().map(|h| &h.container).collect::<Vec<_>>()
-        );
-        named += hops.len();
-    }
-    Ok(named)
 }
 
 #[test]
