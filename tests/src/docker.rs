@@ -253,6 +253,93 @@ impl Image {
     }
 }
 
+/// A file of the host to put into an image at `to` (absolute).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFile<'a> {
+    pub from: &'a Path,
+    pub to: &'a str,
+}
+
+impl Image {
+    /// Builds `tag` from a fresh root file system holding `files` (each with
+    /// the shared libraries `ldd` lists, at their host paths), the static
+    /// busybox with its applets in `/bin`, `/tmp`, `/etc`, and the empty
+    /// directories `dirs`; `changes` are `docker import -c` lines
+    /// (`ENTRYPOINT ["/jaeger"]`, `WORKDIR /prometheus`). Removed on drop.
+    pub fn from_files(
+        tag: &str,
+        files: &[ImageFile<'_>],
+        dirs: &[&str],
+        changes: &[&str],
+    ) -> Result<Image> {
+        let root = crate::temp_path("rootfs");
+        let result = Self::build_files(tag, &root, files, dirs, changes);
+        let _ = std::fs::remove_dir_all(&root);
+        result
+    }
+
+    fn build_files(
+        tag: &str,
+        root: &Path,
+        files: &[ImageFile<'_>],
+        dirs: &[&str],
+        changes: &[&str],
+    ) -> Result<Image> {
+        let bin = root.join("bin");
+        for dir in [&bin, &root.join("tmp"), &root.join("etc")] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        for dir in dirs {
+            std::fs::create_dir_all(root.join(dir.trim_start_matches('/')))?;
+        }
+        copy(Path::new(BUSYBOX), &bin.join("busybox"))?;
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))
+                .with_context(|| format!("failed to link {applet}"))?;
+        }
+        for f in files {
+            let to = root.join(f.to.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().context("a file path has a parent")?)?;
+            copy(f.from, &to)?;
+            for lib in shared_libraries(f.from)? {
+                let to = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+                if !to.exists() {
+                    std::fs::create_dir_all(to.parent().expect("a library path has a parent"))?;
+                    copy(&lib, &to)?;
+                }
+            }
+        }
+        let tar = crate::temp_path("rootfs.tar");
+        let result = run(Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."))
+        .and_then(|_| {
+            let mut args: Vec<&OsStr> = vec![OsStr::new("import")];
+            for c in changes {
+                args.push(OsStr::new("-c"));
+                args.push(OsStr::new(c));
+            }
+            args.push(tar.as_os_str());
+            args.push(OsStr::new(tag));
+            docker(args)
+        });
+        let _ = std::fs::remove_file(&tar);
+        result.with_context(|| format!("failed to build the image {tag}"))?;
+        Ok(Image {
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// Whether an image `tag` exists in the engine.
+    pub fn exists(tag: &str) -> bool {
+        docker(["image", "inspect", "-f", "{{.Id}}", tag]).is_ok()
+    }
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
         if let Err(e) = docker(["image", "rm", "-f", &self.tag]) {
