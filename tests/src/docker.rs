@@ -394,6 +394,17 @@ pub struct Container {
 impl Container {
     /// `docker run -d --name <name> <image> <cmd...>` on the default bridge.
     pub fn run(image: &Image, name: &str, cmd: &[&str]) -> Result<Container> {
+        Container::run_labelled(image, name, &[], cmd)
+    }
+
+    /// [`Container::run`] with labels (`key=value`), e.g. the ones
+    /// Kubernetes puts on a pod's containers.
+    pub fn run_labelled(
+        image: &Image,
+        name: &str,
+        labels: &[&str],
+        cmd: &[&str],
+    ) -> Result<Container> {
         // The guard exists before the container does: a `docker run` that
         // created it and then failed to start it leaves nothing behind.
         let mut container = Container {
@@ -402,19 +413,13 @@ impl Container {
             ip: IpAddr::from([0, 0, 0, 0]),
             pid: 0,
         };
-        docker(
-            [
-                "run",
-                "-d",
-                "--network",
-                "bridge",
-                "--name",
-                name,
-                &image.tag,
-            ]
-            .iter()
-            .chain(cmd),
-        )?;
+        let mut args: Vec<&str> = vec!["run", "-d", "--network", "bridge", "--name", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.push(&image.tag);
+        args.extend(cmd);
+        docker(args)?;
         let out = docker([
             "inspect",
             "-f",
@@ -586,17 +591,29 @@ impl Drop for NetnsNft<'_> {
 }
 
 /// Checks that each hop in the namespace of one of `containers` names that
-/// container (id and name, no pod: plain Docker), and that the journeys
-/// name both ends; the number of named hops.
+/// container: its id and name, and the pod and namespace of its Kubernetes
+/// labels where it has them (as `docker inspect` reports them); the number
+/// of named hops.
 pub fn check_container_names(journeys: &[&Journey], containers: &[&Container]) -> Result<usize> {
     let mut named = 0;
     for c in containers {
         let netns = c.netns()?;
+        let label = |key: &str| {
+            docker([
+                "inspect",
+                "-f",
+                &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
+                &c.id,
+            ])
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        };
         let expected = HopContainer {
             id: c.id.clone(),
             name: c.name.clone(),
-            pod: None,
-            pod_namespace: None,
+            pod: label("io.kubernetes.pod.name"),
+            pod_namespace: label("io.kubernetes.pod.namespace"),
         };
         let hops: Vec<_> = journeys
             .iter()
