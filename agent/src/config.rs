@@ -1095,6 +1095,35 @@ mod tests {
     }
 
     #[test]
+    fn containers_are_named_from_docker_unless_the_socket_is_empty() {
+        Jail::expect_with(|jail| {
+            let cfg = load(None, FlagLayer::default()).unwrap();
+            assert_eq!(
+                cfg.docker_socket.as_deref(),
+                Some(Path::new(DEFAULT_DOCKER_SOCKET))
+            );
+            jail.create_file(
+                "c.toml",
+                "[containers]\ndocker_socket = \"/run/podman.sock\"\n",
+            )?;
+            let cfg = load(Some("c.toml"), FlagLayer::default()).unwrap();
+            assert_eq!(
+                cfg.docker_socket.as_deref(),
+                Some(Path::new("/run/podman.sock"))
+            );
+            jail.set_env("VNT_CONTAINERS__DOCKER_SOCKET", "");
+            let cfg = load(Some("c.toml"), FlagLayer::default()).unwrap();
+            assert_eq!(cfg.docker_socket, None);
+            jail.create_file("bad.toml", "[containers]\ndocker_sock = \"x\"\n")?;
+            let err = load(Some("bad.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("docker_sock"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         Jail::expect_with(|jail| {
             jail.create_file("typo.toml", "sampel = \"1/2\"\n")?;
