@@ -71,6 +71,7 @@ enum Batch {
 }
 
 const TICK: Duration = Duration::from_millis(10);
+const BATCH_MAX: usize = 4096;
 
 /// What names the places hops happen in: network namespaces (their
 /// `ip netns` names and owners) and the containers they belong to.
@@ -78,7 +79,6 @@ struct Places {
     netns: NetnsResolver,
     containers: Containers,
 }
-const BATCH_MAX: usize = 4096;
 
 fn write_ready_file(
     path: &Path,
