@@ -29,6 +29,8 @@ PACKAGES=(
 	util-linux   # mount, mountpoint, nsenter, unshare
 	docker.io    # dockerd + containerd: tests/tests/docker_verdicts.rs starts its own engine
 	busybox-static # the static /usr/bin/busybox that test packs into its local image
+	libcap2-bin  # capsh: tests/tests/least_privilege.rs runs the agent with exactly its documented capabilities
+	systemd      # systemd-analyze verify: tests/tests/deploy.rs checks deploy/systemd/vnt-agent.service
 	gcc          # linker driver for cargo
 	libc6-dev    # C runtime files the linker needs
 	pkg-config   # build scripts of some crates look for it

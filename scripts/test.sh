@@ -67,7 +67,7 @@ fi
 rm -f "$demo_log"
 echo "demo ok: journeys and the nftables drop printed, nothing rebuilt"
 
-step "OpenTelemetry tools: Jaeger v2, docker compose, promtool (built from their Go modules once, cached)"
+step "OpenTelemetry and deployment tools: Jaeger v2, docker compose, promtool, Prometheus, the manifest validator (built from Go modules once, cached)"
 # The OTLP tests (tests/tests/otel_*.rs) run these natively; the first build
 # of Jaeger takes several minutes on 2 cores, later runs find it cached.
 if ! command -v go >/dev/null 2>&1; then
@@ -79,6 +79,8 @@ VNT_JAEGER_BIN=$(scripts/ensure-jaeger.sh)
 export VNT_JAEGER_BIN
 scripts/ensure-compose.sh >/dev/null
 scripts/ensure-promtool.sh >/dev/null
+scripts/ensure-prometheus.sh >/dev/null   # the compose stack's Prometheus stand-in (compose_stack.rs)
+scripts/ensure-k8s-validate.sh >/dev/null # strict Kubernetes manifest decoding (deploy.rs)
 echo "OpenTelemetry tools ready in $(( $(date +%s) - tools_start )) s"
 
 step "privileged end-to-end tests (real eBPF, real namespaces)"

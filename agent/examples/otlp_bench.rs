@@ -66,6 +66,7 @@ fn journey(n: u64, t0: u64) -> JourneyView {
                     comm: Some("nginx".into()),
                     cgroup: Some(cgroup.as_str().into()),
                 }),
+                container: None,
                 direction: if *dir == "tx" { "tx" } else { "rx" },
                 process: None,
                 cpu: (n % 2) as u32,

@@ -265,6 +265,7 @@ struct Pipeline {
     metas: Vec<plugin_host::PluginMeta>,
     drops: DropReasons,
     netns: NetnsResolver,
+    containers: vnt_agent::containers::Containers,
     procs: vnt_agent::kernel::process::ProcessNames,
     clock: WallClock,
     builder: Builder,
@@ -316,6 +317,7 @@ impl Pipeline {
                 drops: &self.drops,
                 netns: &mut self.netns,
                 procs: &self.procs,
+                containers: &mut self.containers,
                 clock: self.clock,
             };
             self.views
@@ -416,6 +418,7 @@ fn run(args: &[String]) -> Result<(), String> {
         plugin,
         drops,
         netns: NetnsResolver::new(&host.proc_root, &host.run_netns),
+        containers: vnt_agent::containers::Containers::none(),
         procs: vnt_agent::kernel::process::ProcessNames::new(&host.proc_root),
         clock: WallClock::measure(),
         // The agent's defaults: journey.idle_timeout_ms 100, max_in_flight 65536.

@@ -27,7 +27,7 @@ use crate::config::{Config, OutputFormat};
 use crate::kernel::btf::{KernelBtf, SYS_BTF};
 use crate::plugin_host;
 use crate::probes::filter::FilterSpec;
-use crate::probes::{self, cap, tc, AltFailure};
+use crate::probes::{self, tc, AltFailure};
 
 /// One kernel feature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -321,42 +321,34 @@ fn try_mount_keep(fstype: &str, dir: &str) -> Result<(), String> {
 }
 
 fn caps_feature() -> Feature {
-    let Some(eff) = probes::effective_capabilities() else {
+    use crate::kernel::caps;
+    let Some(eff) = caps::effective() else {
         return Feature::no("cannot read CapEff from /proc/self/status");
     };
-    let has = |n: u32| eff & (1 << n) != 0;
-    let names = [
-        (cap::BPF, "CAP_BPF"),
-        (cap::PERFMON, "CAP_PERFMON"),
-        (cap::NET_ADMIN, "CAP_NET_ADMIN"),
-        (cap::SYS_ADMIN, "CAP_SYS_ADMIN"),
-        (cap::SYS_RESOURCE, "CAP_SYS_RESOURCE"),
-    ];
-    let held: Vec<&str> = names.iter().filter(|(n, _)| has(*n)).map(|p| p.1).collect();
-    let missing: Vec<&str> = names
+    let release = caps::release();
+    let held: Vec<&str> = caps::MODERN
         .iter()
-        .filter(|(n, _)| !has(*n) && *n != cap::SYS_RESOURCE)
-        .map(|p| p.1)
+        .chain(caps::LEGACY)
+        .filter(|n| eff & (1 << n.number) != 0)
+        .map(|n| n.name)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let enough = has(cap::SYS_ADMIN) || (has(cap::BPF) && has(cap::PERFMON) && has(cap::NET_ADMIN));
     let detail = format!(
-        "held: {}{}",
+        "held: {}",
         if held.is_empty() {
             "none".into()
         } else {
             held.join(" ")
-        },
-        if missing.is_empty() {
-            String::new()
-        } else {
-            format!("; missing: {}", missing.join(" "))
         }
     );
-    if enough {
+    let missing = caps::missing(eff, &release);
+    if missing.is_empty() {
         Feature::yes(detail)
     } else {
         Feature::no(format!(
-            "{detail}: run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+            "{detail}; {}",
+            caps::describe_missing(&missing, &release)
         ))
     }
 }

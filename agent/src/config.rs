@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "ringbuf",
     "otlp",
     "packet_id",
+    "containers",
 ];
 
 /// Output formats.
@@ -89,6 +90,26 @@ pub struct RawJourney {
 pub struct RawRingbuf {
     /// Size of each plugin's ring buffer (a power of two, multiple of the page size).
     pub bytes: u32,
+}
+
+/// The Docker engine's API socket, where container names come from.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// `[containers]` table: where container names come from
+/// (docs/adr/014-operability.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawContainers {
+    /// The Docker engine's API socket; empty: containers are not named.
+    pub docker_socket: String,
+}
+
+impl Default for RawContainers {
+    fn default() -> Self {
+        RawContainers {
+            docker_socket: DEFAULT_DOCKER_SOCKET.into(),
+        }
+    }
 }
 
 /// `[packet_id]` table (docs/adr/011-keyed-packet-id.md).
@@ -157,6 +178,9 @@ pub struct RawConfig {
     /// Packet identity.
     #[serde(default)]
     pub packet_id: RawPacketId,
+    /// Container names.
+    #[serde(default)]
+    pub containers: RawContainers,
 }
 
 impl Default for RawConfig {
@@ -182,6 +206,7 @@ impl Default for RawConfig {
             plugin: BTreeMap::new(),
             otlp: RawOtlp::default(),
             packet_id: RawPacketId::default(),
+            containers: RawContainers::default(),
         }
     }
 }
@@ -276,6 +301,8 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     /// The packet-id key written into every plugin's eBPF object.
     pub packet_id_key: IdKey,
+    /// The Docker engine's socket, when containers are named.
+    pub docker_socket: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -516,6 +543,8 @@ impl Config {
             plugin_config: raw.plugin,
             otlp,
             packet_id_key,
+            docker_socket: (!raw.containers.docker_socket.trim().is_empty())
+                .then(|| PathBuf::from(raw.containers.docker_socket.trim())),
         })
     }
 }
@@ -1074,6 +1103,35 @@ mod tests {
                 .to_string();
             assert!(err.contains("journey.idle_timeout_ms"), "{err}");
             assert!(err.contains("bad.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn containers_are_named_from_docker_unless_the_socket_is_empty() {
+        Jail::expect_with(|jail| {
+            let cfg = load(None, FlagLayer::default()).unwrap();
+            assert_eq!(
+                cfg.docker_socket.as_deref(),
+                Some(Path::new(DEFAULT_DOCKER_SOCKET))
+            );
+            jail.create_file(
+                "c.toml",
+                "[containers]\ndocker_socket = \"/run/podman.sock\"\n",
+            )?;
+            let cfg = load(Some("c.toml"), FlagLayer::default()).unwrap();
+            assert_eq!(
+                cfg.docker_socket.as_deref(),
+                Some(Path::new("/run/podman.sock"))
+            );
+            jail.set_env("VNT_CONTAINERS__DOCKER_SOCKET", "");
+            let cfg = load(Some("c.toml"), FlagLayer::default()).unwrap();
+            assert_eq!(cfg.docker_socket, None);
+            jail.create_file("bad.toml", "[containers]\ndocker_sock = \"x\"\n")?;
+            let err = load(Some("bad.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("docker_sock"), "{err}");
             Ok(())
         });
     }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod config;
+pub mod containers;
 pub mod export;
 pub mod journey;
 pub mod kernel;

@@ -29,7 +29,8 @@ PACKET ID: the id that joins a packet's hops, sampling and cross-host traces is 
 CONFIGURATION: built-in defaults < --config FILE (TOML) < VNT_* environment < flags.
   Keys: plugins, plugin_dirs, allow_unsafe_plugin_files, probes, filter, sample, output, duration,
   ready_file, btf, [journey] idle_timeout_ms (1..=60000), max_in_flight (1..=1048576); [ringbuf]
-  bytes (a power of two, 4096..=268435456 per plugin); [packet_id] key; [plugin.NAME] (passed to
+  bytes (a power of two, 4096..=268435456 per plugin); [packet_id] key; [containers]
+  docker_socket (container names from Docker's API; empty turns it off); [plugin.NAME] (passed to
   plugin NAME);
   [otlp] endpoint, protocol, headers, resource, queue_spans, ..., [otlp.tls] ca, cert, key (docs/otel.md).
   Environment: VNT_SAMPLE=1/10, VNT_PLUGINS=veth,ovs, VNT_JOURNEY__IDLE_TIMEOUT_MS=50, ...
@@ -50,6 +51,9 @@ SIGNALS: SIGINT and SIGTERM stop the agent cleanly (journeys in flight flushed, 
   logged and ignored (there is nothing to reload).
 
 Flags may be given before or after the subcommand (`vnt-agent plugins --plugin-dir DIR`).
+
+PRIVILEGES: root's uid, and CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_PTRACE (Linux >= 5.8) or
+  CAP_SYS_ADMIN CAP_NET_ADMIN CAP_SYS_PTRACE; a run checks them first and names what is missing.
 
 EXIT CODES: 0 ok, 1 runtime error, 2 bad configuration or usage, 3 plugin error,
   4 kernel/eBPF error (permissions, missing BTF, probe that cannot attach).

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use vnt_plugin_api::Observation;
 
 use crate::config::Config;
+use crate::containers::Containers;
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::plugin_metrics::{PluginMetrics, DEFAULT_MAX_SERIES};
 use crate::export::view::PluginSummary;
@@ -72,6 +73,13 @@ enum Batch {
 
 const TICK: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 4096;
+
+/// What names the places hops happen in: network namespaces (their
+/// `ip netns` names and owners) and the containers they belong to.
+struct Places {
+    netns: NetnsResolver,
+    containers: Containers,
+}
 
 fn write_ready_file(
     path: &Path,
@@ -238,6 +246,9 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     if cfg.plugins.is_empty() {
         return Err(RunError::NoPlugins);
     }
+    // Before anything is loaded: a missing capability named with its use,
+    // not an EPERM from deep inside a load.
+    crate::kernel::caps::check().map_err(RunError::Kernel)?;
     // First of all: a signal while plugins load or probes attach must not
     // kill the agent half-way (no summary, TC filters left behind).
     let mut signals = Signals::install()
@@ -389,7 +400,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     }
 
     let mut output = Output::new(cfg.output, out);
-    let mut netns = NetnsResolver::default();
+    let mut places = Places {
+        netns: NetnsResolver::default(),
+        containers: match &cfg.docker_socket {
+            Some(socket) => Containers::docker(socket),
+            None => Containers::none(),
+        },
+    };
     let mut procs = ProcessNames::default();
     let mut clock = WallClock::measure();
     let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
@@ -425,7 +442,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     let emit = |done: &mut Vec<_>,
                 output: &mut Output,
                 otlp: &mut Option<Otlp>,
-                netns: &mut NetnsResolver,
+                places: &mut Places,
                 procs: &ProcessNames,
                 clock: WallClock,
                 metas: &[PluginMeta],
@@ -433,12 +450,14 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         if done.is_empty() {
             return;
         }
-        netns.new_batch();
+        places.netns.new_batch();
+        places.containers.new_batch();
         let mut names = Names {
             plugins: metas,
             drops: &drops,
-            netns,
+            netns: &mut places.netns,
             procs,
+            containers: &mut places.containers,
             clock,
         };
         for j in done.drain(..) {
@@ -492,7 +511,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             &mut done,
             &mut output,
             &mut otlp,
-            &mut netns,
+            &mut places,
             &procs,
             clock,
             &metas,
@@ -526,7 +545,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         &mut done,
         &mut output,
         &mut otlp,
-        &mut netns,
+        &mut places,
         &procs,
         clock,
         &metas,

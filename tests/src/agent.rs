@@ -28,6 +28,7 @@ pub struct AgentBuilder {
     probes: Option<String>,
     extra: Vec<OsString>,
     output: String,
+    capabilities: Option<Vec<&'static str>>,
 }
 
 impl AgentBuilder {
@@ -35,6 +36,13 @@ impl AgentBuilder {
     /// reads other formats).
     pub fn output(mut self, format: &str) -> Self {
         self.output = format.to_owned();
+        self
+    }
+
+    /// Runs the agent with exactly these capabilities (`CAP_BPF`, ...)
+    /// through `capsh` (crate::privileges), instead of all of root's.
+    pub fn capabilities(mut self, caps: &[&'static str]) -> Self {
+        self.capabilities = Some(caps.to_vec());
         self
     }
 
@@ -84,7 +92,10 @@ impl AgentBuilder {
         let ready_file = crate::temp_path("agent-ready");
         let _ = std::fs::remove_file(&ready_file);
 
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &self.capabilities {
+            Some(caps) => crate::privileges::with_only(caps, &bin, std::iter::empty::<&str>())?,
+            None => Command::new(&bin),
+        };
         cmd.args(["--plugins", &self.plugins, "--output", &self.output])
             .arg("--sample")
             .arg(format!("{}/{}", self.sample.0, self.sample.1));
@@ -164,6 +175,7 @@ impl Agent {
             probes: Some("all".to_owned()),
             extra: Vec::new(),
             output: "json".to_owned(),
+            capabilities: None,
         }
     }
 

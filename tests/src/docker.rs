@@ -8,8 +8,9 @@
 //! drop, even when the test fails; nothing else of Docker's is touched.
 
 use crate::agent::{signal, wait_timeout};
+use crate::journey::{HopContainer, Journey};
 use crate::netns::{describe, run};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::IpAddr;
@@ -252,6 +253,93 @@ impl Image {
     }
 }
 
+/// A file of the host to put into an image at `to` (absolute).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFile<'a> {
+    pub from: &'a Path,
+    pub to: &'a str,
+}
+
+impl Image {
+    /// Builds `tag` from a fresh root file system holding `files` (each with
+    /// the shared libraries `ldd` lists, at their host paths), the static
+    /// busybox with its applets in `/bin`, `/tmp`, `/etc`, and the empty
+    /// directories `dirs`; `changes` are `docker import -c` lines
+    /// (`ENTRYPOINT ["/jaeger"]`, `WORKDIR /prometheus`). Removed on drop.
+    pub fn from_files(
+        tag: &str,
+        files: &[ImageFile<'_>],
+        dirs: &[&str],
+        changes: &[&str],
+    ) -> Result<Image> {
+        let root = crate::temp_path("rootfs");
+        let result = Self::build_files(tag, &root, files, dirs, changes);
+        let _ = std::fs::remove_dir_all(&root);
+        result
+    }
+
+    fn build_files(
+        tag: &str,
+        root: &Path,
+        files: &[ImageFile<'_>],
+        dirs: &[&str],
+        changes: &[&str],
+    ) -> Result<Image> {
+        let bin = root.join("bin");
+        for dir in [&bin, &root.join("tmp"), &root.join("etc")] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        for dir in dirs {
+            std::fs::create_dir_all(root.join(dir.trim_start_matches('/')))?;
+        }
+        copy(Path::new(BUSYBOX), &bin.join("busybox"))?;
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet))
+                .with_context(|| format!("failed to link {applet}"))?;
+        }
+        for f in files {
+            let to = root.join(f.to.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().context("a file path has a parent")?)?;
+            copy(f.from, &to)?;
+            for lib in shared_libraries(f.from)? {
+                let to = root.join(lib.strip_prefix("/").unwrap_or(&lib));
+                if !to.exists() {
+                    std::fs::create_dir_all(to.parent().expect("a library path has a parent"))?;
+                    copy(&lib, &to)?;
+                }
+            }
+        }
+        let tar = crate::temp_path("rootfs.tar");
+        let result = run(Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."))
+        .and_then(|_| {
+            let mut args: Vec<&OsStr> = vec![OsStr::new("import")];
+            for c in changes {
+                args.push(OsStr::new("-c"));
+                args.push(OsStr::new(c));
+            }
+            args.push(tar.as_os_str());
+            args.push(OsStr::new(tag));
+            docker(args)
+        });
+        let _ = std::fs::remove_file(&tar);
+        result.with_context(|| format!("failed to build the image {tag}"))?;
+        Ok(Image {
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// Whether an image `tag` exists in the engine.
+    pub fn exists(tag: &str) -> bool {
+        docker(["image", "inspect", "-f", "{{.Id}}", tag]).is_ok()
+    }
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
         if let Err(e) = docker(["image", "rm", "-f", &self.tag]) {
@@ -295,6 +383,8 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 #[derive(Debug)]
 pub struct Container {
     pub name: String,
+    /// Docker's full id.
+    pub id: String,
     /// Its address on `docker0`.
     pub ip: IpAddr,
     /// The host pid of its first process (for `nsenter`).
@@ -304,30 +394,36 @@ pub struct Container {
 impl Container {
     /// `docker run -d --name <name> <image> <cmd...>` on the default bridge.
     pub fn run(image: &Image, name: &str, cmd: &[&str]) -> Result<Container> {
+        Container::run_labelled(image, name, &[], cmd)
+    }
+
+    /// [`Container::run`] with labels (`key=value`), e.g. the ones
+    /// Kubernetes puts on a pod's containers.
+    pub fn run_labelled(
+        image: &Image,
+        name: &str,
+        labels: &[&str],
+        cmd: &[&str],
+    ) -> Result<Container> {
         // The guard exists before the container does: a `docker run` that
         // created it and then failed to start it leaves nothing behind.
         let mut container = Container {
             name: name.to_owned(),
+            id: String::new(),
             ip: IpAddr::from([0, 0, 0, 0]),
             pid: 0,
         };
-        docker(
-            [
-                "run",
-                "-d",
-                "--network",
-                "bridge",
-                "--name",
-                name,
-                &image.tag,
-            ]
-            .iter()
-            .chain(cmd),
-        )?;
+        let mut args: Vec<&str> = vec!["run", "-d", "--network", "bridge", "--name", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.push(&image.tag);
+        args.extend(cmd);
+        docker(args)?;
         let out = docker([
             "inspect",
             "-f",
-            "{{.State.Pid}} {{.NetworkSettings.IPAddress}}",
+            "{{.State.Pid}} {{.NetworkSettings.IPAddress}} {{.Id}}",
             name,
         ])?;
         let mut fields = out.split_whitespace();
@@ -340,6 +436,11 @@ impl Container {
             .next()
             .and_then(|a| a.parse().ok())
             .with_context(|| format!("container {name} has no address on docker0: {out:?}"))?;
+        container.id = fields
+            .next()
+            .filter(|id| id.len() == 64)
+            .with_context(|| format!("container {name} has no id: {out:?}"))?
+            .to_owned();
         Ok(container)
     }
 
@@ -384,6 +485,15 @@ impl Container {
             .arg(program)
             .args(args);
         cmd
+    }
+
+    /// The inode of its network namespace (as hops report it).
+    pub fn netns(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/proc/{}/ns/net", self.pid);
+        Ok(std::fs::metadata(&path)
+            .with_context(|| format!("cannot read {path} of container {}", self.name))?
+            .ino())
     }
 
     /// Waits until a TCP socket listens on `port` in the container.
@@ -478,4 +588,51 @@ impl Drop for NetnsNft<'_> {
             );
         }
     }
+}
+
+/// Checks that each hop in the namespace of one of `containers` names that
+/// container: its id and name, and the pod and namespace of its Kubernetes
+/// labels where it has them (as `docker inspect` reports them); the number
+/// of named hops.
+pub fn check_container_names(journeys: &[&Journey], containers: &[&Container]) -> Result<usize> {
+    let mut named = 0;
+    for c in containers {
+        let netns = c.netns()?;
+        let label = |key: &str| {
+            docker([
+                "inspect",
+                "-f",
+                &format!("{{{{index .Config.Labels \"{key}\"}}}}"),
+                &c.id,
+            ])
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        };
+        let expected = HopContainer {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            pod: label("io.kubernetes.pod.name"),
+            pod_namespace: label("io.kubernetes.pod.namespace"),
+        };
+        let hops: Vec<_> = journeys
+            .iter()
+            .flat_map(|j| &j.hops)
+            .filter(|h| h.netns == netns)
+            .collect();
+        ensure!(
+            !hops.is_empty(),
+            "no hop in {}'s namespace (inode {netns}):\n{}",
+            c.name,
+            crate::verdicts::describe_all(journeys)
+        );
+        ensure!(
+            hops.iter().all(|h| h.container.as_ref() == Some(&expected)),
+            "hops in {}'s namespace must carry {expected:?}, they carry {:?}",
+            c.name,
+            hops.iter().map(|h| &h.container).collect::<Vec<_>>()
+        );
+        named += hops.len();
+    }
+    Ok(named)
 }

@@ -56,6 +56,17 @@ pub struct NetnsOwner {
     pub comm: Option<String>,
 }
 
+/// The container whose namespace a hop happened in, as its runtime names it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HopContainer {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub pod: Option<String>,
+    #[serde(default)]
+    pub pod_namespace: Option<String>,
+}
+
 /// The packet's 5-tuple.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Flow {
@@ -96,6 +107,8 @@ pub struct Hop {
     pub netns_name: Option<String>,
     #[serde(default)]
     pub netns_owner: Option<NetnsOwner>,
+    #[serde(default)]
+    pub container: Option<HopContainer>,
     #[serde(default)]
     pub process: Option<Process>,
     #[serde(default)]

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod netns;
 pub mod otel;
 pub mod packet;
+pub mod privileges;
 pub mod topology;
 pub mod traffic;
 pub mod two_hosts;
@@ -127,7 +128,7 @@ pub fn unique_port() -> u16 {
 
 /// A per-process unique path in the temporary directory, for ready files
 /// and the like. The file is not created.
-pub(crate) fn temp_path(what: &str) -> PathBuf {
+pub fn temp_path(what: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!("vnt-tests-{}-{n}-{what}", std::process::id()))

@@ -1,3 +1,7 @@
+//! Issue #14: every hop in either container's namespace names that container
+//! (id and name, from Docker's API socket), and B's hops the Kubernetes pod
+//! and namespace of its labels.
+//!
 //! Issue #10, "the same between two Docker containers": the verdicts of
 //! `verdicts.rs` (answered pings and a TCP close are delivered, a datagram to
 //! a closed port and one an nftables rule drops are dropped, with their
@@ -42,7 +46,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use vnt_tests::docker::{Container, Engine, Image, NetnsNft};
+use vnt_tests::docker::{check_container_names, Container, Engine, Image, NetnsNft};
 use vnt_tests::verdicts::{check_answered_pings, check_only_real_drops, describe_all, reader};
 use vnt_tests::{unique_port, Agent, Journey, JourneyEnd};
 
@@ -87,7 +91,17 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
     let traffic_bin = std::path::Path::new(env!("CARGO_BIN_EXE_vnt-traffic"));
     let image = Image::busybox(&format!("vnt-test-busybox:{id}"), &[traffic_bin])?;
     let a = Container::run(&image, &format!("vnt-test-{id}-a"), &["sleep", "300"])?;
-    let b = Container::run(&image, &format!("vnt-test-{id}-b"), &["sleep", "300"])?;
+    // B carries the labels Kubernetes puts on a pod's containers: its hops
+    // must name that pod and namespace too.
+    let b = Container::run_labelled(
+        &image,
+        &format!("vnt-test-{id}-b"),
+        &[
+            &format!("io.kubernetes.pod.name=vnt-test-pod-{id}"),
+            "io.kubernetes.pod.namespace=vnt-test",
+        ],
+        &["sleep", "300"],
+    )?;
     let (ip_a, ip_b) = (a.ip, b.ip);
     let (tcp_port, closed_port, nft_port) = (unique_port(), unique_port(), unique_port());
     let _rule = NetnsNft::drop_udp_input(&b, &format!("vnt_test_{id}"), nft_port)?;
@@ -148,6 +162,22 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
         describe_all(&icmp)
     );
 
+    // Issue #14: every hop in a container's namespace carries that
+    // container's id and name, as Docker reports them.
+    let named = check_container_names(&icmp, &[&a, &b])?;
+    let pod = format!("vnt-test-pod-{id}");
+    ensure!(
+        icmp.iter()
+            .flat_map(|j| &j.hops)
+            .any(|h| h
+                .container
+                .as_ref()
+                .is_some_and(|c| c.pod.as_deref() == Some(pod.as_str())
+                    && c.pod_namespace.as_deref() == Some("vnt-test"))),
+        "no hop names B's pod vnt-test/{pod}:\n{}",
+        describe_all(&icmp)
+    );
+
     let tcp: Vec<&Journey> = out
         .journeys
         .iter()
@@ -173,7 +203,7 @@ fn docker_answered_pings_and_a_tcp_close_are_delivered_real_drops_are_dropped() 
     check_only_real_drops(&out, closed_port, nft_port)?;
     eprintln!(
         "docker verdicts ({} engine, ready in {:.1} s, {:.1} s in all): {} ICMP journeys delivered \
-         (3 echo replies to ping's socket), {} TCP journeys none dropped, 3 NO_SOCKET + 3 \
+         (3 echo replies to ping's socket), {named} hops named after their container, {} TCP journeys none dropped, 3 NO_SOCKET + 3 \
          NETFILTER_DROP drops; summary: {} journeys, {} delivered, {} forwarded, {} dropped, {} unknown",
         if engine.started_here() { "started dockerd" } else { "running" },
         ready.as_secs_f64(),

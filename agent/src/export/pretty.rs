@@ -14,6 +14,7 @@
 use std::io::{self, Write};
 
 use super::view::{JourneyView, ProcessView, Summary};
+use crate::containers::ContainerInfo;
 
 /// Human duration: ns, us, ms, s.
 pub fn duration(ns: u64) -> String {
@@ -35,6 +36,17 @@ fn endpoint(addr: &str, port: u16, family: u8) -> String {
 
 fn process(p: &ProcessView) -> String {
     format!("{}[{}]", p.comm.as_deref().unwrap_or("?"), p.pid)
+}
+
+/// `container web (3f1c2a9b0e7d)`, with `pod shop/api-7f` where the runtime
+/// names one.
+fn container(c: &ContainerInfo) -> String {
+    let short = c.id.get(..12).unwrap_or(&c.id);
+    match (&c.pod, &c.pod_namespace) {
+        (Some(p), Some(n)) => format!("container {} ({short}) pod {n}/{p}", c.name),
+        (Some(p), None) => format!("container {} ({short}) pod {p}", c.name),
+        _ => format!("container {} ({short})", c.name),
+    }
 }
 
 /// The verdict as a phrase: `delivered to ping[812]`, `forwarded via eth0`.
@@ -86,6 +98,10 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
                 o.comm.as_deref().unwrap_or("?")
             ),
             (None, None) => format!("netns {}", h.netns),
+        };
+        let ns = match &h.container {
+            Some(c) => format!("{ns} {}", container(c)),
+            None => ns,
         };
         let when = if let Some(d) = h.duration_ns {
             format!("  ({})", duration(d))
@@ -190,6 +206,26 @@ pub fn summary(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_read_with_their_pods() {
+        let mut c = ContainerInfo {
+            id: "3f1c2a9b0e7d55aa".into(),
+            name: "web".into(),
+            pod: None,
+            pod_namespace: None,
+        };
+        assert_eq!(container(&c), "container web (3f1c2a9b0e7d)");
+        c.pod = Some("api-7f".into());
+        c.pod_namespace = Some("shop".into());
+        assert_eq!(
+            container(&c),
+            "container web (3f1c2a9b0e7d) pod shop/api-7f"
+        );
+        c.id = "ab".into();
+        c.pod_namespace = None;
+        assert_eq!(container(&c), "container web (ab) pod api-7f");
+    }
 
     #[test]
     fn durations_read_well() {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use vnt_plugin_api::Value;
 
 use super::ids;
+use crate::containers::{ContainerInfo, Containers};
 use crate::journey::{BuilderStats, DeliveredTo, Journey, Verdict};
 use crate::kernel::clock::WallClock;
 use crate::kernel::drop_reason::DropReasons;
@@ -28,6 +29,8 @@ pub struct Names<'a> {
     pub netns: &'a mut NetnsResolver,
     /// Names of the processes hooks reported.
     pub procs: &'a ProcessNames,
+    /// Containers, by network namespace, from the runtime.
+    pub containers: &'a mut Containers,
     /// Monotonic to wall clock.
     pub clock: WallClock,
 }
@@ -104,6 +107,9 @@ pub struct HopView {
     /// A process in that netns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_owner: Option<OwnerView>,
+    /// The container whose netns it is, as its runtime names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Arc<ContainerInfo>>,
     /// The process the hook ran for, where it knows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessView>,
@@ -304,6 +310,7 @@ impl JourneyView {
                         cgroup: n.cgroup.clone(),
                     })
                 }),
+                container: names.containers.lookup(h.obs.netns),
                 process: (h.obs.pid != 0).then(|| ProcessView {
                     pid: h.obs.pid,
                     comm: names.procs.name(h.obs.pid),
@@ -579,6 +586,15 @@ mod tests {
             drops: &drops,
             netns: &mut netns,
             procs: &ProcessNames::new(dir.path().join("none")),
+            containers: &mut Containers::fixed([(
+                777,
+                ContainerInfo {
+                    id: "c0ffee".into(),
+                    name: "web".into(),
+                    pod: Some("web-5d".into()),
+                    pod_namespace: Some("shop".into()),
+                },
+            )]),
             clock: WallClock::with_offset(1_000_000_000),
         };
         let mut dropped = hop(4, 150, 0);
@@ -620,8 +636,8 @@ mod tests {
                 r#"","pkt_id":"0000000000000abc","end":"dropped","closed":"dropped","#,
                 r#""flow":{"src":"10.0.0.1","dst":"10.0.0.2","sport":1000,"dport":53,"proto":"udp","family":4},"#,
                 r#""len":64,"start_unix_nano":1000000100,"duration_ns":50,"hops":["#,
-                r#"{"hook":"net:net_dev_start_xmit","label":"xmit","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000100,"latency_ns":0},"#,
-                r#"{"hook":"hook-9","label":"","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000120,"latency_ns":20},"#,
+                r#"{"hook":"net:net_dev_start_xmit","label":"xmit","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"container":{"id":"c0ffee","name":"web","pod":"web-5d","pod_namespace":"shop"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000100,"latency_ns":0},"#,
+                r#"{"hook":"hook-9","label":"","plugin":"veth","interface":"veth-a","ifindex":3,"netns":777,"netns_owner":{"pid":42,"comm":"nginx","cgroup":"/c1"},"container":{"id":"c0ffee","name":"web","pod":"web-5d","pod_namespace":"shop"},"direction":"tx","cpu":1,"len":64,"ts_unix_nano":1000000120,"latency_ns":20},"#,
                 r#"{"hook":"skb:kfree_skb","label":"drop","plugin":"veth","interface":"veth-a","ifindex":3,"netns":0,"direction":"-","cpu":1,"len":64,"ts_unix_nano":1000000150,"latency_ns":30,"drop":{"reason":"NOT_SPECIFIED","code":2}}"#,
                 "]}"
             )

@@ -20,7 +20,9 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use prost::Message;
 
-use super::spans::{container_id, drop_event_time, hop_name, root_bounds, root_name, HopClock};
+use super::spans::{
+    container_attributes, drop_event_time, hop_name, root_bounds, root_name, HopClock,
+};
 use crate::export::ids;
 use crate::export::view::{HopView, JourneyView, ProcessView};
 use vnt_plugin_api::Value;
@@ -275,10 +277,10 @@ fn hop_attributes(buf: &mut Vec<u8>, h: &HopView, index: Option<u32>) {
         }
         if let Some(cg) = &o.cgroup {
             attr_str(buf, SPAN_ATTR, "vnt.netns.cgroup", cg);
-            if let Some(id) = container_id(cg) {
-                attr_str(buf, SPAN_ATTR, "container.id", id);
-            }
         }
+    }
+    for (key, value) in container_attributes(h).into_iter().flatten() {
+        attr_str(buf, SPAN_ATTR, key, value);
     }
     if let Some(p) = &h.process {
         process_attributes(buf, p);
@@ -498,6 +500,7 @@ mod tests {
                 comm: Some("nginx".into()),
                 cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
+            container: None,
             direction: "tx",
             process: None,
             cpu: 1,
@@ -550,6 +553,13 @@ mod tests {
             comm: None,
             cgroup: Some("/user.slice".into()),
         });
+        let mut named = hop("net:netif_receive_skb", "receive", "eth0", 1_000_600, 100);
+        named.container = Some(std::sync::Arc::new(crate::containers::ContainerInfo {
+            id: "cd".repeat(32).into(),
+            name: "web".into(),
+            pod: Some("web-5d".into()),
+            pod_namespace: Some("shop".into()),
+        }));
         let mut nobody = hop("net:netif_receive_skb", "", "", u64::MAX, u64::MAX);
         nobody.netns_owner = None;
         nobody.latency_ns = 1 << 63;
@@ -572,6 +582,7 @@ mod tests {
                 sub,
                 orphan,
                 hop("net:netif_receive_skb", "receive", "h1", 1_000_500, 400),
+                named,
                 drop,
             ],
             cpu_intervals: vec![IntervalView {

@@ -265,6 +265,7 @@ mod tests {
             netns: 1,
             netns_name: None,
             netns_owner: None,
+            container: None,
             direction: "rx",
             process: None,
             cpu: 0,

@@ -155,6 +155,34 @@ pub fn container_id(cgroup: &str) -> Option<&str> {
         .find(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The container attributes of a hop, by OpenTelemetry's semantic
+/// conventions: `container.id` and `container.name` from the runtime
+/// (`crate::containers`), with `k8s.pod.name` and `k8s.namespace.name` where
+/// its labels carry them; without the runtime, `container.id` alone from the
+/// namespace owner's cgroup path.
+pub fn container_attributes(h: &HopView) -> [Option<(&'static str, &str)>; 4] {
+    match &h.container {
+        Some(c) => [
+            Some(("container.id", &c.id)),
+            Some(("container.name", &c.name)),
+            c.pod.as_deref().map(|p| ("k8s.pod.name", p)),
+            c.pod_namespace
+                .as_deref()
+                .map(|n| ("k8s.namespace.name", n)),
+        ],
+        None => [
+            h.netns_owner
+                .as_ref()
+                .and_then(|o| o.cgroup.as_deref())
+                .and_then(container_id)
+                .map(|id| ("container.id", id)),
+            None,
+            None,
+            None,
+        ],
+    }
+}
+
 fn hop_attributes(h: &HopView, index: Option<u32>) -> Vec<KeyValue> {
     let mut a = Vec::with_capacity(16);
     if let Some(i) = index {
@@ -176,10 +204,10 @@ fn hop_attributes(h: &HopView, index: Option<u32>) -> Vec<KeyValue> {
         }
         if let Some(cg) = &o.cgroup {
             a.push(KeyValue::new("vnt.netns.cgroup", cg.clone()));
-            if let Some(id) = container_id(cg) {
-                a.push(KeyValue::new("container.id", id.to_string()));
-            }
         }
+    }
+    for (key, value) in container_attributes(h).into_iter().flatten() {
+        a.push(KeyValue::new(key, value.to_string()));
     }
     if let Some(p) = &h.process {
         a.push(KeyValue::new("process.pid", i64::from(p.pid)));
@@ -427,6 +455,7 @@ mod tests {
                 comm: Some("nginx".into()),
                 cgroup: Some(format!("/system.slice/docker-{}.scope", "ab".repeat(32)).into()),
             }),
+            container: None,
             direction: "tx",
             process: None,
             cpu: 1,
@@ -563,6 +592,24 @@ mod tests {
         assert_eq!(
             attr(&out[1], "container.id"),
             Some(&Value::from("ab".repeat(32)))
+        );
+        let mut named = hop("net:netif_receive_skb", "receive", "eth0", 5, 0);
+        named.container = Some(std::sync::Arc::new(crate::containers::ContainerInfo {
+            id: "cd".repeat(32).into(),
+            name: "web".into(),
+            pod: Some("web-5d".into()),
+            pod_namespace: None,
+        }));
+        let keys: Vec<(&str, &str)> = container_attributes(&named).into_iter().flatten().collect();
+        let id = "cd".repeat(32);
+        assert_eq!(
+            keys,
+            [
+                ("container.id", id.as_str()),
+                ("container.name", "web"),
+                ("k8s.pod.name", "web-5d")
+            ],
+            "the runtime's id wins over the cgroup's"
         );
         assert_eq!(
             attr(&out[1], "network.io.direction"),
