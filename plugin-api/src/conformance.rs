@@ -4,7 +4,8 @@
 //! ```text
 //! #[test]
 //! fn conforms() {
-//!     vnt_plugin_api::conformance::check::<MyPlugin>(&[sample_record()]).unwrap();
+//!     let rec: Vec<u8> = sample_record();
+//!     vnt_plugin_api::conformance::check::<MyPlugin>(&[&rec]).unwrap();
 //! }
 //! ```
 //!

@@ -212,6 +212,18 @@ pub fn packet(record: &[u8], terminal: bool) -> Result<PacketObservation, Decode
     })
 }
 
+/// The bytes a plugin appended after the packet event of a record written
+/// with `vnt_packet_reserve(skb, dev, c, sizeof(struct vnt_packet_event) +
+/// sizeof(its own tail))` (ebpf/include/vnt/pipeline.h): its own fields,
+/// read with its generated record type. Empty when there are none, or for a
+/// version 1 record (which had no room for them).
+pub fn packet_tail(record: &[u8]) -> &[u8] {
+    match header(record) {
+        Ok(h) if h.wire_version >= 2 => record.get(size_of::<PacketEvent>()..).unwrap_or(&[]),
+        _ => &[],
+    }
+}
+
 /// The TCP flags byte of a packet record (0 when the record is too short).
 pub fn tcp_flags(record: &[u8]) -> u8 {
     record
@@ -286,6 +298,18 @@ mod tests {
         let p = packet(&r, false).unwrap();
         assert_eq!(p.drop_reason, Some(12));
         assert!(p.terminal);
+    }
+
+    #[test]
+    fn a_plugins_tail_follows_the_packet_event() {
+        let mut r = fixture::packet_record(kind::PACKET, 1, 5, 9, "veth0", 3, 77, 0);
+        assert!(packet_tail(&r).is_empty());
+        r.extend_from_slice(&[1, 2, 3, 4]);
+        let len = r.len() as u32;
+        r[16..20].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(packet_tail(&r), &[1, 2, 3, 4]);
+        // The packet event itself decodes as before.
+        assert_eq!(packet(&r, false).unwrap().pkt_id, 9);
     }
 
     #[test]

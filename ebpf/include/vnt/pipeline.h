@@ -286,11 +286,17 @@ static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 pro
 }
 
 /*
- * Run the pipeline for one packet at one hook; emit a struct
- * vnt_packet_event when it passes the filter and is sampled.
+ * Run the pipeline for one packet at one hook. When it passes the filter and
+ * is sampled, reserve a record of `size` bytes (at least a struct
+ * vnt_packet_event, a compile-time constant), fill the packet event at its
+ * start and return it: the caller fills the `size - sizeof(struct
+ * vnt_packet_event)` bytes after it (its own fields: the ring buffer is not
+ * zeroed, write every byte) and calls vnt_submit(). NULL when nothing is to
+ * be emitted (the outcome is counted either way).
  */
-static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct net_device *dev,
-					      const struct vnt_hook_ctx c)
+static __always_inline struct vnt_packet_event *vnt_packet_reserve(struct sk_buff *skb,
+								   const struct net_device *dev,
+								   const struct vnt_hook_ctx c, __u32 size)
 {
 	__u32 netns = 0;
 
@@ -340,11 +346,11 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	}
 
 	/* 4. Emit. */
-	struct vnt_packet_event *e = vnt_reserve(sizeof(*e));
+	struct vnt_packet_event *e = vnt_reserve(size);
 
 	if (!e)
 		return 0;
-	vnt_fill_hdr(&e->hdr, c.kind, c.hook, sizeof(*e));
+	vnt_fill_hdr(&e->hdr, c.kind, c.hook, size);
 	e->pkt_id = id;
 	e->skb = (__u64)skb;
 	e->flow = p.key.flow;
@@ -383,7 +389,20 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	else
 		e->pid = 0;
 	e->_pad1 = 0;
-	vnt_submit(e);
+	return e;
+}
+
+/*
+ * Run the pipeline for one packet at one hook; emit a struct
+ * vnt_packet_event when it passes the filter and is sampled.
+ */
+static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct net_device *dev,
+					      const struct vnt_hook_ctx c)
+{
+	struct vnt_packet_event *e = vnt_packet_reserve(skb, dev, c, sizeof(*e));
+
+	if (e)
+		vnt_submit(e);
 	return 0;
 }
 
