@@ -17,6 +17,12 @@ use vnt_plugin_api::{Flow, PacketObservation};
 const INDEX_MAX: usize = 65_536;
 /// Observations waiting for their packet, at most.
 const PARKED_MAX: usize = 4_096;
+/// A join takes a packet seen within this much of the observation (event
+/// time, the kernel's clock): a retransmission fires right after its
+/// segment was handed to the device, while the segment's earlier
+/// transmission (same flow and sequence number) is at least a
+/// retransmission timeout (200 ms) older.
+const JOIN_WINDOW_NS: u64 = 20_000_000;
 
 type Key = (Flow, u32);
 
@@ -24,7 +30,8 @@ type Key = (Flow, u32);
 /// waiting for theirs.
 #[derive(Default)]
 pub struct SeqIndex {
-    ids: HashMap<Key, (u64, u64), RandomState>,
+    /// Key -> (packet id, generation, event time of its newest hop).
+    ids: HashMap<Key, (u64, u64, u64), RandomState>,
     /// Keys in insertion order with their generation, to forget the oldest.
     order: VecDeque<(Key, u64)>,
     gen: u64,
@@ -33,21 +40,31 @@ pub struct SeqIndex {
 }
 
 impl SeqIndex {
-    /// The packet id of the newest packet of `flow` starting at `seq`.
-    pub fn lookup(&self, flow: &Flow, seq: u32) -> Option<u64> {
-        self.ids.get(&(*flow, seq)).map(|&(id, _)| id)
+    /// The packet id of the newest packet of `flow` starting at `seq`, if
+    /// one of its hops is within [`JOIN_WINDOW_NS`] of `ts_ns`.
+    pub fn lookup(&self, flow: &Flow, seq: u32, ts_ns: u64) -> Option<u64> {
+        self.ids
+            .get(&(*flow, seq))
+            .filter(|&&(_, _, seen)| seen.abs_diff(ts_ns) <= JOIN_WINDOW_NS)
+            .map(|&(id, _, _)| id)
     }
 
-    /// Remember that packet `id` of `flow` starts at `seq`; returns the
-    /// parked observations that waited for it.
-    pub fn index(&mut self, flow: Flow, seq: u32, id: u64) -> Vec<(u16, PacketObservation)> {
+    /// Remember that packet `id` of `flow` starts at `seq`, seen at
+    /// `ts_ns`; returns the parked observations that waited for it.
+    pub fn index(
+        &mut self,
+        flow: Flow,
+        seq: u32,
+        id: u64,
+        ts_ns: u64,
+    ) -> Vec<(u16, PacketObservation)> {
         let key = (flow, seq);
         self.gen += 1;
-        self.ids.insert(key, (id, self.gen));
+        self.ids.insert(key, (id, self.gen, ts_ns));
         self.order.push_back((key, self.gen));
         while self.order.len() > INDEX_MAX {
             if let Some((old, gen)) = self.order.pop_front() {
-                if self.ids.get(&old).is_some_and(|&(_, g)| g == gen) {
+                if self.ids.get(&old).is_some_and(|&(_, g, _)| g == gen) {
                     self.ids.remove(&old);
                 }
             }

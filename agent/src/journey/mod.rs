@@ -355,13 +355,11 @@ impl Builder {
         if obs.substep.is_none() && self.seq_joins {
             if let Some(seq) = obs.tcp_seq {
                 if obs.pkt_id == 0 {
-                    match self.seq.lookup(&obs.flow, seq) {
+                    match self.seq.lookup(&obs.flow, seq, obs.ts_ns) {
                         Some(id) => {
-                            self.stats.joined += 1;
                             obs.pkt_id = id;
-                            if self.join_closing(plugin, &obs) {
-                                return;
-                            }
+                            self.place_joined(plugin, obs, now_ns, out);
+                            return;
                         }
                         None => {
                             let deadline = now_ns.saturating_add(self.linger_ns.max(JOIN_WAIT_NS));
@@ -372,7 +370,7 @@ impl Builder {
                         }
                     }
                 } else {
-                    released = self.seq.index(obs.flow, seq, obs.pkt_id);
+                    released = self.seq.index(obs.flow, seq, obs.pkt_id, obs.ts_ns);
                 }
             }
         }
@@ -383,14 +381,33 @@ impl Builder {
         }
         self.take(plugin, obs, now_ns, out);
         for (p, mut o) in released {
-            self.stats.joined += 1;
-            o.pkt_id = self
-                .seq
-                .lookup(&o.flow, o.tcp_seq.unwrap_or(0))
-                .unwrap_or(0);
-            if o.pkt_id != 0 && !self.join_closing(p, &o) {
-                self.take(p, o, now_ns, out);
+            match self.seq.lookup(&o.flow, o.tcp_seq.unwrap_or(0), o.ts_ns) {
+                Some(id) => {
+                    o.pkt_id = id;
+                    self.place_joined(p, o, now_ns, out);
+                }
+                None => self.stats.unjoined += 1,
             }
+        }
+    }
+
+    /// Put an observation joined by sequence number on its journey: open,
+    /// or finished and lingering. A journey already output cannot take it:
+    /// counted as unjoined, never a journey of its own.
+    fn place_joined(
+        &mut self,
+        plugin: u16,
+        obs: PacketObservation,
+        now_ns: u64,
+        out: &mut Vec<Journey>,
+    ) {
+        if self.open.contains_key(&obs.pkt_id) {
+            self.stats.joined += 1;
+            self.take(plugin, obs, now_ns, out);
+        } else if self.join_closing(plugin, &obs) {
+            self.stats.joined += 1;
+        } else {
+            self.stats.unjoined += 1;
         }
     }
 
@@ -670,6 +687,43 @@ mod tests {
         b.packet(1, tcp(0, 9, 40, 999), 31 * MS, &mut out);
         b.expire(200 * MS, &mut out);
         assert_eq!(out.len(), 1);
+        assert_eq!(b.stats().unjoined, 1);
+    }
+
+    #[test]
+    fn a_retransmission_skips_the_segments_earlier_transmission() {
+        let mut b = Builder::new(100 * MS, 100).with_seq_joins(20 * MS);
+        let mut out = vec![];
+        // The first transmission of the segment at 2000, dropped.
+        let mut first = tcp(7, 4, 0, 2000);
+        first.drop_reason = Some(5);
+        b.packet(0, first, 0, &mut out);
+        b.expire(100 * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        // 300 ms later the retransmission is read before its new packet's
+        // hops: the old entry is too old to take it, so it waits...
+        b.packet(1, tcp(0, 9, 300 * MS + 5, 2000), 300 * MS, &mut out);
+        // ... for the resent packet, which it joins.
+        b.packet(0, tcp(8, 1, 300 * MS, 2000), 300 * MS, &mut out);
+        b.flush(&mut out);
+        let j8 = out.iter().find(|j| j.pkt_id == 8).unwrap();
+        assert_eq!(j8.hops.len(), 2, "{:?}", j8.hops);
+        assert_eq!(out.iter().filter(|j| j.pkt_id == 7).count(), 1);
+        assert_eq!((b.stats().joined, b.stats().unjoined), (1, 0));
+    }
+
+    #[test]
+    fn a_join_to_a_journey_already_output_is_counted_not_output() {
+        let mut b = Builder::new(100 * MS, 100).with_seq_joins(MS);
+        let mut out = vec![];
+        b.packet(0, tcp(8, 1, 0, 2000), 0, &mut out);
+        b.expire(200 * MS, &mut out);
+        // Idle at 200 ms, then lingering 1 ms.
+        b.expire(202 * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        b.packet(1, tcp(0, 9, 5 * MS, 2000), 203 * MS, &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 1, "no journey of its own");
         assert_eq!(b.stats().unjoined, 1);
     }
 
