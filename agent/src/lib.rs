@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod config;
+pub mod decoder;
 pub mod export;
 pub mod journey;
 pub mod kernel;

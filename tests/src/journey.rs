@@ -174,6 +174,8 @@ pub struct Summary {
     pub plugins: BTreeMap<String, PluginSummary>,
     /// Ring-buffer records read.
     pub records: u64,
+    /// Journeys and connection records not written: stdout did not keep up.
+    pub output_dropped: u64,
     /// Spans delivered over OTLP (0 without OTLP).
     pub spans_exported: u64,
     /// Spans not delivered over OTLP.

@@ -377,6 +377,9 @@ pub struct Summary {
     pub kernel: StatTotals,
     /// Per plugin.
     pub plugins: BTreeMap<String, PluginSummary>,
+    /// Journeys and connection records not written because the output
+    /// (stdout) did not keep up: its writer's queue was full.
+    pub output_dropped: u64,
     /// Spans delivered to the OTLP collector (0 without OTLP).
     pub spans_exported: u64,
     /// Spans not delivered: export queue full, export failed, or still queued

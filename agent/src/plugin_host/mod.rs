@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 use vnt_plugin_api::{HookKind, Observation};
 
-pub use ffi::DecodeOutcome;
+pub use ffi::{DecodeOutcome, MAX_OBSERVATIONS_PER_RECORD};
 pub use trust::Trust;
 
 const PREFIX: &str = "libvnt_plugin_";

@@ -8,6 +8,7 @@
 
 pub mod filter;
 pub mod id_key;
+pub mod ringbuf;
 pub mod stats;
 pub mod tc;
 

@@ -20,6 +20,8 @@ pub struct Health {
     pub journeys_timed_out: AtomicU64,
     /// Of which ended early because too many were open.
     pub journeys_evicted: AtomicU64,
+    /// Journeys and records not written to the output: stdout did not keep up.
+    pub output_dropped: AtomicU64,
     /// Spans accepted into the export queue.
     pub spans_queued: AtomicU64,
     /// Spans the collector accepted.
@@ -64,6 +66,8 @@ impl Health {
             .store(s.journeys_idle, Ordering::Relaxed);
         self.journeys_evicted
             .store(s.journeys_evicted, Ordering::Relaxed);
+        self.output_dropped
+            .store(s.output_dropped, Ordering::Relaxed);
     }
 
     /// All dropped spans.

@@ -207,6 +207,12 @@ pub fn register_health(meter: &Meter, health: &Arc<Health>, queue: &Arc<SpanQueu
         |h| Health::get(&h.journeys_evicted),
     );
     counter(
+        "vnt.agent.output.dropped",
+        "{journey}",
+        "Journeys and connection records not written to --output: stdout did not keep up",
+        |h| Health::get(&h.output_dropped),
+    );
+    counter(
         "vnt.agent.spans.exported",
         "{span}",
         "Spans the collector accepted",
