@@ -298,7 +298,7 @@ impl Pipeline {
             for o in self.obs.drain(..) {
                 if let Observation::Packet(p) = o {
                     self.procs.note(p.pid);
-                    self.builder.packet(0, p, now, &mut self.done);
+                    self.builder.packet(0, p, &mut self.done);
                 }
             }
             self.builder.expire(now, &mut self.done);

@@ -23,6 +23,7 @@ use aya::maps::{MapData, RingBuf};
 use tokio::sync::mpsc;
 use vnt_plugin_api::Observation;
 
+use crate::kernel::clock::monotonic_ns;
 use crate::plugin_host::{DecodeOutcome, LoadedPlugin, MAX_OBSERVATIONS_PER_RECORD};
 use crate::probes::ringbuf::wait_readable;
 
@@ -50,6 +51,16 @@ pub enum Batch {
         records: u64,
         /// Records (or observations) the decoder rejected.
         decode_errors: u64,
+        /// Every event of this plugin up to this time (CLOCK_MONOTONIC) has
+        /// been read, up to this batch included (see [`Reader::run`]).
+        watermark: u64,
+    },
+    /// Nothing to read: every event up to `watermark` has been read.
+    Watermark {
+        /// Plugin index.
+        plugin: u16,
+        /// CLOCK_MONOTONIC ns.
+        watermark: u64,
     },
     /// The plugin must be disabled (its decoder panicked or flooded); the
     /// thread has ended and dropped the plugin.
@@ -173,11 +184,17 @@ struct Reader {
 }
 
 impl Reader {
+    /// The watermark: a drain that empties the ring read every event
+    /// stamped before the clock read that started it (a program stamps its
+    /// event before reserving it; the few in the middle of being written are
+    /// microseconds old, far inside any idle timeout). A drain that stops on
+    /// a full batch has read up to its newest event.
     fn run(mut self) {
         let name = self.plugin.meta.name.clone();
         let mut obs = Vec::with_capacity(BATCH_MAX);
         let mut seq = 0u64;
         let mut error_logged = false;
+        let mut watermark = 0u64;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             if !stopping {
@@ -194,8 +211,13 @@ impl Reader {
                 let mut records = 0u64;
                 let mut decode_errors = 0u64;
                 let mut disabled = None;
+                let started = monotonic_ns();
+                let mut emptied = false;
                 while obs.len() < BATCH_MAX {
-                    let Some(item) = self.ring.next() else { break };
+                    let Some(item) = self.ring.next() else {
+                        emptied = true;
+                        break;
+                    };
                     records += 1;
                     seq += 1;
                     self.seq.store(seq, Ordering::Release);
@@ -228,7 +250,12 @@ impl Reader {
                         }
                     }
                 }
+                watermark = watermark.max(if emptied { started } else { newest(&obs) });
                 if records == 0 && disabled.is_none() {
+                    let _ = self.tx.blocking_send(Batch::Watermark {
+                        plugin: self.idx,
+                        watermark,
+                    });
                     break;
                 }
                 let batch = Batch::Observations {
@@ -236,6 +263,7 @@ impl Reader {
                     obs: std::mem::replace(&mut obs, Vec::with_capacity(BATCH_MAX)),
                     records,
                     decode_errors,
+                    watermark,
                 };
                 if self.tx.blocking_send(batch).is_err() {
                     return;
@@ -259,4 +287,15 @@ impl Reader {
             }
         }
     }
+}
+
+/// The newest packet timestamp among `obs` (0 if none).
+fn newest(obs: &[Observation]) -> u64 {
+    obs.iter()
+        .filter_map(|o| match o {
+            Observation::Packet(p) => Some(p.ts_ns),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }

@@ -196,6 +196,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
         stats: Vec::new(),
         ebpfs: Vec::new(),
         decoders: Vec::new(),
+        watermarks: Vec::new(),
         output,
         otlp,
         netns: NetnsResolver::default(),
@@ -230,6 +231,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
             RunError::Io(format!("cannot start the decoder thread of `{name}`: {e}"))
         })?;
         stage.decoders.push(decoder);
+        stage.watermarks.push(0);
     }
     drop(tx);
     if let Some(s) = stop {
@@ -268,7 +270,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
             Some(b) = rx.recv() => stage.batch(b),
             _ = tick.tick() => {
                 stage.watchdog();
-                stage.builder.expire(monotonic_ns(), &mut stage.done);
+                stage.expire();
                 if health_refresh.elapsed() >= Duration::from_secs(1) {
                     stage.update_health();
                     health_refresh = tokio::time::Instant::now();
@@ -378,6 +380,8 @@ struct Stage {
     /// Each plugin's programs; `None` once disabled (detached).
     ebpfs: Vec<Option<aya::Ebpf>>,
     decoders: Vec<Decoder>,
+    /// Per plugin: its events up to this time have all been read.
+    watermarks: Vec<u64>,
     output: Output,
     otlp: Option<Otlp>,
     netns: NetnsResolver,
@@ -394,11 +398,14 @@ impl Stage {
                 obs,
                 records,
                 decode_errors,
+                watermark,
             } => {
                 // What a thread given up on sends if its call ever returns.
                 if self.ebpfs[plugin as usize].is_none() {
                     return;
                 }
+                let w = &mut self.watermarks[plugin as usize];
+                *w = (*w).max(watermark);
                 let name = &self.metas[plugin as usize].name;
                 self.summary.records += records;
                 self.summary.decode_errors += decode_errors;
@@ -406,12 +413,11 @@ impl Stage {
                     ps.records += records;
                     ps.decode_errors += decode_errors;
                 }
-                let now = monotonic_ns();
                 for o in obs {
                     match o {
                         Observation::Packet(p) => {
                             self.procs.note(p.pid);
-                            self.builder.packet(plugin, p, now, &mut self.done)
+                            self.builder.packet(plugin, p, &mut self.done)
                         }
                         Observation::Interval(i) => self.builder.interval(plugin, i),
                         Observation::Connection(c) => {
@@ -433,8 +439,26 @@ impl Stage {
                 self.decoders[plugin as usize].ended();
                 self.disable(plugin as usize, reason);
             }
+            Batch::Watermark { plugin, watermark } => {
+                let w = &mut self.watermarks[plugin as usize];
+                *w = (*w).max(watermark);
+            }
             Batch::Finished { plugin } => self.decoders[plugin as usize].ended(),
         }
+    }
+
+    /// End the journeys idle at the watermark: the time up to which every
+    /// live plugin's events have been read (journey/mod.rs). With none
+    /// live, the clock.
+    fn expire(&mut self) {
+        let w = self
+            .decoders
+            .iter()
+            .filter(|d| !d.ended)
+            .map(|d| self.watermarks[d.plugin as usize])
+            .min()
+            .unwrap_or_else(monotonic_ns);
+        self.builder.expire(w, &mut self.done);
     }
 
     /// Detach a plugin's programs and mark it disabled in the summary.
