@@ -29,6 +29,7 @@ use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
 use crate::kernel::process::ProcessNames;
 use crate::plugin_host::{self, LoadedPlugin, PluginError, PluginMeta};
+use crate::probes::stats::StatTotals;
 use crate::probes::{self, KernelStats, ProbeError};
 use crate::signals::{Signals, Stop};
 
@@ -342,18 +343,24 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
     );
 
     for (meta, s) in metas.iter().zip(&stats) {
-        let totals = s.read();
+        let per_cpu = s.read_per_cpu();
+        let mut totals = StatTotals::default();
+        for c in &per_cpu {
+            totals += *c;
+        }
         let ps = summary.plugins.entry(meta.name.clone()).or_default();
         ps.kernel = totals;
+        ps.kernel_per_cpu = per_cpu;
         summary.kernel += totals;
     }
     summary.events_lost = summary.kernel.lost;
+    summary.packets_lost = summary.kernel.lost_packets;
     summary.set_builder(builder.stats());
     // Wait for stdout to take what is queued; what it does not is counted.
     let drained = output.drain(DRAIN_TIMEOUT);
     summary.output_dropped = output.dropped();
     if let Some(o) = otlp.take() {
-        o.health().update_from(&summary, summary.events_lost);
+        o.health().update_from(&summary, summary.kernel);
         let (details, exported) = o.shutdown();
         summary.set_otlp(details, exported);
     }
@@ -503,10 +510,11 @@ impl Stage {
         if let Some(o) = &self.otlp {
             self.summary.set_builder(self.builder.stats());
             self.summary.output_dropped = self.output.dropped();
-            o.health().update_from(
-                &self.summary,
-                self.stats.iter().map(|s| s.read().lost).sum(),
-            );
+            let mut kernel = StatTotals::default();
+            for s in &self.stats {
+                kernel += s.read();
+            }
+            o.health().update_from(&self.summary, kernel);
         }
     }
 

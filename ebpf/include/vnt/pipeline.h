@@ -44,6 +44,8 @@ struct vnt_hook_ctx {
 	bool typed;       /* tp_btf / fentry: direct reads */
 	bool data_is_l3;  /* skb->data points at the network header here */
 	__u8 task;        /* enum vnt_task */
+	bool later;       /* never a packet's first hop (a socket read): a loss
+			   * here is a gap in a journey, not a lost packet */
 	__u32 drop_reason;
 };
 
@@ -183,7 +185,7 @@ struct vnt_id_memo {
 	__u32 len;
 	__u16 proto;
 	__u8 from_l2;
-	__u8 outcome; /* enum vnt_stat: NOT_IP, FILTERED, UNSAMPLED or EMITTED */
+	__u8 outcome; /* enum vnt_stat: NOT_IP, FILTERED, UNSAMPLED, EMITTED or LOST */
 	__u64 id;
 	struct vnt_parsed p;
 };
@@ -329,21 +331,38 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	struct vnt_id_memo *m = bpf_map_lookup_elem(&vnt_id_memo, &zero);
 	__u32 outcome = m ? vnt_memo_find(m, &h, proto, from_l2, &id, &p) : VNT_MEMO_NONE;
 
+	struct vnt_packet_event *e = 0;
+
 	if (outcome == VNT_MEMO_NONE) {
+		/* The packet's first hop on this CPU: a record that cannot be
+		 * reserved loses the packet whole; the memo says so to its later
+		 * hops, which then write nothing (a journey is whole or absent,
+		 * never headless). */
 		outcome = vnt_classify(&h, proto, from_l2, &id, &p);
+		if (outcome == VNT_STAT_EMITTED) {
+			e = vnt_reserve_or(sizeof(*e), c.later ? VNT_STAT_LOST_GAP : VNT_STAT_LOST);
+			if (!e && !c.later)
+				outcome = VNT_STAT_LOST;
+		}
 		if (m)
 			vnt_memo_put(m, &h, proto, from_l2, outcome, id, &p);
-	}
-	if (outcome != VNT_STAT_EMITTED) {
+		if (!e) {
+			if (outcome != VNT_STAT_LOST && outcome != VNT_STAT_EMITTED)
+				vnt_count(outcome);
+			return 0;
+		}
+	} else if (outcome == VNT_STAT_LOST) {
+		vnt_count(VNT_STAT_LOST_FOLLOW);
+		return 0;
+	} else if (outcome != VNT_STAT_EMITTED) {
 		vnt_count(outcome);
 		return 0;
+	} else {
+		/* 4. Emit: a later hop of a written packet; lost, it leaves a gap. */
+		e = vnt_reserve_or(sizeof(*e), VNT_STAT_LOST_GAP);
+		if (!e)
+			return 0;
 	}
-
-	/* 4. Emit. */
-	struct vnt_packet_event *e = vnt_reserve(sizeof(*e));
-
-	if (!e)
-		return 0;
 	vnt_fill_hdr(&e->hdr, c.kind, c.hook, sizeof(*e));
 	e->pkt_id = id;
 	e->skb = (__u64)skb;
