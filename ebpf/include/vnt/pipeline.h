@@ -331,37 +331,35 @@ static __always_inline int vnt_packet_observe(struct sk_buff *skb, const struct 
 	struct vnt_id_memo *m = bpf_map_lookup_elem(&vnt_id_memo, &zero);
 	__u32 outcome = m ? vnt_memo_find(m, &h, proto, from_l2, &id, &p) : VNT_MEMO_NONE;
 
-	struct vnt_packet_event *e = 0;
+	bool first = false;
 
 	if (outcome == VNT_MEMO_NONE) {
-		/* The packet's first hop on this CPU: a record that cannot be
-		 * reserved loses the packet whole; the memo says so to its later
-		 * hops, which then write nothing (a journey is whole or absent,
-		 * never headless). */
 		outcome = vnt_classify(&h, proto, from_l2, &id, &p);
-		if (outcome == VNT_STAT_EMITTED) {
-			e = vnt_reserve_or(sizeof(*e), c.later ? VNT_STAT_LOST_GAP : VNT_STAT_LOST);
-			if (!e && !c.later)
-				outcome = VNT_STAT_LOST;
-		}
 		if (m)
 			vnt_memo_put(m, &h, proto, from_l2, outcome, id, &p);
-		if (!e) {
-			if (outcome != VNT_STAT_LOST && outcome != VNT_STAT_EMITTED)
-				vnt_count(outcome);
-			return 0;
-		}
-	} else if (outcome == VNT_STAT_LOST) {
+		first = true;
+	}
+	if (outcome == VNT_STAT_LOST) {
+		/* A later hop of a packet lost at its first: nothing written. */
 		vnt_count(VNT_STAT_LOST_FOLLOW);
 		return 0;
-	} else if (outcome != VNT_STAT_EMITTED) {
+	}
+	if (outcome != VNT_STAT_EMITTED) {
 		vnt_count(outcome);
 		return 0;
-	} else {
-		/* 4. Emit: a later hop of a written packet; lost, it leaves a gap. */
-		e = vnt_reserve_or(sizeof(*e), VNT_STAT_LOST_GAP);
-		if (!e)
-			return 0;
+	}
+
+	/* 4. Emit. On the packet's first hop on this CPU, a record that cannot
+	 * be reserved loses the packet whole: the memo says so to its later
+	 * hops, which then write nothing (a journey is whole or absent, never
+	 * headless). Later, a loss leaves a gap in the journey. */
+	bool loses_packet = first && !c.later;
+	struct vnt_packet_event *e = vnt_reserve_or(sizeof(*e), loses_packet ? VNT_STAT_LOST : VNT_STAT_LOST_GAP);
+
+	if (!e) {
+		if (loses_packet && m)
+			vnt_memo_put(m, &h, proto, from_l2, VNT_STAT_LOST, id, &p);
+		return 0;
 	}
 	vnt_fill_hdr(&e->hdr, c.kind, c.hook, sizeof(*e));
 	e->pkt_id = id;
