@@ -307,7 +307,7 @@ impl Pipeline {
             for o in self.obs.drain(..) {
                 if let Observation::Packet(p) = o {
                     self.procs.note(p.pid);
-                    self.builder.packet(0, p, now, &mut self.done);
+                    self.builder.packet(0, p, &mut self.done);
                 }
             }
             self.builder.expire(now, &mut self.done);
@@ -327,9 +327,9 @@ impl Pipeline {
             let t4 = thread_cpu_ns();
             if let Some(out) = self.json.as_mut() {
                 for v in &self.views {
-                    let _ = out.journey(v);
+                    out.journey(v);
                 }
-                let _ = out.flush();
+                out.flush();
             }
             let t4b = thread_cpu_ns();
             match self.otlp.as_mut() {
@@ -435,6 +435,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 OutputFormat::Json,
                 Box::new(std::io::BufWriter::new(std::io::sink())),
             )
+            .expect("output thread")
         }),
         otlp,
         queue_spans: cfg.as_ref().map_or(0, |c| c.queue_spans),

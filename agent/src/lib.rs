@@ -4,6 +4,7 @@
 pub mod check;
 pub mod config;
 pub mod containers;
+pub mod decoder;
 pub mod export;
 pub mod journey;
 pub mod kernel;

@@ -1,9 +1,12 @@
 //! The agent's main loop: load plugins, attach their probes, read their ring
 //! buffers, build journeys, write them out, and stop cleanly.
 //!
-//! One thread. Each plugin has a reader task that drains its ring buffer
-//! when the kernel signals data, decodes records through the plugin, and
-//! sends batches of observations to the builder loop over a bounded channel.
+//! Threads (docs/adr/015-stalls-and-decoder-watchdog.md): each plugin has a
+//! decoder thread that drains its ring buffer and decodes records through
+//! the plugin (`decoder.rs`), sending batches of observations over a bounded
+//! channel to this loop, which builds journeys, names them and hands them to
+//! the output's writer thread and to OTLP's export thread. A stalled stdout
+//! or a hung decoder therefore stops neither this loop nor SIGTERM.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,23 +14,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use vnt_plugin_api::Observation;
 
 use crate::config::Config;
 use crate::containers::Containers;
+use crate::decoder::{Batch, Decoder, HANG_TIMEOUT};
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::plugin_metrics::{PluginMetrics, DEFAULT_MAX_SERIES};
 use crate::export::view::PluginSummary;
-use crate::export::{JourneyView, Names, Output, Summary};
-use crate::journey::Builder;
+use crate::export::{JourneyView, Names, Output, Summary, SummaryWritten, DRAIN_TIMEOUT};
+use crate::journey::{Builder, Journey};
 use crate::kernel::btf::KernelBtf;
 use crate::kernel::clock::{monotonic_ns, WallClock};
 use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
 use crate::kernel::process::ProcessNames;
-use crate::plugin_host::{self, DecodeOutcome, LoadedPlugin, PluginError, PluginMeta};
+use crate::plugin_host::{self, LoadedPlugin, PluginError, PluginMeta};
+use crate::probes::stats::StatTotals;
 use crate::probes::{self, KernelStats, ProbeError};
 use crate::signals::{Signals, Stop};
 
@@ -57,29 +61,7 @@ pub enum RunError {
     Io(String),
 }
 
-/// What reader tasks send to the builder loop.
-enum Batch {
-    Observations {
-        plugin: u16,
-        obs: Vec<Observation>,
-        records: u64,
-        decode_errors: u64,
-    },
-    Disabled {
-        plugin: u16,
-        reason: String,
-    },
-}
-
 const TICK: Duration = Duration::from_millis(10);
-const BATCH_MAX: usize = 4096;
-
-/// What names the places hops happen in: network namespaces (their
-/// `ip netns` names and owners) and the containers they belong to.
-struct Places {
-    netns: NetnsResolver,
-    containers: Containers,
-}
 
 fn write_ready_file(
     path: &Path,
@@ -94,155 +76,20 @@ fn write_ready_file(
         .map_err(|e| RunError::Io(format!("cannot write ready file {}: {e}", path.display())))
 }
 
-/// Drain the ring buffer, decoding each record, in batches.
-async fn read_plugin(
-    idx: u16,
-    mut plugin: LoadedPlugin,
-    ebpf: aya::Ebpf,
-    ringbuf: aya::maps::RingBuf<aya::maps::MapData>,
-    tx: mpsc::Sender<Batch>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = plugin.meta.name.clone();
-    // SAFETY: the ring buffer owns its map fd, which stays open and the same
-    // for as long as the `RingBuf` lives, i.e. as long as the `AsyncFd`.
-    let registered =
-        unsafe { AsyncFd::register_with_interest(ringbuf, tokio::io::Interest::READABLE) };
-    let mut fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = tx
-                .send(Batch::Disabled {
-                    plugin: idx,
-                    reason: format!("cannot poll the ring buffer: {e}"),
-                })
-                .await;
-            return;
-        }
-    };
-    let mut obs = Vec::with_capacity(BATCH_MAX);
-    let mut last_error_logged = false;
-    // Programs wake us only when a batch piled up (vnt_submit); the timer
-    // drains the rest.
-    let mut drain = tokio::time::interval(TICK);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The plugin's own timer (ABI 1.3), for plugins that poll.
-    let tick_ms = u64::from(plugin.meta.tick_interval_ms);
-    let mut timer = tokio::time::interval(Duration::from_millis(tick_ms.max(1)));
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let mut ticked = false;
-        let stopping = tokio::select! {
-            r = fd.readable_mut() => match r {
-                Ok(mut guard) => { guard.clear_ready(); false }
-                Err(_) => true,
-            },
-            _ = drain.tick() => false,
-            _ = timer.tick(), if tick_ms > 0 => { ticked = true; false }
-            _ = stop.changed() => true,
-        };
-        if ticked {
-            let mut tick_obs = Vec::new();
-            let (outcome, malformed) = plugin.tick(&mut tick_obs).unwrap_or((DecodeOutcome::Ok, 0));
-            let disabled = match outcome {
-                DecodeOutcome::Panicked(e) => Some(e),
-                DecodeOutcome::Error(e) => {
-                    tracing::warn!(plugin = %name, error = %e, "timer callback failed");
-                    None
-                }
-                DecodeOutcome::Ok => None,
-            };
-            let batch = Batch::Observations {
-                plugin: idx,
-                obs: tick_obs,
-                records: 0,
-                decode_errors: malformed,
-            };
-            if tx.send(batch).await.is_err() {
-                return;
-            }
-            if let Some(reason) = disabled {
-                tracing::error!(plugin = %name, error = %reason, "plugin timer panicked; plugin disabled, its probes detached; tracing goes on with the others");
-                drop(fd);
-                drop(ebpf);
-                drop(plugin);
-                let _ = tx
-                    .send(Batch::Disabled {
-                        plugin: idx,
-                        reason,
-                    })
-                    .await;
-                return;
-            }
-        }
-        // Drain everything available, also once more when stopping.
-        loop {
-            let mut records = 0u64;
-            let mut decode_errors = 0u64;
-            let mut disabled = None;
-            {
-                let rb = fd.get_mut();
-                while obs.len() < BATCH_MAX {
-                    let Some(item) = rb.next() else { break };
-                    records += 1;
-                    let (outcome, malformed) = plugin.decode(&item, &mut obs);
-                    decode_errors += malformed;
-                    match outcome {
-                        DecodeOutcome::Ok => {}
-                        DecodeOutcome::Error(e) => {
-                            decode_errors += 1;
-                            if !last_error_logged {
-                                tracing::warn!(plugin = %name, error = %e, "decoder rejected a record (counted; further ones only counted)");
-                                last_error_logged = true;
-                            }
-                        }
-                        DecodeOutcome::Panicked(e) => {
-                            disabled = Some(e);
-                            break;
-                        }
-                    }
-                }
-            }
-            if records == 0 && disabled.is_none() {
-                break;
-            }
-            let batch = Batch::Observations {
-                plugin: idx,
-                obs: std::mem::replace(&mut obs, Vec::with_capacity(BATCH_MAX)),
-                records,
-                decode_errors,
-            };
-            if tx.send(batch).await.is_err() {
-                return;
-            }
-            if let Some(reason) = disabled {
-                tracing::error!(plugin = %name, error = %reason, "plugin decoder panicked; plugin disabled, its probes detached; tracing goes on with the others");
-                // Detach before reporting, so "disabled" means "no probes attached".
-                drop(fd);
-                drop(ebpf);
-                drop(plugin);
-                let _ = tx
-                    .send(Batch::Disabled {
-                        plugin: idx,
-                        reason,
-                    })
-                    .await;
-                return;
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
 /// How long a finished journey stays open to joins when a plugin joins by
 /// TCP sequence number: a few of the readers' drain ticks.
 const JOIN_LINGER_NS: u64 = 50_000_000;
 
+/// What names the places hops happen in: network namespaces (their
+/// `ip netns` names and owners) and the containers they belong to.
+struct Places {
+    netns: NetnsResolver,
+    containers: Containers,
+}
+
 /// Run until SIGINT/SIGTERM or `duration`; return the summary. SIGHUP is
 /// ignored (crate::signals).
-pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> {
+pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, RunError> {
     if cfg.plugins.is_empty() {
         return Err(RunError::NoPlugins);
     }
@@ -294,7 +141,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     check_probe_names(&cfg.probes, &loaded)?;
     check_plugin_tables(&cfg, &loaded, &refused, &dirs)?;
     // Before the kernel too: a bad TLS file or endpoint costs nothing.
-    let mut otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
+    let otlp = cfg.otlp.as_ref().map(Otlp::start).transpose()?;
 
     let btf = KernelBtf::read(cfg.btf.as_deref()).map_err(RunError::Kernel)?;
     let drops = DropReasons::from_btf(&btf).unwrap_or_else(|e| {
@@ -324,8 +171,6 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         }
     }
 
-    let mut metas: Vec<PluginMeta> = Vec::new();
-    let mut stats: Vec<KernelStats> = Vec::new();
     let mut summary = Summary {
         kind: "summary",
         ..Default::default()
@@ -336,8 +181,6 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         ps.disabled_reason = Some(e.to_string());
     }
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut readers = Vec::new();
     let mut attached_all = Vec::new();
     // A stop asked for while loading or attaching: attach nothing more, write
     // no ready file, go straight to the orderly shutdown below.
@@ -359,7 +202,37 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     }
     // Only loading and attaching need the BTF: give its memory back.
     drop(btf);
-    // Everything attached: start reading.
+    let output = Output::new(cfg.output, out)
+        .map_err(|e| RunError::Io(format!("cannot start the output thread: {e}")))?;
+    // A plugin's observation may join a journey by TCP sequence number
+    // (journey::join), also one that finished: give it time to be read.
+    let seq_joins = attached_all.iter().any(|(p, _)| p.meta.joins_by_tcp_seq);
+    let mut stage = Stage {
+        builder: Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
+            .with_benign_drops(drops.benign())
+            .with_seq_joins(if seq_joins { JOIN_LINGER_NS } else { 0 }),
+        drops,
+        summary,
+        metas: Vec::new(),
+        stats: Vec::new(),
+        ebpfs: Vec::new(),
+        decoders: Vec::new(),
+        watermarks: Vec::new(),
+        output,
+        otlp,
+        places: Places {
+            netns: NetnsResolver::default(),
+            containers: match &cfg.docker_socket {
+                Some(socket) => Containers::docker(socket),
+                None => Containers::none(),
+            },
+        },
+        procs: ProcessNames::default(),
+        clock: WallClock::measure(),
+        done: Vec::new(),
+        plugin_metrics: PluginMetrics::new(&[], DEFAULT_MAX_SERIES),
+    };
+    // Everything attached: start reading, one decoder thread per plugin.
     for (idx, (p, attached)) in attached_all.into_iter().enumerate() {
         let probes::Attached {
             ebpf,
@@ -367,28 +240,43 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             stats: kstats,
             choices,
         } = attached;
-        let ps = summary.plugins.entry(p.meta.name.clone()).or_default();
+        let ps = stage
+            .summary
+            .plugins
+            .entry(p.meta.name.clone())
+            .or_default();
         for c in &choices {
             ps.probes.insert(c.probe.clone(), c.to_string());
         }
-        metas.push(p.meta.clone());
-        // The counters stay with the loop: readable even after a plugin is disabled.
-        stats.push(kstats);
-        readers.push(tokio::task::spawn_local(read_plugin(
-            idx as u16,
-            p,
-            ebpf,
-            ringbuf,
-            tx.clone(),
-            stop_rx.clone(),
-        )));
+        stage.metas.push(p.meta.clone());
+        // The counters and the programs stay with the loop: the counters
+        // readable after a plugin is disabled, the programs detachable
+        // whatever its decoder thread is doing.
+        stage.stats.push(kstats);
+        stage.ebpfs.push(Some(ebpf));
+        let name = p.meta.name.clone();
+        let decoder = Decoder::spawn(idx as u16, p, ringbuf, tx.clone()).map_err(|e| {
+            RunError::Io(format!("cannot start the decoder thread of `{name}`: {e}"))
+        })?;
+        stage.decoders.push(decoder);
+        stage.watermarks.push(0);
     }
     drop(tx);
+    // The plugins' declared metrics, exported with the agent's own.
+    stage.plugin_metrics = PluginMetrics::new(
+        &stage.metas,
+        cfg.otlp
+            .as_ref()
+            .map_or(DEFAULT_MAX_SERIES, |o| o.max_series_per_metric),
+    );
+    if let Some(meter) = stage.otlp.as_ref().and_then(Otlp::meter) {
+        stage.plugin_metrics.export_to(meter, &stage.metas);
+    }
     if let Some(s) = stop {
         tracing::info!("{s} before tracing started: stopping");
     } else {
         if let Some(path) = &cfg.ready_file {
-            write_ready_file(path, &summary.plugins)?;
+            write_ready_file(path, &stage.summary.plugins)?;
         }
         tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
         if cfg.sample_n > 1 && cfg.filter_text.trim().is_empty() {
@@ -399,35 +287,6 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
         }
     }
 
-    let mut output = Output::new(cfg.output, out);
-    let mut places = Places {
-        netns: NetnsResolver::default(),
-        containers: match &cfg.docker_socket {
-            Some(socket) => Containers::docker(socket),
-            None => Containers::none(),
-        },
-    };
-    let mut procs = ProcessNames::default();
-    let mut clock = WallClock::measure();
-    let mut builder = Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
-        .with_benign_drops(drops.benign())
-        // A plugin's observation may join a journey by TCP sequence number
-        // (journey::join), also one that finished: give it time to be read.
-        .with_seq_joins(if metas.iter().any(|m| m.joins_by_tcp_seq) {
-            JOIN_LINGER_NS
-        } else {
-            0
-        });
-    let mut done = Vec::new();
-    let mut plugin_metrics = PluginMetrics::new(
-        &metas,
-        cfg.otlp
-            .as_ref()
-            .map_or(DEFAULT_MAX_SERIES, |o| o.max_series_per_metric),
-    );
-    if let Some(meter) = otlp.as_ref().and_then(Otlp::meter) {
-        plugin_metrics.export_to(meter, &metas);
-    }
     // Config bounds the duration (config::MAX_DURATION_SECS); a deadline
     // beyond what an Instant can hold is no deadline at all.
     let deadline = cfg
@@ -437,47 +296,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock_refresh = tokio::time::Instant::now();
     let mut health_refresh = tokio::time::Instant::now();
-    let mut output_broken = false;
 
-    let emit = |done: &mut Vec<_>,
-                output: &mut Output,
-                otlp: &mut Option<Otlp>,
-                places: &mut Places,
-                procs: &ProcessNames,
-                clock: WallClock,
-                metas: &[PluginMeta],
-                broken: &mut bool| {
-        if done.is_empty() {
-            return;
-        }
-        places.netns.new_batch();
-        places.containers.new_batch();
-        let mut names = Names {
-            plugins: metas,
-            drops: &drops,
-            netns: &mut places.netns,
-            procs,
-            containers: &mut places.containers,
-            clock,
-        };
-        for j in done.drain(..) {
-            if *broken {
-                continue;
-            }
-            let view = JourneyView::new(&j, &mut names);
-            if output.journey(&view).is_err() {
-                *broken = true;
-            }
-            if let Some(o) = otlp.as_mut() {
-                o.journey(view);
-            }
-        }
-        if output.flush().is_err() {
-            *broken = true;
-        }
-    };
-
-    let mut channel_open = true;
     while stop.is_none() {
         let sleep_until_deadline = async {
             match deadline {
@@ -486,94 +305,298 @@ pub async fn run(cfg: Config, out: Box<dyn Write>) -> Result<Summary, RunError> 
             }
         };
         tokio::select! {
-            b = rx.recv(), if channel_open => match b {
-                Some(b) => handle_batch(b, &mut builder, &mut summary, &metas, &mut output, &mut procs, &mut plugin_metrics, &mut done),
-                None => channel_open = false,
-            },
+            Some(b) = rx.recv() => stage.batch(b),
             _ = tick.tick() => {
-                builder.expire(monotonic_ns(), &mut done);
-                if let Some(o) = &otlp {
-                    if health_refresh.elapsed() >= Duration::from_secs(1) {
-                        summary.set_builder(builder.stats());
-                        o.health().update_from(&summary, stats.iter().map(|s| s.read().lost).sum());
-                        health_refresh = tokio::time::Instant::now();
-                    }
+                stage.watchdog();
+                stage.expire();
+                if health_refresh.elapsed() >= Duration::from_secs(1) {
+                    stage.update_health();
+                    health_refresh = tokio::time::Instant::now();
                 }
                 if clock_refresh.elapsed() > Duration::from_secs(10) {
-                    clock = WallClock::measure();
+                    stage.clock = WallClock::measure();
                     clock_refresh = tokio::time::Instant::now();
                 }
             }
             s = signals.stop() => { tracing::info!("{s}: stopping"); break; }
             _ = sleep_until_deadline => { tracing::info!("duration reached: stopping"); break; }
         }
-        emit(
-            &mut done,
-            &mut output,
-            &mut otlp,
-            &mut places,
-            &procs,
-            clock,
-            &metas,
-            &mut output_broken,
-        );
-        if output_broken {
+        stage.emit();
+        if stage.output.is_broken() {
             tracing::warn!("output closed: stopping");
             break;
         }
     }
 
-    // Stop readers (they drain what is left and detach), then finish.
-    let _ = stop_tx.send(true);
-    while let Some(b) = rx.recv().await {
-        handle_batch(
-            b,
-            &mut builder,
-            &mut summary,
-            &metas,
-            &mut output,
-            &mut procs,
-            &mut plugin_metrics,
-            &mut done,
-        );
+    // Stop the decoders: each drains what is left and says it is finished.
+    // One stuck in its plugin is given up on by the watchdog (HANG_TIMEOUT);
+    // a second SIGTERM or SIGINT gives up on all of them at once.
+    for d in &stage.decoders {
+        d.stop();
     }
-    for r in readers {
-        let _ = r.await;
+    let mut tick = tokio::time::interval(TICK);
+    while stage.decoders.iter().any(|d| !d.ended) {
+        tokio::select! {
+            Some(b) = rx.recv() => stage.batch(b),
+            _ = tick.tick() => stage.watchdog(),
+            s = signals.stop() => {
+                tracing::warn!("{s} again: not waiting for the decoders");
+                for i in 0..stage.decoders.len() {
+                    if !stage.decoders[i].ended {
+                        stage.give_up(i, format!("{s} while its decoder was still draining"));
+                    }
+                }
+            }
+        }
     }
+    // The programs go before the summary: "exited" means "nothing attached".
+    stage.ebpfs.clear();
+    let Stage {
+        mut builder,
+        mut summary,
+        metas,
+        stats,
+        mut output,
+        mut otlp,
+        mut places,
+        procs,
+        clock,
+        drops,
+        mut done,
+        plugin_metrics,
+        ..
+    } = stage;
     builder.flush(&mut done);
     emit(
         &mut done,
+        &mut Names {
+            plugins: &metas,
+            drops: &drops,
+            netns: &mut places.netns,
+            procs: &procs,
+            containers: &mut places.containers,
+            clock,
+        },
         &mut output,
         &mut otlp,
-        &mut places,
-        &procs,
-        clock,
-        &metas,
-        &mut output_broken,
     );
 
     for (i, (meta, s)) in metas.iter().zip(&stats).enumerate() {
-        let totals = s.read();
+        let per_cpu = s.read_per_cpu();
+        let mut totals = StatTotals::default();
+        for c in &per_cpu {
+            totals += *c;
+        }
         let ps = summary.plugins.entry(meta.name.clone()).or_default();
         (ps.metrics, ps.metric_overflow) = plugin_metrics.summary(i);
         ps.kernel = totals;
+        ps.kernel_per_cpu = per_cpu;
         summary.kernel += totals;
     }
     summary.events_lost = summary.kernel.lost;
+    summary.packets_lost = summary.kernel.lost_packets;
     summary.set_builder(builder.stats());
+    // Wait for stdout to take what is queued; what it does not is counted.
+    let drained = output.drain(DRAIN_TIMEOUT);
+    summary.output_dropped = output.dropped();
     if let Some(o) = otlp.take() {
-        o.health().update_from(&summary, summary.events_lost);
+        o.health().update_from(&summary, summary.kernel);
         let (details, exported) = o.shutdown();
         summary.set_otlp(details, exported);
     }
-    if !output_broken {
-        let _ = output.summary(&summary);
-        let _ = output.flush();
+    if output.summary(&summary, drained, DRAIN_TIMEOUT) == SummaryWritten::Stderr {
+        tracing::warn!(
+            dropped = summary.output_dropped,
+            "stdout did not take the output within {DRAIN_TIMEOUT:?}: the summary line went to stderr"
+        );
     }
     if let Some(path) = &cfg.ready_file {
         let _ = std::fs::remove_file(path);
     }
     Ok(summary)
+}
+
+/// The loop's state between the decoders and the output: journeys are built
+/// here, named, and handed to the output and OTLP.
+struct Stage {
+    builder: Builder,
+    drops: DropReasons,
+    summary: Summary,
+    metas: Vec<PluginMeta>,
+    stats: Vec<KernelStats>,
+    /// Each plugin's programs; `None` once disabled (detached).
+    ebpfs: Vec<Option<aya::Ebpf>>,
+    decoders: Vec<Decoder>,
+    /// Per plugin: its events up to this time have all been read.
+    watermarks: Vec<u64>,
+    output: Output,
+    otlp: Option<Otlp>,
+    places: Places,
+    procs: ProcessNames,
+    clock: WallClock,
+    done: Vec<Journey>,
+    plugin_metrics: PluginMetrics,
+}
+
+impl Stage {
+    fn batch(&mut self, b: Batch) {
+        match b {
+            Batch::Observations {
+                plugin,
+                obs,
+                records,
+                decode_errors,
+                watermark,
+            } => {
+                // What a thread given up on sends if its call ever returns.
+                if self.ebpfs[plugin as usize].is_none() {
+                    return;
+                }
+                let w = &mut self.watermarks[plugin as usize];
+                *w = (*w).max(watermark);
+                let name = &self.metas[plugin as usize].name;
+                self.summary.records += records;
+                self.summary.decode_errors += decode_errors;
+                if let Some(ps) = self.summary.plugins.get_mut(name) {
+                    ps.records += records;
+                    ps.decode_errors += decode_errors;
+                }
+                for o in obs {
+                    match o {
+                        Observation::Packet(p) => {
+                            self.procs.note(p.pid);
+                            self.builder.packet(plugin, p, &mut self.done)
+                        }
+                        Observation::Interval(i) => self.builder.interval(plugin, i),
+                        Observation::Metric(m) => self.plugin_metrics.record(plugin as usize, &m),
+                        Observation::Connection(c) => {
+                            let v = serde_json::json!({
+                                "type": "connection", "plugin": name,
+                                "src": c.flow.src().map(|a| a.to_string()), "dst": c.flow.dst().map(|a| a.to_string()),
+                                "sport": c.flow.sport, "dport": c.flow.dport, "proto": c.flow.proto_name(),
+                                "netns": c.netns, "pid": c.pid,
+                                "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received,
+                                "packets_sent": c.packets_sent, "packets_received": c.packets_received,
+                                "retransmits": c.retransmits, "srtt_us": c.srtt_us, "rttvar_us": c.rttvar_us,
+                            });
+                            self.output.connection(&v);
+                        }
+                    }
+                }
+            }
+            Batch::Disabled { plugin, reason } => {
+                self.decoders[plugin as usize].ended();
+                self.disable(plugin as usize, reason);
+            }
+            Batch::Watermark { plugin, watermark } => {
+                let w = &mut self.watermarks[plugin as usize];
+                *w = (*w).max(watermark);
+            }
+            Batch::Finished { plugin } => self.decoders[plugin as usize].ended(),
+        }
+    }
+
+    /// End the journeys idle at the watermark: the time up to which every
+    /// live plugin's events have been read (journey/mod.rs). With none
+    /// live, the clock.
+    fn expire(&mut self) {
+        let w = self
+            .decoders
+            .iter()
+            .filter(|d| !d.ended)
+            .map(|d| self.watermarks[d.plugin as usize])
+            .min()
+            .unwrap_or_else(monotonic_ns);
+        self.builder.expire(w, &mut self.done);
+    }
+
+    /// Detach a plugin's programs and mark it disabled in the summary.
+    fn disable(&mut self, idx: usize, reason: String) {
+        if self.ebpfs[idx].take().is_none() {
+            return;
+        }
+        let name = &self.metas[idx].name;
+        tracing::error!(plugin = %name, error = %reason, "plugin disabled, its probes detached; tracing goes on with the others");
+        if let Some(ps) = self.summary.plugins.get_mut(name) {
+            ps.disabled = true;
+            ps.disabled_reason = Some(reason);
+        }
+    }
+
+    /// Give up on a decoder thread and disable its plugin.
+    fn give_up(&mut self, idx: usize, reason: String) {
+        self.decoders[idx].abandon();
+        self.disable(idx, reason);
+    }
+
+    /// Disable the plugins whose decoder call has run for [`HANG_TIMEOUT`].
+    fn watchdog(&mut self) {
+        let now = std::time::Instant::now();
+        for i in 0..self.decoders.len() {
+            if let Some(t) = self.decoders[i].stuck_for(now) {
+                if t >= HANG_TIMEOUT {
+                    self.give_up(
+                        i,
+                        format!(
+                            "decoder hung: one call has not returned for {} ms (limit {} ms)",
+                            t.as_millis(),
+                            HANG_TIMEOUT.as_millis()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn update_health(&mut self) {
+        if let Some(o) = &self.otlp {
+            self.summary.set_builder(self.builder.stats());
+            self.summary.output_dropped = self.output.dropped();
+            let mut kernel = StatTotals::default();
+            for s in &self.stats {
+                kernel += s.read();
+            }
+            o.health().update_from(&self.summary, kernel);
+        }
+    }
+
+    /// Name the finished journeys and hand them to the output and OTLP.
+    fn emit(&mut self) {
+        emit(
+            &mut self.done,
+            &mut Names {
+                plugins: &self.metas,
+                drops: &self.drops,
+                netns: &mut self.places.netns,
+                procs: &self.procs,
+                containers: &mut self.places.containers,
+                clock: self.clock,
+            },
+            &mut self.output,
+            &mut self.otlp,
+        );
+    }
+}
+
+fn emit(
+    done: &mut Vec<Journey>,
+    names: &mut Names<'_>,
+    output: &mut Output,
+    otlp: &mut Option<Otlp>,
+) {
+    if done.is_empty() {
+        return;
+    }
+    names.netns.new_batch();
+    names.containers.new_batch();
+    for j in done.drain(..) {
+        let view = JourneyView::new(&j, names);
+        output.journey(&view);
+        if let Some(o) = otlp.as_mut() {
+            o.journey(view);
+        }
+    }
+    output.flush();
 }
 
 /// Every `[plugin.NAME]` table is for a plugin of this run. A name that no
@@ -657,66 +680,6 @@ fn check_probe_names(opt_in: &probes::OptIn, loaded: &[LoadedPlugin]) -> Result<
         }
     }
     Ok(())
-}
-
-// The main loop's state, passed piecewise so each borrow stays visible.
-#[allow(clippy::too_many_arguments)]
-fn handle_batch(
-    b: Batch,
-    builder: &mut Builder,
-    summary: &mut Summary,
-    metas: &[PluginMeta],
-    output: &mut Output,
-    procs: &mut ProcessNames,
-    plugin_metrics: &mut PluginMetrics,
-    done: &mut Vec<crate::journey::Journey>,
-) {
-    match b {
-        Batch::Observations {
-            plugin,
-            obs,
-            records,
-            decode_errors,
-        } => {
-            let name = &metas[plugin as usize].name;
-            summary.records += records;
-            summary.decode_errors += decode_errors;
-            if let Some(ps) = summary.plugins.get_mut(name) {
-                ps.records += records;
-                ps.decode_errors += decode_errors;
-            }
-            let now = monotonic_ns();
-            for o in obs {
-                match o {
-                    Observation::Packet(p) => {
-                        procs.note(p.pid);
-                        builder.packet(plugin, p, now, done)
-                    }
-                    Observation::Interval(i) => builder.interval(plugin, i),
-                    Observation::Metric(m) => plugin_metrics.record(plugin as usize, &m),
-                    Observation::Connection(c) => {
-                        let v = serde_json::json!({
-                            "type": "connection", "plugin": name,
-                            "src": c.flow.src().map(|a| a.to_string()), "dst": c.flow.dst().map(|a| a.to_string()),
-                            "sport": c.flow.sport, "dport": c.flow.dport, "proto": c.flow.proto_name(),
-                            "netns": c.netns, "pid": c.pid,
-                            "bytes_sent": c.bytes_sent, "bytes_received": c.bytes_received,
-                            "packets_sent": c.packets_sent, "packets_received": c.packets_received,
-                            "retransmits": c.retransmits, "srtt_us": c.srtt_us, "rttvar_us": c.rttvar_us,
-                        });
-                        let _ = output.connection(&v);
-                    }
-                }
-            }
-        }
-        Batch::Disabled { plugin, reason } => {
-            let name = &metas[plugin as usize].name;
-            if let Some(ps) = summary.plugins.get_mut(name) {
-                ps.disabled = true;
-                ps.disabled_reason = Some(reason);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

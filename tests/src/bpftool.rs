@@ -26,3 +26,33 @@ pub fn ids(kind: &str, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<u64> {
         .filter_map(|o| o["id"].as_u64())
         .collect()
 }
+
+/// Ids of BPF objects (`prog` or `link`) held open by `pid`, from the
+/// `prog_id:` / `link_id:` lines of its /proc fdinfo (Debian's bpftool
+/// cannot list the pids holding an object).
+pub fn held_by(kind: &str, pid: u32) -> std::collections::BTreeSet<u64> {
+    let key = format!("{kind}_id:");
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        // A link's fdinfo names its program too; count a prog only from prog fds.
+        let is_link = info.lines().any(|l| l.starts_with("link_id:"));
+        if kind == "prog" && is_link {
+            continue;
+        }
+        for line in info.lines() {
+            if let Some(v) = line.strip_prefix(&key) {
+                if let Ok(id) = v.trim().parse() {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    ids
+}

@@ -159,6 +159,12 @@ pub struct KernelCounters {
     pub emitted: u64,
     pub lost: u64,
     pub not_ip: u64,
+    /// Packets lost whole (ring full at their first hop): no journey.
+    pub lost_packets: u64,
+    /// Hops lost mid-path: journeys with a gap.
+    pub lost_gaps: u64,
+    /// Later hops of packets lost whole.
+    pub lost_follow: u64,
 }
 
 /// One plugin's state in the summary.
@@ -170,6 +176,11 @@ pub struct PluginSummary {
     pub disabled_reason: Option<String>,
     /// Program name -> the hook it was attached as, e.g. `tp_btf:net_dev_start_xmit`.
     pub probes: BTreeMap<String, String>,
+    /// Its kernel counters, and the same per CPU.
+    pub kernel: KernelCounters,
+    pub kernel_per_cpu: Vec<KernelCounters>,
+    /// Ring-buffer records read.
+    pub records: u64,
     /// Its declared metrics: one entry per label set.
     #[serde(default)]
     pub metrics: Vec<MetricSeries>,
@@ -196,16 +207,21 @@ pub struct Summary {
     pub journeys_dropped: u64,
     pub journeys_unknown: u64,
     pub journeys_idle: u64,
+    pub journeys_evicted: u64,
     pub late_reads: u64,
     pub joined: u64,
     pub unjoined: u64,
     pub observations: u64,
     pub decode_errors: u64,
     pub events_lost: u64,
+    /// Packets lost whole in the kernel (`kernel.lost_packets`).
+    pub packets_lost: u64,
     pub kernel: KernelCounters,
     pub plugins: BTreeMap<String, PluginSummary>,
     /// Ring-buffer records read.
     pub records: u64,
+    /// Journeys and connection records not written: stdout did not keep up.
+    pub output_dropped: u64,
     /// Spans delivered over OTLP (0 without OTLP).
     pub spans_exported: u64,
     /// Spans not delivered over OTLP.

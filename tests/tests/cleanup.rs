@@ -6,38 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use vnt_tests::bpftool::{self, held_by};
 use vnt_tests::topology::Topology;
-use vnt_tests::{bpftool, require_root, serial, unique_port, Agent};
-
-/// Ids of BPF objects (`prog` or `link`) held open by `pid`, from the
-/// `prog_id:` / `link_id:` lines of its /proc fdinfo (Debian's bpftool
-/// cannot list the pids holding an object).
-fn held_by(kind: &str, pid: u32) -> BTreeSet<u64> {
-    let key = format!("{kind}_id:");
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-        .flatten()
-    {
-        let Ok(info) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        // A link's fdinfo names its program too; count a prog only from prog fds.
-        let is_link = info.lines().any(|l| l.starts_with("link_id:"));
-        if kind == "prog" && is_link {
-            continue;
-        }
-        for line in info.lines() {
-            if let Some(v) = line.strip_prefix(&key) {
-                if let Ok(id) = v.trim().parse() {
-                    ids.insert(id);
-                }
-            }
-        }
-    }
-    ids
-}
+use vnt_tests::{require_root, serial, unique_port, Agent};
 
 /// Ids of `kind` objects that still exist.
 fn existing(kind: &str) -> BTreeSet<u64> {

@@ -42,6 +42,7 @@ fn plugins_lists_products_with_abi_and_what_attaches_here() {
     );
     for fixture in [
         "panicky",
+        "hangy",
         "floor",
         "missinghook",
         "tcwatch",

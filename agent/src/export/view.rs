@@ -392,6 +392,8 @@ pub struct PluginSummary {
     pub probes: BTreeMap<String, String>,
     /// The plugin's kernel counters.
     pub kernel: StatTotals,
+    /// The same, per CPU (index = CPU number).
+    pub kernel_per_cpu: Vec<StatTotals>,
     /// Records read from its ring buffer.
     pub records: u64,
     /// Records its decoder rejected.
@@ -447,10 +449,18 @@ pub struct Summary {
     pub decode_errors: u64,
     /// Records lost in the kernel (ring buffer full).
     pub events_lost: u64,
+    /// Packets that matched the filter and were sampled but make no journey:
+    /// the ring buffer was full at their first hop (`kernel.lost_packets`).
+    /// With `journeys`, it accounts for every such packet; `kernel.lost_gaps`
+    /// counts the hops lost mid-path (journeys with a gap).
+    pub packets_lost: u64,
     /// All plugins' kernel counters.
     pub kernel: StatTotals,
     /// Per plugin.
     pub plugins: BTreeMap<String, PluginSummary>,
+    /// Journeys and connection records not written because the output
+    /// (stdout) did not keep up: its writer's queue was full.
+    pub output_dropped: u64,
     /// Spans delivered to the OTLP collector (0 without OTLP).
     pub spans_exported: u64,
     /// Spans not delivered: export queue full, export failed, or still queued

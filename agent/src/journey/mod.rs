@@ -1,5 +1,12 @@
-//! Observations in, packet journeys out. Pure: no I/O, no clocks of its own
-//! (the caller passes `now`), so every rule here is unit-tested.
+//! Observations in, packet journeys out. Pure: no I/O, no clocks of its own,
+//! so every rule here is unit-tested.
+//!
+//! Time is the events' own (their kernel timestamps, CLOCK_MONOTONIC): a
+//! journey is idle when no hop of it is newer than `idle` before the
+//! **watermark** the caller passes to [`Builder::expire`], the time up to
+//! which every plugin's events have been read. Behind a flood the watermark
+//! lags the clock, so a reader that falls behind does not cut journeys in
+//! two (it did when idleness was measured on the arrival clock).
 //!
 //! A journey is every observation of one packet id on this host, in time
 //! order. It ends when
@@ -249,13 +256,36 @@ struct Open {
     hops: Vec<Hop>,
     /// Generation of the newest deadline entry; older entries are stale.
     gen: u64,
+    /// Newest hop timestamp.
+    last_ns: u64,
 }
 
 /// Hops a journey has room for before its first reallocation: the six of a
 /// packet through two veth pairs and a bridge. It also keeps the allocation
 /// under 1 KiB, which glibc serves from its per-size caches; larger ones
 /// made it merge its free lists on every journey (BENCHMARKS.md, "User space").
-const HOPS_RESERVED: usize = 6;
+pub const HOPS_RESERVED: usize = 6;
+
+/// What the builder holds per open journey of up to [`HOPS_RESERVED`] hops,
+/// at most, counting the growth of its tables: its hops (one allocation and
+/// malloc's 16-byte header); its table entry and control byte, at up to 16/7
+/// buckets per entry (power-of-two capacity at a 7/8 load factor) plus the
+/// old table while it grows (3.5 buckets in all); its deadline entries, up to
+/// two per journey (the list is compacted beyond that), at up to twice that
+/// capacity, plus the old buffer while it grows (6 in all). The builder's
+/// memory is `max_in_flight` times this, plus [`COMPACT_SLACK`] deadline
+/// entries and the CPU intervals (bounded per CPU), whatever the traffic:
+/// `tests/journey_memory.rs` holds it to that with a million flows.
+pub const fn bytes_per_open_journey() -> usize {
+    HOPS_RESERVED * std::mem::size_of::<Hop>()
+        + 16
+        + (7 * (8 + std::mem::size_of::<Open>() + 1)).div_ceil(2)
+        + 6 * std::mem::size_of::<(u64, u64, u64)>()
+}
+
+/// Stale deadline entries tolerated beyond the open journeys before a
+/// compaction.
+pub const COMPACT_SLACK: usize = 1024;
 
 /// How long an observation to be joined by sequence number waits for the
 /// packet it belongs to (at least; the join linger when longer).
@@ -271,7 +301,11 @@ pub struct Builder {
     idle_ns: u64,
     max_open: usize,
     open: HashMap<u64, Open, RandomState>,
-    /// (deadline, pkt_id, gen), in deadline order because `now` never decreases.
+    /// (deadline, pkt_id, gen) in arrival order: nearly deadline order (the
+    /// events of different CPUs and plugins arrive a batch apart at most), so
+    /// a journey may end a little after its deadline, never before. Entries
+    /// whose journey has a newer one are stale; [`Builder::compact`] keeps
+    /// them fewer than the open journeys (plus a constant).
     deadlines: VecDeque<(u64, u64, u64)>,
     next_gen: u64,
     intervals: HashMap<u32, VecDeque<(u16, IntervalObservation)>, RandomState>,
@@ -340,16 +374,16 @@ impl Builder {
         self.open.len()
     }
 
-    /// Take a packet observation seen at `now_ns` (CLOCK_MONOTONIC).
-    pub fn packet(
-        &mut self,
-        plugin: u16,
-        obs: PacketObservation,
-        now_ns: u64,
-        out: &mut Vec<Journey>,
-    ) {
+    /// Deadline entries held (open journeys' current ones and stale ones).
+    pub fn deadline_entries(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// Take a packet observation.
+    pub fn packet(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         self.stats.observations += 1;
-        self.last_now = self.last_now.max(now_ns);
+        // Event time: the newest event seen (lingering and join waits count on it).
+        self.last_now = self.last_now.max(obs.ts_ns);
         let mut obs = obs;
         let mut released = Vec::new();
         if obs.substep.is_none() && self.seq_joins {
@@ -358,11 +392,13 @@ impl Builder {
                     match self.seq.lookup(&obs.flow, seq, obs.ts_ns) {
                         Some(id) => {
                             obs.pkt_id = id;
-                            self.place_joined(plugin, obs, now_ns, out);
+                            self.place_joined(plugin, obs, out);
                             return;
                         }
                         None => {
-                            let deadline = now_ns.saturating_add(self.linger_ns.max(JOIN_WAIT_NS));
+                            let deadline = self
+                                .last_now
+                                .saturating_add(self.linger_ns.max(JOIN_WAIT_NS));
                             if !self.seq.park(plugin, obs, deadline) {
                                 self.stats.unjoined += 1;
                             }
@@ -379,12 +415,12 @@ impl Builder {
             self.stats.unjoined += 1;
             return;
         }
-        self.take(plugin, obs, now_ns, out);
+        self.take(plugin, obs, out);
         for (p, mut o) in released {
             match self.seq.lookup(&o.flow, o.tcp_seq.unwrap_or(0), o.ts_ns) {
                 Some(id) => {
                     o.pkt_id = id;
-                    self.place_joined(p, o, now_ns, out);
+                    self.place_joined(p, o, out);
                 }
                 None => self.stats.unjoined += 1,
             }
@@ -394,16 +430,10 @@ impl Builder {
     /// Put an observation joined by sequence number on its journey: open,
     /// or finished and lingering. A journey already output cannot take it:
     /// counted as unjoined, never a journey of its own.
-    fn place_joined(
-        &mut self,
-        plugin: u16,
-        obs: PacketObservation,
-        now_ns: u64,
-        out: &mut Vec<Journey>,
-    ) {
+    fn place_joined(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         if self.open.contains_key(&obs.pkt_id) {
             self.stats.joined += 1;
-            self.take(plugin, obs, now_ns, out);
+            self.take(plugin, obs, out);
         } else if self.join_closing(plugin, &obs) {
             self.stats.joined += 1;
         } else {
@@ -436,7 +466,7 @@ impl Builder {
         true
     }
 
-    fn take(&mut self, plugin: u16, obs: PacketObservation, now_ns: u64, out: &mut Vec<Journey>) {
+    fn take(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
         let repeat = self.open.get(&id).is_some_and(|j| {
             obs.substep.is_none()
@@ -467,20 +497,42 @@ impl Builder {
         } else {
             None
         };
-        self.next_gen += 1;
-        let gen = self.next_gen;
+        let ts = obs.ts_ns;
         let j = self.open.entry(id).or_insert_with(|| Open {
             hops: Vec::with_capacity(HOPS_RESERVED),
-            gen,
+            gen: 0,
+            last_ns: ts,
         });
-        j.gen = gen;
         j.hops.push(Hop { plugin, obs });
-        match ends {
-            Some(end) => self.finish(id, end, out),
-            None => self
-                .deadlines
-                .push_back((now_ns.saturating_add(self.idle_ns), id, gen)),
+        if let Some(end) = ends {
+            self.finish(id, end, out);
+            return;
         }
+        if ts < j.last_ns && j.gen != 0 {
+            // An older hop arriving late: the deadline stands.
+            return;
+        }
+        j.last_ns = ts;
+        self.next_gen += 1;
+        j.gen = self.next_gen;
+        self.deadlines
+            .push_back((ts.saturating_add(self.idle_ns), id, self.next_gen));
+        if self.deadlines.len() > 2 * self.open.len() + COMPACT_SLACK {
+            self.compact();
+        }
+    }
+
+    /// Drop the stale deadline entries. Called when they outnumber the open
+    /// journeys, so its cost is amortised over as many observations as it
+    /// removes, and the list stays under 2 x open journeys + a constant
+    /// however long the idle timeout and however high the rate (it used to
+    /// grow with rate x idle timeout).
+    fn compact(&mut self) {
+        let open = &self.open;
+        self.deadlines
+            .retain(|(_, id, gen)| open.get(id).is_some_and(|j| j.gen == *gen));
+        self.deadlines
+            .shrink_to(2 * self.open.len() + COMPACT_SLACK);
     }
 
     /// Take a CPU interval.
@@ -493,12 +545,13 @@ impl Builder {
         }
     }
 
-    /// End the journeys idle since before `now_ns - idle`.
-    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
-        self.last_now = self.last_now.max(now_ns);
-        self.release(now_ns, out);
+    /// End the journeys whose newest hop is `idle` or more before
+    /// `watermark_ns`: the time up to which every event has been read.
+    pub fn expire(&mut self, watermark_ns: u64, out: &mut Vec<Journey>) {
+        self.last_now = self.last_now.max(watermark_ns);
+        self.release(watermark_ns, out);
         while let Some(&(deadline, id, gen)) = self.deadlines.front() {
-            if deadline > now_ns {
+            if deadline > watermark_ns {
                 break;
             }
             self.deadlines.pop_front();
@@ -509,7 +562,7 @@ impl Builder {
         for q in self.intervals.values_mut() {
             while q
                 .front()
-                .is_some_and(|(_, i)| i.end_ns.saturating_add(INTERVAL_KEEP_NS) < now_ns)
+                .is_some_and(|(_, i)| i.end_ns.saturating_add(INTERVAL_KEEP_NS) < watermark_ns)
             {
                 q.pop_front();
             }
@@ -649,10 +702,10 @@ mod tests {
     fn a_retransmission_joins_its_segment_by_sequence_number() {
         let mut b = Builder::new(100 * MS, 100).with_seq_joins(0);
         let mut out = vec![];
-        b.packet(0, tcp(7, 1, 10, 1000), 10, &mut out);
-        b.packet(0, tcp(8, 1, 11, 2000), 11, &mut out);
+        b.packet(0, tcp(7, 1, 10, 1000), &mut out);
+        b.packet(0, tcp(8, 1, 11, 2000), &mut out);
         // Another plugin's retransmission of the segment at 2000.
-        b.packet(1, tcp(0, 9, 12, 2000), 12, &mut out);
+        b.packet(1, tcp(0, 9, 12, 2000), &mut out);
         b.flush(&mut out);
         let j8 = out.iter().find(|j| j.pkt_id == 8).unwrap();
         assert_eq!(j8.hops.len(), 2);
@@ -671,20 +724,20 @@ mod tests {
         let mut b = Builder::new(100 * MS, 100).with_seq_joins(20 * MS);
         let mut out = vec![];
         // The retransmission is read before the segment's hops.
-        b.packet(1, tcp(0, 9, 12, 2000), 0, &mut out);
+        b.packet(1, tcp(0, 9, 12, 2000), &mut out);
         let mut drop = tcp(8, 4, 11, 2000);
         drop.drop_reason = Some(5);
-        b.packet(0, drop, MS, &mut out);
+        b.packet(0, drop, &mut out);
         assert!(out.is_empty(), "a finished journey lingers");
         // A second retransmission, after the journey finished.
-        b.packet(1, tcp(0, 9, 30, 2000), 2 * MS, &mut out);
+        b.packet(1, tcp(0, 9, 30, 2000), &mut out);
         b.expire(30 * MS, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hops.len(), 3);
         assert_eq!(out[0].verdict, Verdict::Dropped);
         assert_eq!(b.stats().joined, 2);
         // Nothing to join: counted, not output.
-        b.packet(1, tcp(0, 9, 40, 999), 31 * MS, &mut out);
+        b.packet(1, tcp(0, 9, 40, 999), &mut out);
         b.expire(200 * MS, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(b.stats().unjoined, 1);
@@ -697,14 +750,14 @@ mod tests {
         // The first transmission of the segment at 2000, dropped.
         let mut first = tcp(7, 4, 0, 2000);
         first.drop_reason = Some(5);
-        b.packet(0, first, 0, &mut out);
+        b.packet(0, first, &mut out);
         b.expire(100 * MS, &mut out);
         assert_eq!(out.len(), 1);
         // 300 ms later the retransmission is read before its new packet's
         // hops: the old entry is too old to take it, so it waits...
-        b.packet(1, tcp(0, 9, 300 * MS + 5, 2000), 300 * MS, &mut out);
+        b.packet(1, tcp(0, 9, 300 * MS + 5, 2000), &mut out);
         // ... for the resent packet, which it joins.
-        b.packet(0, tcp(8, 1, 300 * MS, 2000), 300 * MS, &mut out);
+        b.packet(0, tcp(8, 1, 300 * MS, 2000), &mut out);
         b.flush(&mut out);
         let j8 = out.iter().find(|j| j.pkt_id == 8).unwrap();
         assert_eq!(j8.hops.len(), 2, "{:?}", j8.hops);
@@ -716,12 +769,12 @@ mod tests {
     fn a_join_to_a_journey_already_output_is_counted_not_output() {
         let mut b = Builder::new(100 * MS, 100).with_seq_joins(MS);
         let mut out = vec![];
-        b.packet(0, tcp(8, 1, 0, 2000), 0, &mut out);
+        b.packet(0, tcp(8, 1, 0, 2000), &mut out);
         b.expire(200 * MS, &mut out);
         // Idle at 200 ms, then lingering 1 ms.
         b.expire(202 * MS, &mut out);
         assert_eq!(out.len(), 1);
-        b.packet(1, tcp(0, 9, 5 * MS, 2000), 203 * MS, &mut out);
+        b.packet(1, tcp(0, 9, 5 * MS, 2000), &mut out);
         b.flush(&mut out);
         assert_eq!(out.len(), 1, "no journey of its own");
         assert_eq!(b.stats().unjoined, 1);
@@ -731,14 +784,14 @@ mod tests {
     fn hops_of_one_packet_form_one_journey_in_time_order() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
-        b.packet(0, obs(7, 1, 300, 2), 1000, &mut out);
-        b.packet(0, obs(7, 3, 100, 1), 1001, &mut out);
-        b.packet(0, obs(7, 2, 200, 1), 1002, &mut out);
-        b.packet(0, obs(8, 1, 250, 1), 1003, &mut out);
+        b.packet(0, obs(7, 1, 300, 2), &mut out);
+        b.packet(0, obs(7, 3, 100, 1), &mut out);
+        b.packet(0, obs(7, 2, 200, 1), &mut out);
+        b.packet(0, obs(8, 1, 250, 1), &mut out);
         assert!(out.is_empty());
-        b.expire(1000 + 100 * MS - 1, &mut out);
+        b.expire(250 + 100 * MS - 1, &mut out);
         assert!(out.is_empty(), "not idle yet");
-        b.expire(1003 + 100 * MS, &mut out);
+        b.expire(300 + 100 * MS, &mut out);
         assert_eq!(out.len(), 2);
         let j = out.iter().find(|j| j.pkt_id == 7).unwrap();
         let ts: Vec<u64> = j.hops.iter().map(|h| h.obs.ts_ns).collect();
@@ -753,11 +806,11 @@ mod tests {
     fn a_new_observation_postpones_the_idle_end() {
         let mut b = Builder::new(10, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 0, 1), 0, &mut out);
-        b.packet(0, obs(1, 2, 5, 1), 8, &mut out);
+        b.packet(0, obs(1, 1, 0, 1), &mut out);
+        b.packet(0, obs(1, 2, 5, 1), &mut out);
         b.expire(12, &mut out);
-        assert!(out.is_empty(), "the second hop arrived at 8, deadline 18");
-        b.expire(18, &mut out);
+        assert!(out.is_empty(), "the second hop is of time 5, deadline 15");
+        b.expire(15, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hops.len(), 2);
     }
@@ -766,10 +819,10 @@ mod tests {
     fn a_drop_ends_the_journey_at_once() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
         let mut d = obs(1, 4, 20, 1);
         d.drop_reason = Some(12);
-        b.packet(0, d, 1, &mut out);
+        b.packet(0, d, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].end, End::Dropped);
         assert_eq!(out[0].drop_hop().unwrap().obs.drop_reason, Some(12));
@@ -782,17 +835,17 @@ mod tests {
     fn a_terminal_hook_ends_the_journey() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 5, 1), 0, &mut out);
+        b.packet(0, obs(1, 1, 5, 1), &mut out);
         let mut t = obs(1, 9, 10, 1);
         t.terminal = true;
-        b.packet(0, t.clone(), 0, &mut out);
+        b.packet(0, t.clone(), &mut out);
         assert_eq!(out[0].end, End::Terminal);
         assert_eq!(
             out[0].verdict,
             Verdict::Delivered(DeliveredTo::Socket { hop: 1 })
         );
         // A second read of the same packet starts no journey.
-        b.packet(0, t, 0, &mut out);
+        b.packet(0, t, &mut out);
         b.flush(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(b.stats().late_terminal, 1);
@@ -843,9 +896,9 @@ mod tests {
     fn the_same_hook_twice_starts_a_new_journey() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
-        b.packet(0, obs(1, 2, 20, 1), 0, &mut out);
-        b.packet(0, obs(1, 1, 30, 1), 0, &mut out); // retransmit
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
+        b.packet(0, obs(1, 2, 20, 1), &mut out);
+        b.packet(0, obs(1, 1, 30, 1), &mut out); // retransmit
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hops.len(), 2);
         b.flush(&mut out);
@@ -858,8 +911,8 @@ mod tests {
     fn the_same_hook_on_another_device_is_a_new_hop() {
         let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
-        b.packet(0, obs(1, 1, 20, 2), 0, &mut out);
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
+        b.packet(0, obs(1, 1, 20, 2), &mut out);
         b.flush(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hops.len(), 2);
@@ -869,10 +922,10 @@ mod tests {
     fn beyond_the_limit_the_oldest_is_evicted() {
         let mut b = Builder::new(100 * MS, 2);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
-        b.packet(0, obs(2, 1, 10, 1), 1, &mut out);
-        b.packet(0, obs(1, 2, 11, 1), 2, &mut out); // 1 is now the freshest
-        b.packet(0, obs(3, 1, 10, 1), 3, &mut out);
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
+        b.packet(0, obs(2, 1, 10, 1), &mut out);
+        b.packet(0, obs(1, 2, 11, 1), &mut out); // 1 is now the freshest
+        b.packet(0, obs(3, 1, 10, 1), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].pkt_id, 2);
         assert_eq!(out[0].end, End::Evicted);
@@ -916,8 +969,8 @@ mod tests {
         h1.cpu = 0;
         let mut h2 = obs(1, 2, 200, 1);
         h2.cpu = 0;
-        b.packet(0, h1, 0, &mut out);
-        b.packet(0, h2, 0, &mut out);
+        b.packet(0, h1, &mut out);
+        b.packet(0, h2, &mut out);
         b.flush(&mut out);
         assert_eq!(out[0].intervals.len(), 1);
         assert_eq!(out[0].intervals[0].1.detail, 2);
@@ -927,13 +980,68 @@ mod tests {
     fn substeps_do_not_count_as_repeats() {
         let mut b = Builder::new(100, 10);
         let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), 0, &mut out);
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
         let mut s = obs(1, 1, 12, 1);
         s.substep = Some((1, 15));
-        b.packet(0, s, 0, &mut out);
+        b.packet(0, s, &mut out);
         b.flush(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].hops.len(), 2);
         assert_eq!(out[0].span_ns(), (10, 15));
+    }
+
+    /// Regression (a VM test saw 2001 journeys for 2000 datagrams): a reader
+    /// behind a flood by more than the idle timeout read a packet's first hop,
+    /// then its later hops only after an expiry on the arrival clock had
+    /// already ended the journey, cutting it in two. Expiry by the events'
+    /// watermark keeps it whole: the watermark is where the reader is, not
+    /// where the clock is.
+    #[test]
+    fn a_reader_behind_by_more_than_the_idle_timeout_does_not_split_journeys() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        // Packet 1: two hops 10 us apart at t = 1 s, read in two batches.
+        b.packet(0, obs(1, 1, 1_000 * MS, 1), &mut out);
+        // The loop ticks between the batches; the reader is 500 ms behind
+        // the clock (2 s), so the watermark is the last event read, 1 s.
+        b.expire(1_000 * MS, &mut out);
+        assert!(out.is_empty(), "cut in two behind a backlog");
+        b.packet(0, obs(1, 2, 1_000 * MS + 10_000, 2), &mut out);
+        b.expire(1_000 * MS + 100 * MS + 10_000, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops.len(), 2);
+        assert_eq!(b.stats().journeys(), 1);
+    }
+
+    /// A hop that arrives after a newer one of its journey (another CPU's
+    /// batch) keeps the newer deadline.
+    #[test]
+    fn a_late_older_hop_does_not_shorten_the_deadline() {
+        let mut b = Builder::new(10, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 100, 1), &mut out);
+        b.packet(0, obs(1, 2, 50, 1), &mut out);
+        b.expire(100, &mut out);
+        assert!(out.is_empty());
+        b.expire(110, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hops[0].obs.ts_ns, 50);
+    }
+
+    /// Issue 13: the deadline list grew with rate x idle timeout (one entry
+    /// per hop, stale ones kept until their deadline), not with the open
+    /// journeys. A long-lived flow's hops at a long idle timeout: the list
+    /// stays within 2 x open + the slack.
+    #[test]
+    fn the_deadline_list_is_bounded_by_the_open_journeys() {
+        let mut b = Builder::new(3_600_000 * MS, 100);
+        let mut out = vec![];
+        for i in 0..1_000_000u64 {
+            // 10 packets, each seen again and again on alternating devices.
+            b.packet(0, obs(i % 10, 1, i, (i % 7) as u32), &mut out);
+            assert!(b.deadline_entries() <= 2 * b.in_flight() + COMPACT_SLACK + 1);
+        }
+        b.flush(&mut out);
+        assert_eq!(b.stats().journeys(), out.len() as u64);
     }
 }

@@ -683,12 +683,23 @@ pub enum DecodeOutcome {
     Error(String),
     /// The plugin panicked; it must be disabled.
     Panicked(String),
+    /// The plugin emitted more than [`MAX_OBSERVATIONS_PER_RECORD`]
+    /// observations for one record (how many it tried): a flood, it must be
+    /// disabled. Those beyond the limit were not kept.
+    Flooded(u64),
 }
+
+/// The most observations one record may give: a record is one event at one
+/// hook; a decoder that makes more is broken or hostile, and would otherwise
+/// grow the agent's memory at its will.
+pub const MAX_OBSERVATIONS_PER_RECORD: u64 = 64;
 
 struct SinkState<'a> {
     out: &'a mut Vec<Observation>,
     malformed: u64,
     interner: &'a mut Interner,
+    /// Observations emitted by this call, kept or not.
+    emitted: u64,
 }
 
 extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
@@ -698,6 +709,10 @@ extern "C" fn host_emit(ctx: *mut c_void, obs: *const abi::Observation) {
         let state = unsafe { &mut *ctx.cast::<SinkState<'_>>() };
         if obs.is_null() {
             state.malformed += 1;
+            return;
+        }
+        state.emitted += 1;
+        if state.emitted > MAX_OBSERVATIONS_PER_RECORD {
             return;
         }
         // Read the size first: an older plugin's struct may be shorter, a
@@ -801,6 +816,7 @@ impl Instance {
             out,
             malformed: 0,
             interner: &mut self.interner,
+            emitted: 0,
         };
         let sink = abi::Sink {
             ctx: (&mut state as *mut SinkState<'_>).cast(),
@@ -813,6 +829,9 @@ impl Instance {
             unsafe { copy_message((t.last_error)(self.ptr)) }
         };
         let outcome = match status {
+            _ if state.emitted > MAX_OBSERVATIONS_PER_RECORD => {
+                DecodeOutcome::Flooded(state.emitted)
+            }
             Status::Ok => DecodeOutcome::Ok,
             Status::Error => DecodeOutcome::Error(last_error()),
             Status::Panicked => DecodeOutcome::Panicked(last_error()),

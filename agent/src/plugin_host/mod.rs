@@ -22,7 +22,7 @@ use thiserror::Error;
 use vnt_plugin_api::declare::{DeclaredField, DeclaredMetric};
 use vnt_plugin_api::{FieldKind, HookKind, MetricKind, Observation};
 
-pub use ffi::DecodeOutcome;
+pub use ffi::{DecodeOutcome, MAX_OBSERVATIONS_PER_RECORD};
 pub use trust::Trust;
 
 const PREFIX: &str = "libvnt_plugin_";

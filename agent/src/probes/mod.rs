@@ -9,6 +9,7 @@
 pub mod filter;
 pub mod id_key;
 pub mod kprobe;
+pub mod ringbuf;
 pub mod stats;
 pub mod tc;
 

@@ -105,15 +105,23 @@ const volatile struct vnt_id_key vnt_id_key = {};
  * program run increments exactly one slot, its outcome; the agent reports
  * "seen" as the sum of all slots. VNT_STAT_SEEN is the outcome of runs that
  * do not go through the packet pipeline (they only count themselves).
+ *
+ * The packet pipeline loses a packet whole or not at all on a CPU
+ * (vnt/pipeline.h): the hop whose record could not be reserved counts LOST
+ * when it is the packet's first hop parsed on this CPU (the packet makes no
+ * journey), LOST_GAP when earlier hops were written (its journey has a
+ * gap); the later hops of a lost packet count LOST_FOLLOW and write nothing.
  */
 enum vnt_stat {
-	VNT_STAT_SEEN = 0,      /* runs with no other outcome */
-	VNT_STAT_FILTERED = 1,  /* rejected by the filter */
-	VNT_STAT_UNSAMPLED = 2, /* passed the filter, not in the sample */
-	VNT_STAT_EMITTED = 3,   /* records written to the ring buffer */
-	VNT_STAT_LOST = 4,      /* ring buffer full: record lost */
-	VNT_STAT_NOT_IP = 5,    /* not IPv4/IPv6, or headers unreadable */
-	VNT_STAT__MAX = 6,
+	VNT_STAT_SEEN = 0,        /* runs with no other outcome */
+	VNT_STAT_FILTERED = 1,    /* rejected by the filter */
+	VNT_STAT_UNSAMPLED = 2,   /* passed the filter, not in the sample */
+	VNT_STAT_EMITTED = 3,     /* records written to the ring buffer */
+	VNT_STAT_LOST = 4,        /* ring buffer full: record (of a packet's first hop) lost */
+	VNT_STAT_NOT_IP = 5,      /* not IPv4/IPv6, or headers unreadable */
+	VNT_STAT_LOST_GAP = 6,    /* ring buffer full at a later hop: a journey with a gap */
+	VNT_STAT_LOST_FOLLOW = 7, /* a later hop of a packet lost at its first hop */
+	VNT_STAT__MAX = 8,
 };
 
 struct {
@@ -128,26 +136,37 @@ struct {
 	__type(value, __u64);
 } vnt_stats SEC(".maps");
 
+/*
+ * Atomic: per-CPU does not mean one writer. A program that sleeps or is
+ * preempted mid-increment (task context) or is interrupted by a softirq hook
+ * of the same object on the same CPU would otherwise lose the other's count.
+ */
 static __always_inline void vnt_count(enum vnt_stat stat)
 {
 	__u32 key = stat;
 	__u64 *v = bpf_map_lookup_elem(&vnt_stats, &key);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
+}
+
+/* Reserve a record, counting `lost` when the buffer is full. */
+static __always_inline void *vnt_reserve_or(__u32 size, enum vnt_stat lost)
+{
+	void *e = bpf_ringbuf_reserve(&vnt_events, size, 0);
+
+	if (!e) {
+		vnt_count(lost);
+		return 0;
+	}
+	vnt_count(VNT_STAT_EMITTED);
+	return e;
 }
 
 /* Reserve a record, counting the loss when the buffer is full. */
 static __always_inline void *vnt_reserve(__u32 size)
 {
-	void *e = bpf_ringbuf_reserve(&vnt_events, size, 0);
-
-	if (!e) {
-		vnt_count(VNT_STAT_LOST);
-		return 0;
-	}
-	vnt_count(VNT_STAT_EMITTED);
-	return e;
+	return vnt_reserve_or(size, VNT_STAT_LOST);
 }
 
 /*

@@ -44,6 +44,8 @@ struct vnt_hook_ctx {
 	bool typed;       /* tp_btf / fentry: direct reads */
 	bool data_is_l3;  /* skb->data points at the network header here */
 	__u8 task;        /* enum vnt_task */
+	bool later;       /* never a packet's first hop (a socket read): a loss
+			   * here is a gap in a journey, not a lost packet */
 	__u32 drop_reason;
 };
 
@@ -183,7 +185,7 @@ struct vnt_id_memo {
 	__u32 len;
 	__u16 proto;
 	__u8 from_l2;
-	__u8 outcome; /* enum vnt_stat: NOT_IP, FILTERED, UNSAMPLED or EMITTED */
+	__u8 outcome; /* enum vnt_stat: NOT_IP, FILTERED, UNSAMPLED, EMITTED or LOST */
 	__u64 id;
 	struct vnt_parsed p;
 };
@@ -335,21 +337,36 @@ static __always_inline struct vnt_packet_event *vnt_packet_reserve(struct sk_buf
 	struct vnt_id_memo *m = bpf_map_lookup_elem(&vnt_id_memo, &zero);
 	__u32 outcome = m ? vnt_memo_find(m, &h, proto, from_l2, &id, &p) : VNT_MEMO_NONE;
 
+	bool first = false;
+
 	if (outcome == VNT_MEMO_NONE) {
 		outcome = vnt_classify(&h, proto, from_l2, &id, &p);
 		if (m)
 			vnt_memo_put(m, &h, proto, from_l2, outcome, id, &p);
+		first = true;
+	}
+	if (outcome == VNT_STAT_LOST) {
+		/* A later hop of a packet lost at its first: nothing written. */
+		vnt_count(VNT_STAT_LOST_FOLLOW);
+		return 0;
 	}
 	if (outcome != VNT_STAT_EMITTED) {
 		vnt_count(outcome);
 		return 0;
 	}
 
-	/* 4. Emit. */
-	struct vnt_packet_event *e = vnt_reserve(size);
+	/* 4. Emit. On the packet's first hop on this CPU, a record that cannot
+	 * be reserved loses the packet whole: the memo says so to its later
+	 * hops, which then write nothing (a journey is whole or absent, never
+	 * headless). Later, a loss leaves a gap in the journey. */
+	bool loses_packet = first && !c.later;
+	struct vnt_packet_event *e = vnt_reserve_or(size, loses_packet ? VNT_STAT_LOST : VNT_STAT_LOST_GAP);
 
-	if (!e)
+	if (!e) {
+		if (loses_packet && m)
+			vnt_memo_put(m, &h, proto, from_l2, VNT_STAT_LOST, id, &p);
 		return 0;
+	}
 	vnt_fill_hdr(&e->hdr, c.kind, c.hook, size);
 	e->pkt_id = id;
 	e->skb = (__u64)skb;

@@ -130,6 +130,7 @@ static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
 		.direction = VNT_DIR_NONE,
 		.typed = typed,
 		.task = VNT_TASK_CURRENT,
+		.later = true,
 	};
 
 	return vnt_packet_observe(skb, SKB_DEV(typed, skb), c);

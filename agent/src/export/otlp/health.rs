@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::export::view::Summary;
+use crate::probes::stats::StatTotals;
 
 /// Counters shared between threads; every field only grows.
 #[derive(Debug, Default)]
@@ -12,6 +13,10 @@ pub struct Health {
     pub events_received: AtomicU64,
     /// Records the kernel could not write (ring buffer full).
     pub events_lost: AtomicU64,
+    /// Packets lost whole: the ring buffer was full at their first hop.
+    pub packets_lost: AtomicU64,
+    /// Hops lost mid-path (ring buffer full): journeys with a gap.
+    pub hops_lost_mid_path: AtomicU64,
     /// Records decoders rejected.
     pub decode_errors: AtomicU64,
     /// Journeys ended, for any reason.
@@ -20,6 +25,8 @@ pub struct Health {
     pub journeys_timed_out: AtomicU64,
     /// Of which ended early because too many were open.
     pub journeys_evicted: AtomicU64,
+    /// Journeys and records not written to the output: stdout did not keep up.
+    pub output_dropped: AtomicU64,
     /// Spans accepted into the export queue.
     pub spans_queued: AtomicU64,
     /// Spans the collector accepted.
@@ -54,16 +61,23 @@ impl Health {
     }
 
     /// Copy the main loop's counters from the summary as it stands (called
-    /// periodically and at exit). `events_lost` is the kernel's count.
-    pub fn update_from(&self, s: &Summary, events_lost: u64) {
+    /// periodically and at exit) and the kernel's counters, summed over the
+    /// plugins, as they stand.
+    pub fn update_from(&self, s: &Summary, kernel: StatTotals) {
         self.events_received.store(s.records, Ordering::Relaxed);
-        self.events_lost.store(events_lost, Ordering::Relaxed);
+        self.events_lost.store(kernel.lost, Ordering::Relaxed);
+        self.packets_lost
+            .store(kernel.lost_packets, Ordering::Relaxed);
+        self.hops_lost_mid_path
+            .store(kernel.lost_gaps, Ordering::Relaxed);
         self.decode_errors.store(s.decode_errors, Ordering::Relaxed);
         self.journeys_completed.store(s.journeys, Ordering::Relaxed);
         self.journeys_timed_out
             .store(s.journeys_idle, Ordering::Relaxed);
         self.journeys_evicted
             .store(s.journeys_evicted, Ordering::Relaxed);
+        self.output_dropped
+            .store(s.output_dropped, Ordering::Relaxed);
     }
 
     /// All dropped spans.

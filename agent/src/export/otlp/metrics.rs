@@ -183,6 +183,18 @@ pub fn register_health(meter: &Meter, health: &Arc<Health>, queue: &Arc<SpanQueu
         |h| Health::get(&h.events_lost),
     );
     counter(
+        "vnt.agent.packets.lost",
+        "{packet}",
+        "Packets that matched the filter and were sampled but make no journey: a ring buffer was full at their first hop",
+        |h| Health::get(&h.packets_lost),
+    );
+    counter(
+        "vnt.agent.hops.lost",
+        "{hop}",
+        "Hops lost mid-path because a ring buffer was full: each leaves a gap in its journey",
+        |h| Health::get(&h.hops_lost_mid_path),
+    );
+    counter(
         "vnt.agent.decode.errors",
         "{event}",
         "Records the plugins' decoders rejected",
@@ -205,6 +217,12 @@ pub fn register_health(meter: &Meter, health: &Arc<Health>, queue: &Arc<SpanQueu
         "{journey}",
         "Journeys ended early because journey.max_in_flight were open",
         |h| Health::get(&h.journeys_evicted),
+    );
+    counter(
+        "vnt.agent.output.dropped",
+        "{journey}",
+        "Journeys and connection records not written to --output: stdout did not keep up",
+        |h| Health::get(&h.output_dropped),
     );
     counter(
         "vnt.agent.spans.exported",
