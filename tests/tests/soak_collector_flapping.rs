@@ -100,7 +100,9 @@ fn soak_under_traffic_with_the_collector_flapping() {
     let pid = agent.pid().expect("pid");
 
     let dst = topo.addr(Side::C2, Family::V4);
-    let total = RATE * (soak.as_secs() + 5);
+    // Traffic goes on 25 s past the soak: the soak may end with a restart,
+    // and the journeys of the 10 s after the last one are checked in Jaeger.
+    let total = RATE * (soak.as_secs() + 25);
     let recv = traffic
         .udp_recv(
             &topo.c2.netns.name,
