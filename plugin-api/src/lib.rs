@@ -20,7 +20,6 @@
 //! decoders read.
 
 pub mod abi;
-#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod declare;
 mod export;
