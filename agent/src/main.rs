@@ -174,7 +174,7 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         window_secs: u64,
         /// Spans held at most; beyond, the oldest traces go out before their hold is over.
-        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        #[arg(long, value_name = "N", default_value_t = 32_768)]
         max_spans: usize,
     },
 }

@@ -697,6 +697,94 @@ mod tests {
         assert!(al.counts().released_early > 0);
     }
 
+    /// The aligner's own cost, without the network (BENCHMARKS.md):
+    /// `cargo test --release -p vnt-agent --lib align::traces::tests::cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost() {
+        fn rss() -> u64 {
+            let s = std::fs::read_to_string("/proc/self/status").unwrap();
+            let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+            l.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        }
+        // A packet as the two-host test makes it: 5 + 6 spans, with the
+        // agents' ~25 attributes per hop span.
+        let pad = |mut rs: ResourceSpans| {
+            for s in &mut rs.scope_spans[0].spans {
+                for k in 0..23 {
+                    s.attributes.push(kv(
+                        &format!("vnt.attribute.{k}"),
+                        any_value::Value::StringValue("veth-0123456789".into()),
+                    ));
+                }
+                s.name = "xmit vh1234x0aw".into();
+            }
+            rs
+        };
+        let packets = 20_000u64;
+        // Encoded one at a time: no freed request memory for the held spans to reuse.
+        let wire: Vec<Vec<u8>> = (0..packets)
+            .map(|i| {
+                let t = 1_000 * S + i * MS;
+                let id = |s: &mut ResourceSpans| {
+                    for sp in &mut s.scope_spans[0].spans {
+                        sp.trace_id[..8].copy_from_slice(&i.to_be_bytes());
+                    }
+                };
+                let (mut a, mut b) = if i % 2 == 0 {
+                    (
+                        share("a", 0, &[(t, "tx"), (t + 3_000, "rx"), (t + 5_000, "tx")]),
+                        share(
+                            "b",
+                            0,
+                            &[(t + 7_000 + THETA, "rx"), (t + 9_000 + THETA, "rx")],
+                        ),
+                    )
+                } else {
+                    (
+                        share("a", 0, &[(t + 4_000, "rx"), (t + 6_000, "rx")]),
+                        share("b", 0, &[(t + THETA, "tx"), (t + 2_000 + THETA, "tx")]),
+                    )
+                };
+                id(&mut a);
+                id(&mut b);
+                prost::Message::encode_to_vec(&ExportTraceServiceRequest {
+                    resource_spans: vec![pad(a), pad(b)],
+                })
+            })
+            .collect();
+        let spans = packets * 7;
+        let mut al = Aligner::new(Settings {
+            max_spans: 1 << 30,
+            ..settings()
+        });
+        let before = rss();
+        let t0 = std::time::Instant::now();
+        for w in &wire {
+            let r = <ExportTraceServiceRequest as prost::Message>::decode(&w[..]).unwrap();
+            al.ingest(r, 0);
+        }
+        let ingest = t0.elapsed();
+        let held = rss().saturating_sub(before);
+        let t1 = std::time::Instant::now();
+        let out: Vec<Vec<u8>> = al
+            .release(S, false, 512)
+            .iter()
+            .map(prost::Message::encode_to_vec)
+            .collect();
+        let release = t1.elapsed();
+        assert_eq!(al.counts().aligned, packets - 1);
+        println!(
+            "{spans} spans: decode+ingest {:.0} ns/span, align+encode {:.0} ns/span ({:.0} spans/s in all), \
+             held {} B/span (RSS, decoded protobuf with 25 attributes), {} requests out",
+            ingest.as_nanos() as f64 / spans as f64,
+            release.as_nanos() as f64 / spans as f64,
+            spans as f64 / (ingest + release).as_secs_f64(),
+            held / spans,
+            out.len()
+        );
+    }
+
     #[test]
     fn single_host_traces_pass_through() {
         let mut al = Aligner::new(settings());
