@@ -13,6 +13,8 @@
 //! everything on to the collector with the agent's own OTLP client
 //! (`[otlp]`, `--otlp-endpoint`). See docs/adr/019-clock-alignment.md.
 //!
+//! Agents' metrics, sent to the same address, are passed through unchanged.
+//!
 //! Memory is bounded by `max_spans` (the oldest traces go out early beyond
 //! it) and by a queue of export requests toward the collector (full, a
 //! request is dropped and its spans counted).
@@ -32,6 +34,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -56,6 +64,8 @@ const MAX_REQUEST: usize = 16 << 20;
 const BATCH_SPANS: usize = 512;
 /// Requests waiting for the collector at most.
 const QUEUE_REQUESTS: usize = 64;
+/// The gRPC path prefix of OTLP metrics, passed through.
+const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/";
 /// How often held traces are checked for release.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -126,6 +136,10 @@ pub struct Summary {
     pub spans_dropped: u64,
     /// Export requests refused (not decodable, too large, wrong content type).
     pub requests_rejected: u64,
+    /// Metrics export requests passed through to the collector.
+    pub metrics_requests_forwarded: u64,
+    /// Metrics export requests dropped (queue full, or the collector refused them).
+    pub metrics_requests_dropped: u64,
     /// Traces released.
     pub traces: u64,
     /// Traces with spans from more than one host.
@@ -150,12 +164,16 @@ pub struct Summary {
 struct Stats {
     forwarded: AtomicU64,
     rejected: AtomicU64,
+    metrics_forwarded: AtomicU64,
+    metrics_dropped: AtomicU64,
 }
 
 /// What the forwarding task is given.
 enum Forward {
     /// An encoded export request and its number of spans.
     Spans(Bytes, u64),
+    /// An encoded metrics export request, passed through as it came.
+    Metrics(Bytes),
     /// Nothing more: stop (connections still open may hold senders).
     Done,
 }
@@ -207,6 +225,14 @@ impl Sink {
     }
 }
 
+impl Sink {
+    fn metrics(&self, body: Bytes) {
+        if self.queue.try_send(Forward::Metrics(body)).is_err() {
+            self.stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn span_count(r: &ExportTraceServiceRequest) -> u64 {
     r.resource_spans
         .iter()
@@ -226,6 +252,17 @@ impl TraceService for Sink {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics(request.into_inner().encode_to_vec().into());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 fn http_answer(status: StatusCode, body: Bytes, content_type: &str) -> Response<tonic::body::Body> {
     let mut r = Response::new(tonic::body::Body::new(Full::new(body)));
     *r.status_mut() = status;
@@ -235,12 +272,19 @@ fn http_answer(status: StatusCode, body: Bytes, content_type: &str) -> Response<
     r
 }
 
-/// OTLP/HTTP with protobuf bodies: `POST /v1/traces`.
+/// OTLP/HTTP with protobuf bodies: `POST /v1/traces`, `POST /v1/metrics`.
 async fn http_export(sink: &Sink, req: Request<Incoming>) -> Response<tonic::body::Body> {
     let text = |status, msg: &str| http_answer(status, Bytes::from(msg.to_owned()), "text/plain");
-    if req.uri().path() != "/v1/traces" {
-        return text(StatusCode::NOT_FOUND, "only /v1/traces is served");
-    }
+    let metrics = match req.uri().path() {
+        "/v1/traces" => false,
+        "/v1/metrics" => true,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "only /v1/traces and /v1/metrics are served",
+            )
+        }
+    };
     if req.method() != http::Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST only");
     }
@@ -266,6 +310,16 @@ async fn http_export(sink: &Sink, req: Request<Incoming>) -> Response<tonic::bod
             );
         }
     };
+    if metrics {
+        sink.metrics(body);
+        return http_answer(
+            StatusCode::OK,
+            ExportMetricsServiceResponse::default()
+                .encode_to_vec()
+                .into(),
+            "application/x-protobuf",
+        );
+    }
     match ExportTraceServiceRequest::decode(body) {
         Ok(request) => {
             sink.take(request);
@@ -287,6 +341,8 @@ async fn http_export(sink: &Sink, req: Request<Incoming>) -> Response<tonic::bod
 
 async fn serve(listener: tokio::net::TcpListener, sink: Sink) {
     let grpc = TraceServiceServer::new(sink.clone()).max_decoding_message_size(MAX_REQUEST);
+    let grpc_metrics =
+        MetricsServiceServer::new(sink.clone()).max_decoding_message_size(MAX_REQUEST);
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -296,16 +352,19 @@ async fn serve(listener: tokio::net::TcpListener, sink: Sink) {
                 continue;
             }
         };
-        let (grpc, sink) = (grpc.clone(), sink.clone());
+        let (grpc, grpc_metrics, sink) = (grpc.clone(), grpc_metrics.clone(), sink.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (mut grpc, sink) = (grpc.clone(), sink.clone());
+            let (mut grpc, mut grpc_metrics, sink) =
+                (grpc.clone(), grpc_metrics.clone(), sink.clone());
             async move {
                 let is_grpc = req
                     .headers()
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.starts_with("application/grpc"));
-                if is_grpc {
+                if is_grpc && req.uri().path().starts_with(METRICS_PATH) {
+                    grpc_metrics.call(req).await
+                } else if is_grpc {
                     grpc.call(req).await
                 } else {
                     Ok::<_, Infallible>(http_export(&sink, req).await)
@@ -322,14 +381,26 @@ async fn serve(listener: tokio::net::TcpListener, sink: Sink) {
 }
 
 async fn forward(client: TraceClient, mut queue: mpsc::Receiver<Forward>, stats: Arc<Stats>) {
-    while let Some(Forward::Spans(body, n)) = queue.recv().await {
-        match client.export(body).await {
-            Ok(()) => {
-                stats.forwarded.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::warn!(spans = n, error = %e, "the collector did not take spans");
-            }
+    loop {
+        match queue.recv().await {
+            Some(Forward::Spans(body, n)) => match client.export(body).await {
+                Ok(()) => {
+                    stats.forwarded.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(spans = n, error = %e, "the collector did not take spans");
+                }
+            },
+            Some(Forward::Metrics(body)) => match client.export_metrics(body).await {
+                Ok(()) => {
+                    stats.metrics_forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "the collector did not take metrics");
+                }
+            },
+            Some(Forward::Done) | None => break,
         }
     }
 }
@@ -416,6 +487,8 @@ pub async fn run(opts: Options, otlp: Option<&OtlpConfig>) -> Result<Summary, Al
         spans_forwarded: forwarded,
         spans_dropped: c.spans_in.saturating_sub(forwarded),
         requests_rejected: stats.rejected.load(Ordering::Relaxed),
+        metrics_requests_forwarded: stats.metrics_forwarded.load(Ordering::Relaxed),
+        metrics_requests_dropped: stats.metrics_dropped.load(Ordering::Relaxed),
         traces: c.traces,
         cross_host_traces: c.cross_host,
         aligned_traces: c.aligned,
