@@ -1,7 +1,8 @@
 //! Issue 12, acceptance 4: clocks between hosts. Two agents on the two-host
 //! topology (tests/src/two_hosts.rs), agent B with its clock 7.3 ms ahead
 //! (the test-only `VNT_TEST_CLOCK_OFFSET_NS`, 7 312 345 ns), both exporting through
-//! `vnt-agent align` to one Jaeger.
+//! `vnt-agent align` (A over gRPC, B over HTTP) to one Jaeger (behind a Collector
+//! in the first case, which also shows that the agents' metrics pass through).
 //!
 //! - Datagrams both ways: the aligner's estimate of B's offset is within
 //!   100 us of the injected one, and B's spans in Jaeger are moved onto A's
@@ -15,12 +16,12 @@
 //! Privileged (real eBPF, namespaces); Jaeger as in otel_jaeger.rs.
 
 use anyhow::{bail, ensure, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vnt_tests::otel::{self, Jaeger, OSpan};
+use vnt_tests::otel::{self, Jaeger, OSpan, OtelCol};
 use vnt_tests::two_hosts::{Host, TwoHosts};
 use vnt_tests::{unique_port, Agent, AgentOutput, Journey, Traffic, UdpSend};
 
@@ -41,18 +42,14 @@ struct AlignerProcess {
 }
 
 impl AlignerProcess {
-    fn start(jaeger: &Jaeger) -> Result<AlignerProcess> {
+    /// Sends on to `endpoint` (OTLP/gRPC).
+    fn start(endpoint: &str) -> Result<AlignerProcess> {
         let bin = vnt_tests::locate_binary("vnt-agent", "VNT_AGENT_BIN");
         let port = otel::free_port();
         let ready = vnt_tests::temp_path("aligner-ready");
         let mut child = Command::new(bin)
             .args(["align", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--hold-ms",
-                "1500",
-                "--otlp-endpoint",
-                &jaeger.otlp_grpc_url(),
-            ])
+            .args(["--hold-ms", "1500", "--otlp-endpoint", endpoint])
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
@@ -129,16 +126,31 @@ impl Drop for AlignerProcess {
     }
 }
 
-fn agent_for(host: &Host, name: &str, port: u16, endpoint: &str, offset_ns: i64) -> Result<Agent> {
+/// How an agent exports to the aligner.
+struct Export<'a> {
+    endpoint: &'a str,
+    /// `grpc` or `http/protobuf`.
+    protocol: &'a str,
+    /// Metrics too (every second), else traces only.
+    metrics: bool,
+}
+
+fn agent_for(host: &Host, name: &str, port: u16, export: &Export, offset_ns: i64) -> Result<Agent> {
     let offset = offset_ns.to_string();
     otel::with_env(
         Agent::builder()
             .filter(format!("{} and port {port}", host.netns_filter()))
             .arg("--otlp-endpoint")
-            .arg(endpoint),
+            .arg(export.endpoint)
+            .arg("--otlp-protocol")
+            .arg(export.protocol),
         &[
             ("OTEL_RESOURCE_ATTRIBUTES", &format!("host.name={name}")),
-            ("OTEL_METRICS_EXPORTER", "none"),
+            (
+                "OTEL_METRICS_EXPORTER",
+                if export.metrics { "otlp" } else { "none" },
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
             ("OTEL_BSP_SCHEDULE_DELAY", "200"),
             ("VNT_PACKET_ID__KEY", DEPLOYMENT_KEY),
             ("VNT_TEST_CLOCK_OFFSET_NS", &offset),
@@ -241,10 +253,19 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
     let (a, b) = (&h.hosts.a, &h.hosts.b);
     let traffic = Traffic::new(env!("CARGO_BIN_EXE_vnt-traffic"));
     let jaeger = Jaeger::start().context("Jaeger must start")?;
-    let aligner = AlignerProcess::start(&jaeger)?;
+    // Aligner -> Collector (traces to Jaeger, metrics to its Prometheus endpoint).
+    let collector = OtelCol::start(jaeger.ports.otlp_grpc).context("the Collector must start")?;
+    let aligner = AlignerProcess::start(&collector.otlp_grpc_url())?;
     let port = unique_port();
-    let agent_a = agent_for(a, &h.name_a, port, &aligner.url(), 0)?;
-    let agent_b = agent_for(b, &h.name_b, port, &aligner.url(), INJECTED_NS)?;
+    // Both receivers of the aligner: A over gRPC, B over HTTP; metrics pass through.
+    let url = aligner.url();
+    let via = |protocol| Export {
+        endpoint: &url,
+        protocol,
+        metrics: true,
+    };
+    let agent_a = agent_for(a, &h.name_a, port, &via("grpc"), 0)?;
+    let agent_b = agent_for(b, &h.name_b, port, &via("http/protobuf"), INJECTED_NS)?;
 
     // Datagrams both ways at once, to the same port on either side.
     let count = 100;
@@ -274,7 +295,24 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
     back.join().expect("sender thread")?;
     ensure!(recv_b.wait()? == count, "datagrams lost from A to B");
     ensure!(recv_a.wait()? == count, "datagrams lost from B to A");
-    std::thread::sleep(Duration::from_millis(500));
+    // Both agents' metrics came through the aligner.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let samples = collector.scrape()?;
+        let hosts: BTreeSet<&str> = samples
+            .iter()
+            .filter(|x| x.name.starts_with("vnt_"))
+            .filter_map(|x| x.labels.get("host_name").map(String::as_str))
+            .collect();
+        if hosts.contains(h.name_a.as_str()) && hosts.contains(h.name_b.as_str()) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the agents' metrics did not come through the aligner: hosts seen {hosts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let (out_a, out_b) = (agent_a.stop()?, agent_b.stop()?);
 
     // The agents' own times: B's are off by the injected offset.
@@ -314,7 +352,11 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
         ensure!(u < TOLERANCE_NS as u64, "uncertainty {u} ns");
     }
     ensure!(
-        summary["spans_dropped"] == 0 && summary["ambiguous_traces"] == 0,
+        summary["spans_dropped"] == 0
+            && summary["ambiguous_traces"] == 0
+            && summary["requests_rejected"] == 0
+            && summary["metrics_requests_dropped"] == 0
+            && summary["metrics_requests_forwarded"].as_u64() > Some(0),
         "{summary}"
     );
 
@@ -404,10 +446,16 @@ fn one_way_traffic_is_marked_unaligned_and_not_shifted() -> Result<()> {
     let (a, b) = (&h.hosts.a, &h.hosts.b);
     let traffic = Traffic::new(env!("CARGO_BIN_EXE_vnt-traffic"));
     let jaeger = Jaeger::start().context("Jaeger must start")?;
-    let aligner = AlignerProcess::start(&jaeger)?;
+    let aligner = AlignerProcess::start(&jaeger.otlp_grpc_url())?;
     let port = unique_port();
-    let agent_a = agent_for(a, &h.name_a, port, &aligner.url(), 0)?;
-    let agent_b = agent_for(b, &h.name_b, port, &aligner.url(), INJECTED_NS)?;
+    let url = aligner.url();
+    let export = Export {
+        endpoint: &url,
+        protocol: "grpc",
+        metrics: false,
+    };
+    let agent_a = agent_for(a, &h.name_a, port, &export, 0)?;
+    let agent_b = agent_for(b, &h.name_b, port, &export, INJECTED_NS)?;
     let count = 50;
     let recv = traffic.udp_recv(
         &b.container.name,
