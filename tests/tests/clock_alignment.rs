@@ -355,6 +355,7 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
         summary["spans_dropped"] == 0
             && summary["ambiguous_traces"] == 0
             && summary["requests_rejected"] == 0
+            && summary["late_traces"] == 0
             && summary["metrics_requests_dropped"] == 0
             && summary["metrics_requests_forwarded"].as_u64() > Some(0),
         "{summary}"
@@ -416,9 +417,11 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
                 "trace {id}: latency attribute {said}, spans say {latency}"
             );
             // Hop spans end on whole microseconds (docs/otel.md), so on one
-            // clock a step shorter than that can round to -1 us at worst.
+            // clock a step shorter than that can round to -1 us at worst; a
+            // single packet may wait (a preempted vCPU), but never as long as
+            // the offset: 1 ms is far from 7.3 ms either way.
             ensure!(
-                (-1_000..TOLERANCE_NS).contains(&latency),
+                (-1_000..1_000_000).contains(&latency),
                 "trace {id}: {receiver}'s first hop {latency} ns after {sender}'s last"
             );
             latencies.push(latency);
@@ -429,6 +432,11 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
         median(latencies.clone()),
         latencies.iter().min().copied().unwrap_or_default(),
         latencies.iter().max().copied().unwrap_or_default()
+    );
+    let typical = median(latencies.clone());
+    ensure!(
+        (0..TOLERANCE_NS).contains(&typical),
+        "the corrected cross-host step is {typical} ns in the median: not small and positive"
     );
     // Only the packets before the first one back can lack an estimate.
     ensure!(

@@ -152,6 +152,8 @@ pub struct Summary {
     pub ambiguous_traces: u64,
     /// Traces released before their hold was over (the `max_spans` bound).
     pub released_early: u64,
+    /// Traces whose spans came after the trace went out (raise `--hold-ms`): marked unaligned.
+    pub late_traces: u64,
     /// Spans held at most.
     pub max_spans: usize,
     /// The last estimate applied per (reference, host).
@@ -495,6 +497,7 @@ pub async fn run(opts: Options, otlp: Option<&OtlpConfig>) -> Result<Summary, Al
         unaligned_traces: c.unaligned,
         ambiguous_traces: c.ambiguous,
         released_early: c.released_early,
+        late_traces: c.late,
         max_spans: settings.max_spans,
         offsets: a
             .estimates()

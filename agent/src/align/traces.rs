@@ -14,7 +14,7 @@
 //! (`vnt.clock.uncertainty_ns`) and to whose clock (`vnt.clock.reference`);
 //! without, they are left as they are and say `vnt.clock.aligned = false`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -72,6 +72,9 @@ pub struct Counts {
     pub ambiguous: u64,
     /// Traces released before their hold was over, to keep within `max_spans`.
     pub released_early: u64,
+    /// Traces whose spans came after the trace had been released (a host's
+    /// spans later than the hold): sent on marked unaligned, not learned from.
+    pub late: u64,
 }
 
 #[derive(Debug)]
@@ -112,6 +115,16 @@ pub struct Aligner {
     counts: Counts,
     /// The last estimate applied per (reference, host).
     last: HashMap<(String, String), Offset>,
+    /// Ids of the last [`RECENT`] traces released, to tell late spans.
+    released: VecDeque<u128>,
+    released_set: HashSet<u128>,
+}
+
+/// Trace ids remembered after their release (16 B each, twice).
+const RECENT: usize = 65_536;
+
+fn id128(trace_id: &[u8]) -> Option<u128> {
+    Some(u128::from_be_bytes(trace_id.try_into().ok()?))
 }
 
 /// Hosts at most: a host beyond is folded into the last (they come from
@@ -131,6 +144,8 @@ impl Aligner {
             clocks: Clocks::new(settings.window_ns, settings.max_samples, US as u64),
             counts: Counts::default(),
             last: HashMap::new(),
+            released: VecDeque::new(),
+            released_set: HashSet::new(),
         }
     }
 
@@ -251,7 +266,20 @@ impl Aligner {
                 self.counts.released_early += 1;
             }
             self.held_spans -= p.spans.len();
-            self.align(&mut p.spans, now);
+            let key = id128(&id);
+            if key.is_some_and(|k| self.released_set.contains(&k)) {
+                // The rest of this trace went out already, on whatever clock
+                // it was put on: these spans cannot be placed against it.
+                self.counts.late += 1;
+                for (_, s) in p.spans.iter_mut() {
+                    set_attr(s, ALIGNED, any_value::Value::BoolValue(false));
+                }
+            } else {
+                self.align(&mut p.spans, now);
+                if let Some(k) = key {
+                    self.remember(k);
+                }
+            }
             self.counts.traces += 1;
             self.counts.spans_out += p.spans.len() as u64;
             in_out += p.spans.len();
@@ -267,6 +295,16 @@ impl Aligner {
             requests.push(self.request(&mut out));
         }
         requests
+    }
+
+    fn remember(&mut self, id: u128) {
+        if self.released.len() >= RECENT {
+            if let Some(old) = self.released.pop_front() {
+                self.released_set.remove(&old);
+            }
+        }
+        self.released.push_back(id);
+        self.released_set.insert(id);
     }
 
     fn request(&self, out: &mut [Vec<Span>]) -> ExportTraceServiceRequest {
@@ -783,6 +821,39 @@ mod tests {
             held / spans,
             out.len()
         );
+    }
+
+    /// A host's spans that come after their trace went out are marked
+    /// unaligned and counted (the hold was too short for them).
+    #[test]
+    fn late_spans_are_marked_unaligned() {
+        let mut al = Aligner::new(settings());
+        let t = 1_000 * S;
+        let a = share("a", 4, &[(t, "tx"), (t + 5_000, "tx")]);
+        al.ingest(
+            ExportTraceServiceRequest {
+                resource_spans: vec![a],
+            },
+            0,
+        );
+        let first = al.release(S, false, 100);
+        assert!(spans_of(&first, "a")
+            .iter()
+            .all(|s| attr(s, ALIGNED).is_none()));
+        let b = share("b", 4, &[(t + 7_000 + THETA, "rx")]);
+        al.ingest(
+            ExportTraceServiceRequest {
+                resource_spans: vec![b],
+            },
+            2 * S,
+        );
+        let late = al.release(3 * S, false, 100);
+        let b = spans_of(&late, "b");
+        assert_eq!(b.len(), 2);
+        assert!(b.iter().all(|s| boolean(s, ALIGNED) == Some(false)));
+        let c = al.counts();
+        assert_eq!((c.traces, c.late, c.cross_host), (2, 1, 0));
+        assert!(al.sampled_pairs().is_empty(), "nothing learned from it");
     }
 
     #[test]
