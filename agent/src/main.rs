@@ -45,6 +45,8 @@ OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_EN
   each journey as a trace (root span + one span per hop) and metrics over OTLP; --output keeps
   working alongside (`--output none` for OTLP only). OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS,
   OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured; see docs/otel.md.
+  Across hosts, each agent's spans are on its host's clock: `vnt-agent align` between the agents
+  and the collector puts each packet's trace on one clock (docs/otel.md).
 
 SIGNALS: SIGINT and SIGTERM stop the agent cleanly (journeys in flight flushed, OTLP exported,
   every probe detached, the summary written), also while it is still attaching; SIGHUP is
@@ -171,7 +173,7 @@ enum Command {
         #[arg(long, value_name = "MS", default_value_t = 3000)]
         hold_ms: u64,
         /// Offsets are estimated from the packets of the last SECS seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
         window_secs: u64,
         /// Spans held at most; beyond, the oldest traces go out before their hold is over.
         #[arg(long, value_name = "N", default_value_t = 32_768)]
