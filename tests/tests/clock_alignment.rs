@@ -42,14 +42,21 @@ struct AlignerProcess {
 }
 
 impl AlignerProcess {
-    /// Sends on to `endpoint` (OTLP/gRPC).
-    fn start(endpoint: &str) -> Result<AlignerProcess> {
+    /// Sends on to `endpoint` (OTLP/gRPC), with its own metrics or not
+    /// (Jaeger alone takes none).
+    fn start(endpoint: &str, metrics: bool) -> Result<AlignerProcess> {
         let bin = vnt_tests::locate_binary("vnt-agent", "VNT_AGENT_BIN");
         let port = otel::free_port();
         let ready = vnt_tests::temp_path("aligner-ready");
         let mut child = Command::new(bin)
             .args(["align", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--hold-ms", "1500", "--otlp-endpoint", endpoint])
+            // Its own metrics every second (with a Collector behind it).
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+            .env(
+                "OTEL_METRICS_EXPORTER",
+                if metrics { "otlp" } else { "none" },
+            )
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
@@ -255,7 +262,7 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
     let jaeger = Jaeger::start().context("Jaeger must start")?;
     // Aligner -> Collector (traces to Jaeger, metrics to its Prometheus endpoint).
     let collector = OtelCol::start(jaeger.ports.otlp_grpc).context("the Collector must start")?;
-    let aligner = AlignerProcess::start(&collector.otlp_grpc_url())?;
+    let aligner = AlignerProcess::start(&collector.otlp_grpc_url(), true)?;
     let port = unique_port();
     // Both receivers of the aligner: A over gRPC, B over HTTP; metrics pass through.
     let url = aligner.url();
@@ -361,6 +368,42 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
         "{summary}"
     );
 
+    // The aligner's own metrics: its estimate, as the summary says (its last
+    // export, at exit, goes through the Collector's batching first).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (samples, offset_metric) = loop {
+        let samples = collector.scrape()?;
+        let found = samples
+            .iter()
+            .find(|x| {
+                x.name.starts_with("vnt_align_clock_offset")
+                    && x.labels.get("vnt_clock_reference") == Some(&h.name_a)
+                    && x.labels.get("vnt_clock_host") == Some(&h.name_b)
+            })
+            .cloned();
+        if let Some(m) = found {
+            break (samples, m);
+        }
+        if Instant::now() > deadline {
+            let names: BTreeSet<&str> = samples.iter().map(|x| x.name.as_str()).collect();
+            bail!("no vnt_align_clock_offset for B against A; metrics: {names:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    ensure!(
+        (offset_metric.value as i64 - INJECTED_NS).abs() < TOLERANCE_NS,
+        "the aligner's offset metric says {}",
+        offset_metric.value
+    );
+    ensure!(
+        samples
+            .iter()
+            .any(|x| x.name.starts_with("vnt_align_traces")
+                && x.labels.get("vnt_clock_result").map(String::as_str) == Some("aligned")
+                && x.value >= 1.0),
+        "no vnt_align_traces{{vnt_clock_result=aligned}}"
+    );
+
     // In Jaeger: each cross-host trace's receiver is on the sender's clock.
     wait_traces(&jaeger, a_to_b_on_a.len() + b_to_a_on_b.len())?;
     let (mut aligned, mut total, mut latencies) = (0, 0, vec![]);
@@ -454,7 +497,7 @@ fn one_way_traffic_is_marked_unaligned_and_not_shifted() -> Result<()> {
     let (a, b) = (&h.hosts.a, &h.hosts.b);
     let traffic = Traffic::new(env!("CARGO_BIN_EXE_vnt-traffic"));
     let jaeger = Jaeger::start().context("Jaeger must start")?;
-    let aligner = AlignerProcess::start(&jaeger.otlp_grpc_url())?;
+    let aligner = AlignerProcess::start(&jaeger.otlp_grpc_url(), false)?;
     let port = unique_port();
     let url = aligner.url();
     let export = Export {

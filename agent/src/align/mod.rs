@@ -13,13 +13,15 @@
 //! everything on to the collector with the agent's own OTLP client
 //! (`[otlp]`, `--otlp-endpoint`). See docs/adr/019-clock-alignment.md.
 //!
-//! Agents' metrics, sent to the same address, are passed through unchanged.
+//! Agents' metrics, sent to the same address, are passed through unchanged;
+//! the aligner's own ([`metrics`]) go with them.
 //!
 //! Memory is bounded by `max_spans` (the oldest traces go out early beyond
 //! it) and by a queue of export requests toward the collector (full, a
 //! request is dropped and its spans counted).
 
 pub mod clock;
+mod metrics;
 pub mod traces;
 
 use std::convert::Infallible;
@@ -434,6 +436,17 @@ pub async fn run(opts: Options, otlp: Option<&OtlpConfig>) -> Result<Summary, Al
         queue: tx,
         stats: stats.clone(),
     };
+    let metrics = metrics::Metrics::start(otlp, &sink.aligner, &stats)?.map(Arc::new);
+    let metrics_task = metrics.clone().map(|m| {
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(m.interval());
+            every.tick().await;
+            loop {
+                every.tick().await;
+                m.export().await;
+            }
+        })
+    });
     let forwarder = tokio::spawn(forward(client, rx, stats.clone()));
     let server = tokio::spawn(serve(listener, sink.clone()));
     tracing::info!(%listen, endpoint = %otlp.endpoint, hold_ms = opts.hold.as_millis() as u64,
@@ -477,6 +490,13 @@ pub async fn run(opts: Options, otlp: Option<&OtlpConfig>) -> Result<Summary, Al
         .is_err()
     {
         tracing::warn!("the collector took too long: spans still queued are lost");
+    }
+    if let Some(task) = metrics_task {
+        task.abort();
+        let _ = task.await;
+    }
+    if let Some(m) = &metrics {
+        m.export().await;
     }
     if let Some(path) = &opts.ready_file {
         let _ = std::fs::remove_file(path);

@@ -503,7 +503,7 @@ fn set_attr(s: &mut Span, key: &str, value: any_value::Value) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
@@ -599,7 +599,7 @@ mod tests {
     /// B's clock is 7.3 ms ahead; packets take 2 us on the wire each way.
     const THETA: u64 = 7_300 * 1_000;
 
-    fn packet_a_to_b(al: &mut Aligner, trace: u8, t: u64, now: u64) {
+    pub(crate) fn packet_a_to_b(al: &mut Aligner, trace: u8, t: u64, now: u64) {
         let a = share(
             "a",
             trace,
@@ -624,7 +624,7 @@ mod tests {
         );
     }
 
-    fn packet_b_to_a(al: &mut Aligner, trace: u8, t: u64, now: u64) {
+    pub(crate) fn packet_b_to_a(al: &mut Aligner, trace: u8, t: u64, now: u64) {
         let b = share("b", trace, &[(t + THETA, "tx"), (t + 2_000 + THETA, "tx")]);
         let a = share("a", trace, &[(t + 4_000, "rx"), (t + 6_000, "rx")]);
         al.ingest(
