@@ -237,6 +237,9 @@ pub struct BuilderStats {
     pub unknown: u64,
     /// Terminal hops (socket reads) that found no open journey.
     pub late_terminal: u64,
+    /// Observations read after their journey ended (by another plugin's
+    /// drop or terminal hop) that still joined it, lingering.
+    pub late_joined: u64,
     /// Observations without a packet id joined to a journey by flow and TCP
     /// sequence number.
     pub joined: u64,
@@ -357,6 +360,15 @@ impl Builder {
         self
     }
 
+    /// Keep finished journeys for `linger_ns` before output, open to the
+    /// observations of other plugins that happened before the journey ended
+    /// but are read after it: each plugin has its own ring buffer, so a
+    /// drop seen by one may be read before the hops another saw earlier.
+    pub fn with_linger(mut self, linger_ns: u64) -> Builder {
+        self.linger_ns = self.linger_ns.max(linger_ns);
+        self
+    }
+
     /// Drop reason codes that mean "discarded by its socket's owner", not a
     /// drop (`QUEUE_PURGE`: unread data freed when its socket closed).
     pub fn with_benign_drops(mut self, codes: Vec<u32>) -> Builder {
@@ -466,8 +478,29 @@ impl Builder {
         true
     }
 
+    /// An observation of a journey that finished (by a drop or a terminal
+    /// hook, read from another ring buffer) before this observation, older
+    /// than its end, was read: it belongs in that journey, still lingering.
+    fn join_late(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
+        let ended_after = self
+            .closing
+            .iter()
+            .rev()
+            .find(|(_, j)| j.pkt_id == obs.pkt_id)
+            .and_then(|(_, j)| j.hops.last())
+            .is_some_and(|last| obs.ts_ns <= last.obs.ts_ns);
+        if ended_after && self.join_closing(plugin, obs) {
+            self.stats.late_joined += 1;
+            return true;
+        }
+        false
+    }
+
     fn take(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
+        if self.linger_ns > 0 && !self.open.contains_key(&id) && self.join_late(plugin, &obs) {
+            return;
+        }
         let repeat = self.open.get(&id).is_some_and(|j| {
             obs.substep.is_none()
                 && j.hops.iter().any(|h| {
@@ -974,6 +1007,39 @@ mod tests {
         b.flush(&mut out);
         assert_eq!(out[0].intervals.len(), 1);
         assert_eq!(out[0].intervals[0].1.detail, 2);
+    }
+
+    /// Regression (issue 12): host B's drop, read from the veth plugin's ring
+    /// buffer before the flannel plugin's earlier hops of the same packet,
+    /// split the packet into two journeys.
+    #[test]
+    fn another_plugins_earlier_hops_read_after_a_drop_join_its_journey() {
+        let mut b = Builder::new(100, 10).with_linger(1_000);
+        let mut out = vec![];
+        let mut d = obs(1, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, obs(1, 3, 20, 1), &mut out);
+        b.packet(0, d, &mut out);
+        // The other plugin's hops, older than the drop, read after it.
+        b.packet(1, obs(1, 1, 10, 2), &mut out);
+        b.packet(1, obs(1, 2, 25, 2), &mut out);
+        // A copy of the packet after the drop starts a journey of its own.
+        b.packet(1, obs(1, 1, 40, 2), &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        let ts: Vec<u64> = out[0].hops.iter().map(|h| h.obs.ts_ns).collect();
+        assert_eq!(ts, [10, 20, 25, 30]);
+        assert_eq!(out[0].end, End::Dropped);
+        assert_eq!(b.stats().late_joined, 2);
+        // Without lingering, the late hops made a second journey.
+        let mut b = Builder::new(100, 10);
+        let mut out = vec![];
+        let mut d = obs(1, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, d, &mut out);
+        b.packet(1, obs(1, 1, 10, 2), &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
