@@ -18,7 +18,7 @@
 //! [`Overlay::Udp`] is its `udp` backend: `<p>av` is a TUN device, and a
 //! forwarder in the test ([`crate::tun_forwarder`]) reads each packet from
 //! it and sends it as a UDP datagram from and to port 8285, and writes what
-//! it receives into its TUN device.
+//! it receives into its TUN device (`src/bin/vnt-tun-forwarder.rs`).
 //!
 //! Quiet (static neighbours, IPv6 off) and deleted on drop.
 
@@ -29,7 +29,7 @@ use crate::two_hosts::{link, netns, sysctl, Cleanup};
 use anyhow::Result;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// flannel's VXLAN port.
@@ -92,12 +92,33 @@ pub struct Flannel {
     pub overlay: Overlay,
     pub a: Node,
     pub b: Node,
+    /// The UDP backend's forwarders, one per host.
+    forwarders: Vec<Child>,
     _cleanup: Cleanup,
 }
 
+impl Drop for Flannel {
+    fn drop(&mut self) {
+        for f in &mut self.forwarders {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
+    }
+}
+
 impl Flannel {
-    /// Builds two fresh hosts joined by `overlay`.
-    pub fn new(overlay: Overlay) -> Result<Flannel> {
+    /// Two hosts joined by flannel's VXLAN backend.
+    pub fn vxlan() -> Result<Flannel> {
+        Flannel::new(Overlay::Vxlan, None)
+    }
+
+    /// Two hosts joined by flannel's UDP backend, `forwarder` being the
+    /// `vnt-tun-forwarder` binary (`env!("CARGO_BIN_EXE_vnt-tun-forwarder")`).
+    pub fn udp(forwarder: &Path) -> Result<Flannel> {
+        Flannel::new(Overlay::Udp, Some(forwarder))
+    }
+
+    fn new(overlay: Overlay, forwarder: Option<&Path>) -> Result<Flannel> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let (prefix, n) = loop {
@@ -115,7 +136,35 @@ impl Flannel {
         assert!(prefix.len() + 3 <= 15, "prefix {prefix} too long");
         let x = 150 + (pid % 50) as u8;
         let y = (n % 128) as u8;
-        build(prefix, overlay, x, y)
+        let mut net = build(prefix, overlay, x, y)?;
+        if let Some(bin) = forwarder {
+            let runs: Vec<(String, [String; 3])> = [(&net.a, &net.b), (&net.b, &net.a)]
+                .iter()
+                .map(|(me, peer)| {
+                    (
+                        me.host.name.clone(),
+                        [
+                            me.overlay.name.clone(),
+                            me.underlay_ip.to_string(),
+                            peer.underlay_ip.to_string(),
+                        ],
+                    )
+                })
+                .collect();
+            for (ns, args) in runs {
+                let mut child = crate::netns::spawn_in(&ns, bin, args)?;
+                // It prints `ready` once attached and bound.
+                let mut line = String::new();
+                let stdout = child.stdout.take().expect("stdout is piped");
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+                net.forwarders.push(child);
+                anyhow::ensure!(
+                    line.trim() == "ready",
+                    "vnt-tun-forwarder in {ns} did not start"
+                );
+            }
+        }
+        Ok(net)
     }
 
     /// What a packet from A's pod to B's pod crosses, as (host A's hops,
@@ -241,11 +290,7 @@ fn build(prefix: String, overlay: Overlay, x: u8, y: u8) -> Result<Flannel> {
                 &VXLAN_PORT.to_string(),
                 "nolearning",
             ])?,
-            Overlay::Udp => ip([
-                "-n", &h, "tuntap", "add", "dev", &ov, "mode", "tun", "pi", "off",
-            ])
-            .map(|_| String::new())
-            .or_else(|_| ip(["-n", &h, "tuntap", "add", "dev", &ov, "mode", "tun"]))?,
+            Overlay::Udp => ip(["-n", &h, "tuntap", "add", "dev", &ov, "mode", "tun"])?,
         };
         // flannel gives the overlay device the subnet's address 0 as a /32.
         ip(["-n", &h, "addr", "add", &format!("{net}/32"), "dev", &ov])?;
@@ -401,6 +446,226 @@ fn build(prefix: String, overlay: Overlay, x: u8, y: u8) -> Result<Flannel> {
         overlay,
         a,
         b,
+        forwarders: Vec::new(),
         _cleanup: cleanup,
     })
+}
+
+/// The scenarios of tests/tests/flannel_*.rs: the hosts, a Jaeger, and one
+/// agent per host (veth and flannel plugins) exporting to it.
+pub mod scenario {
+    use super::{Flannel, Node, Overlay, UDP_PORT, VXLAN_PORT};
+    use crate::journey::ExpectedHop;
+    use crate::otel::{self, Jaeger, OSpan};
+    use crate::{unique_port, Agent, AgentOutput, Journey, Traffic, UdpSend};
+    use anyhow::{bail, ensure, Context, Result};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::time::{Duration, Instant};
+
+    /// The hosts, the traffic generator and Jaeger.
+    #[derive(Debug)]
+    pub struct Setup {
+        pub net: Flannel,
+        pub traffic: Traffic,
+        pub jaeger: Jaeger,
+        /// `host.name` of host A's agent.
+        pub name_a: String,
+        /// `host.name` of host B's agent.
+        pub name_b: String,
+    }
+
+    impl Setup {
+        /// `traffic`: the `vnt-traffic` binary.
+        pub fn new(net: Flannel, traffic: Traffic) -> Result<Setup> {
+            let jaeger = Jaeger::start().context("Jaeger must start")?;
+            Ok(Setup {
+                name_a: format!("{}-node-a", net.prefix),
+                name_b: format!("{}-node-b", net.prefix),
+                net,
+                traffic,
+                jaeger,
+            })
+        }
+
+        fn agent_for(&self, node: &Node, name: &str, port: u16) -> Result<Agent> {
+            otel::with_env(
+                Agent::builder()
+                    .plugins("veth,flannel")
+                    .filter(format!("{} and port {port}", node.netns_filter()))
+                    .arg("--otlp-endpoint")
+                    .arg(self.jaeger.otlp_grpc_url()),
+                &[
+                    ("OTEL_RESOURCE_ATTRIBUTES", &format!("host.name={name}")),
+                    ("OTEL_METRICS_EXPORTER", "none"),
+                    ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+                ],
+            )?
+            .start()
+            .with_context(|| format!("agent for {name} must start"))
+        }
+
+        /// One agent per host, both tracing the pods' traffic to `port`.
+        pub fn agents(&self, port: u16) -> Result<(Agent, Agent)> {
+            Ok((
+                self.agent_for(&self.net.a, &self.name_a, port)?,
+                self.agent_for(&self.net.b, &self.name_b, port)?,
+            ))
+        }
+
+        /// Waits until Jaeger holds `want` traces of the agents (20 s at most).
+        pub fn wait_traces(&self, want: usize) -> Result<usize> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let t = self.jaeger.search("vnt-agent", 2000)?;
+                if t.len() >= want || Instant::now() > deadline {
+                    return Ok(t.len());
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+
+    /// An agent's journeys of packets to `port`, by trace id.
+    pub fn journeys_to(out: &AgentOutput, port: u16) -> BTreeMap<String, &Journey> {
+        out.journeys
+            .iter()
+            .filter(|j| j.flow.dport == port)
+            .map(|j| (j.trace_id.clone(), j))
+            .collect()
+    }
+
+    /// The one span of `hook` (its `vnt.hook`) from `host` in a trace.
+    pub fn one_span<'a>(spans: &'a [OSpan], id: &str, host: &str, hook: &str) -> Result<&'a OSpan> {
+        let found: Vec<&OSpan> = spans
+            .iter()
+            .filter(|s| s.resource.get("host.name").map(String::as_str) == Some(host))
+            .filter(|s| s.attr("vnt.hook").as_deref() == Some(hook))
+            .collect();
+        match found[..] {
+            [s] => Ok(s),
+            _ => bail!("trace {id}: {} `{hook}` spans from {host}", found.len()),
+        }
+    }
+
+    /// Acceptance 1 (VXLAN) and 2 (UDP): `count` datagrams from pod A to
+    /// pod B, each one trace with both hosts' spans, the outer packet's hop
+    /// nested in the encapsulation (A) and the decapsulation (B), with the
+    /// outer addresses and port (and the VNI for VXLAN).
+    pub fn one_trace_per_packet(s: &Setup, count: u64) -> Result<()> {
+        let (a, b) = (&s.net.a, &s.net.b);
+        let port = unique_port();
+        let (agent_a, agent_b) = s.agents(port)?;
+        let recv =
+            s.traffic
+                .udp_recv(&b.pod.name, b.addr(), port, count, Duration::from_secs(10))?;
+        s.traffic.udp_send(
+            &a.pod.name,
+            &UdpSend {
+                count,
+                rate: 200,
+                ..UdpSend::to(b.addr(), port)
+            },
+        )?;
+        ensure!(recv.wait()? == count, "datagrams lost in the overlay");
+        std::thread::sleep(Duration::from_millis(500));
+        let (out_a, out_b) = (agent_a.stop()?, agent_b.stop()?);
+
+        let (path_a, path_b) = s.net.path_a_to_b();
+        let (ja, jb) = (journeys_to(&out_a, port), journeys_to(&out_b, port));
+        let outer_a = ExpectedHop::at("flannel:outer_xmit", &a.underlay);
+        let outer_b = ExpectedHop::at("flannel:outer_receive", &b.underlay);
+        let (overlay, tunnel_port) = match s.net.overlay {
+            Overlay::Vxlan => ("vxlan", VXLAN_PORT),
+            Overlay::Udp => ("udp", UDP_PORT),
+        };
+        for (what, journeys, path, outer, parent) in [
+            ("host A", &ja, &path_a, &outer_a, "flannel:encap"),
+            ("host B", &jb, &path_b, &outer_b, "flannel:decap"),
+        ] {
+            ensure!(
+                journeys.len() as u64 >= count * 99 / 100,
+                "{what}: {} journeys for {count} datagrams",
+                journeys.len()
+            );
+            for j in journeys.values() {
+                j.check_hops_in_order(path)
+                    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+                ensure!(
+                    j.flow.src == a.addr() && j.flow.dst == b.addr(),
+                    "{what}: the journey's flow is the inner packet's: {}",
+                    j.describe()
+                );
+                // The outer packet: a substep of the overlay hop, with its
+                // own addresses and port.
+                let o = j.hop(outer).context("no outer hop")?;
+                ensure!(
+                    o.parent_hook.as_deref() == Some(parent),
+                    "{what}: the outer packet's hop nests in {:?}, not {parent}",
+                    o.parent_hook
+                );
+                let attr = |k: &str| o.attrs.get(k).cloned().unwrap_or_default();
+                ensure!(
+                    attr("vnt.flannel.overlay") == overlay
+                        && attr("vnt.flannel.outer.destination.port") == u64::from(tunnel_port)
+                        && attr("vnt.flannel.outer.source.address") == a.underlay_ip.to_string()
+                        && attr("vnt.flannel.outer.destination.address")
+                            == b.underlay_ip.to_string(),
+                    "{what}: outer hop attributes {:?}",
+                    o.attrs
+                );
+                if s.net.overlay == Overlay::Vxlan {
+                    ensure!(attr("vnt.flannel.vni") == 1, "{what}: VNI {:?}", o.attrs);
+                }
+            }
+        }
+        let ids_a: BTreeSet<&String> = ja.keys().collect();
+        let ids_b: BTreeSet<&String> = jb.keys().collect();
+        ensure!(
+            ids_a == ids_b,
+            "the agents disagree on trace ids through the overlay: {} only on A, {} only on B",
+            ids_a.difference(&ids_b).count(),
+            ids_b.difference(&ids_a).count()
+        );
+
+        let traces = s.wait_traces(ids_a.len())?;
+        ensure!(
+            traces == ids_a.len(),
+            "{traces} traces in Jaeger for {} packets",
+            ids_a.len()
+        );
+        for id in &ids_a {
+            let spans = s.jaeger.trace_otlp(id)?;
+            for (host, overlay_hook, outer_hook) in [
+                (&s.name_a, "flannel:encap", "flannel:outer_xmit"),
+                (&s.name_b, "flannel:decap", "flannel:outer_receive"),
+            ] {
+                let overlay = one_span(&spans, id, host, overlay_hook)?;
+                let outer = one_span(&spans, id, host, outer_hook)?;
+                ensure!(
+                    outer.parent_span_id == overlay.span_id,
+                    "trace {id}: {host}'s `{}` is a child of {}, not of `{}` ({})",
+                    outer.name,
+                    outer.parent_span_id,
+                    overlay.name,
+                    overlay.span_id
+                );
+                ensure!(
+                    !overlay.is_root(),
+                    "trace {id}: {host}'s overlay span is a hop under the root"
+                );
+            }
+            for host in [&s.name_a, &s.name_b] {
+                let roots = spans
+                    .iter()
+                    .filter(|x| x.resource.get("host.name") == Some(host) && x.is_root())
+                    .count();
+                ensure!(roots == 1, "trace {id}: {roots} roots from {host}");
+            }
+        }
+        eprintln!(
+            "{count} datagrams -> {traces} traces with encap/decap and the outer packet \
+             nested on both hosts ({overlay})"
+        );
+        Ok(())
+    }
 }

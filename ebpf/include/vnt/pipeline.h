@@ -86,6 +86,35 @@ static __always_inline __u32 vnt_hook_netns(struct sk_buff *skb, const struct ne
 }
 
 /*
+ * The kind of a device as `ip link` names it (rtnl_link_ops->kind: "veth",
+ * "vxlan", "tun", "bridge", ...), NUL-terminated in `kind`, up to 7 bytes;
+ * empty when the device has none (a physical NIC).
+ */
+static __always_inline void vnt_dev_kind(const struct net_device *dev, bool typed, char kind[8])
+{
+	__builtin_memset(kind, 0, 8);
+	if (!dev)
+		return;
+	const struct rtnl_link_ops *ops = VNT_READ(typed, dev, rtnl_link_ops);
+
+	if (!ops)
+		return;
+	const char *name = BPF_CORE_READ(ops, kind);
+
+	if (name)
+		bpf_probe_read_kernel_str(kind, 8, name);
+}
+
+/* Whether a device is a TUN device (its reader is a user-space daemon). */
+static __always_inline bool vnt_dev_is_tun(const struct net_device *dev, bool typed)
+{
+	char k[8];
+
+	vnt_dev_kind(dev, typed, k);
+	return k[0] == 't' && k[1] == 'u' && k[2] == 'n' && k[3] == 0;
+}
+
+/*
  * The sending process of a packet at a transmit hook, or 0 when the hook
  * cannot know it. The skb must belong to a user-space socket (a kernel
  * socket sends ICMP errors and TCP resets) of the current task's network

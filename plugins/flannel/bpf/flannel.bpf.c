@@ -36,6 +36,7 @@ enum flannel_hook {
 	FLANNEL_HOOK_OUTER_XMIT = 2,    /* the outer packet leaves through an underlay device */
 	FLANNEL_HOOK_OUTER_RECEIVE = 3, /* the outer packet arrives on an underlay device */
 	FLANNEL_HOOK_DECAP = 4,         /* the inner packet emerges from the overlay device */
+	FLANNEL_HOOK_DAEMON_READ = 5,   /* the UDP backend's daemon reads it from the TUN device */
 };
 
 /* flannel_tail.overlay */
@@ -68,17 +69,9 @@ struct flannel_record {
 /* The overlay kind of a device: VXLAN, TUN, or neither. */
 static __always_inline __u8 flannel_overlay_of(const struct net_device *dev, bool typed)
 {
-	if (!dev)
-		return FLANNEL_OVERLAY_NONE;
-	const struct rtnl_link_ops *ops = VNT_READ(typed, dev, rtnl_link_ops);
+	char k[8];
 
-	if (!ops)
-		return FLANNEL_OVERLAY_NONE;
-	const char *kind = BPF_CORE_READ(ops, kind);
-	char k[8] = {};
-
-	if (!kind || bpf_probe_read_kernel_str(k, sizeof(k), kind) < 0)
-		return FLANNEL_OVERLAY_NONE;
+	vnt_dev_kind(dev, typed, k);
 	if (k[0] == 'v' && k[1] == 'x' && k[2] == 'l' && k[3] == 'a' && k[4] == 'n' && k[5] == 0)
 		return FLANNEL_OVERLAY_VXLAN;
 	if (k[0] == 't' && k[1] == 'u' && k[2] == 'n' && k[3] == 0)
@@ -186,6 +179,50 @@ static __always_inline int flannel_outer_hop(struct sk_buff *skb, const struct n
 }
 
 #define SKB_DEV(typed, skb) VNT_READ(typed, skb, dev)
+
+/*
+ * The UDP backend's daemon reads the inner packet from the TUN device
+ * (skb_copy_datagram_iter in tun_do_read), in its own context: the hop
+ * names the daemon. Never a packet's first hop.
+ */
+static __always_inline int flannel_daemon_read(struct sk_buff *skb, bool typed)
+{
+	const struct net_device *dev = SKB_DEV(typed, skb);
+
+	if (flannel_overlay_of(dev, typed) != FLANNEL_OVERLAY_TUN) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
+	struct vnt_hook_ctx c = {
+		.hook = FLANNEL_HOOK_DAEMON_READ,
+		.kind = VNT_EV_PACKET,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.task = VNT_TASK_CURRENT,
+		.later = true,
+		.outer = VNT_OUTER_SKIP,
+	};
+	struct flannel_record *r = (void *)vnt_packet_reserve(skb, (struct net_device *)dev, c, sizeof(*r));
+
+	if (!r)
+		return 0;
+	__builtin_memset(&r->t, 0, sizeof(r->t));
+	r->t.overlay = FLANNEL_OVERLAY_TUN;
+	vnt_submit(r);
+	return 0;
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(flannel_daemon_read_btf, const struct sk_buff *skb, int len)
+{
+	return flannel_daemon_read((struct sk_buff *)skb, true);
+}
+
+SEC("raw_tp/skb_copy_datagram_iovec")
+int BPF_PROG(flannel_daemon_read_raw, const struct sk_buff *skb, int len)
+{
+	return flannel_daemon_read((struct sk_buff *)skb, false);
+}
 
 /* ---- tp_btf ------------------------------------------------------------- */
 

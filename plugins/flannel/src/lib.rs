@@ -15,7 +15,9 @@
 //! - `outer receive`: the outer packet arrives on the other host's underlay
 //!   device (`net:netif_receive_skb`), nested under the `decap` hop that
 //!   follows it;
-//! - `decap`: the inner packet emerges from the VXLAN or TUN device.
+//! - `decap`: the inner packet emerges from the VXLAN or TUN device;
+//! - `daemon read`: the UDP backend's daemon reads the inner packet from its
+//!   TUN device (`skb:skb_copy_datagram_iovec`), named as the hop's process.
 //!
 //! The outer packet carries the inner packet's id: the shared pipeline
 //! identifies a tunnel's outer packet by its inner headers
@@ -54,6 +56,8 @@ pub mod hook {
     pub const OUTER_RECEIVE: u16 = 3;
     /// The inner packet emerges from the overlay device.
     pub const DECAP: u16 = 4;
+    /// The UDP backend's daemon reads the inner packet from its TUN device.
+    pub const DAEMON_READ: u16 = 5;
 }
 
 /// `enum flannel_overlay`.
@@ -67,8 +71,9 @@ static OUTER_XMIT: [ProbeAlternative; 2] = [FLANNEL_OUTER_XMIT_BTF, FLANNEL_OUTE
 static OUTER_RECEIVE: [ProbeAlternative; 2] =
     [FLANNEL_OUTER_RECEIVE_BTF, FLANNEL_OUTER_RECEIVE_RAW];
 static DECAP: [ProbeAlternative; 2] = [FLANNEL_DECAP_BTF, FLANNEL_DECAP_RAW];
+static DAEMON_READ: [ProbeAlternative; 2] = [FLANNEL_DAEMON_READ_BTF, FLANNEL_DAEMON_READ_RAW];
 
-static PROBES: [ProbeSpec; 4] = [
+static PROBES: [ProbeSpec; 5] = [
     ProbeSpec {
         name: "flannel_encap",
         required: true,
@@ -93,9 +98,15 @@ static PROBES: [ProbeSpec; 4] = [
         opt_in: false,
         alternatives: &DECAP,
     },
+    ProbeSpec {
+        name: "flannel_daemon_read",
+        required: false,
+        opt_in: false,
+        alternatives: &DAEMON_READ,
+    },
 ];
 
-static HOOKS: [HookSpec; 4] = [
+static HOOKS: [HookSpec; 5] = [
     HookSpec {
         id: hook::ENCAP,
         name: "flannel:encap",
@@ -118,6 +129,12 @@ static HOOKS: [HookSpec; 4] = [
         id: hook::DECAP,
         name: "flannel:decap",
         label: "decap",
+        terminal: false,
+    },
+    HookSpec {
+        id: hook::DAEMON_READ,
+        name: "flannel:daemon_read",
+        label: "daemon read",
         terminal: false,
     },
 ];
@@ -295,7 +312,7 @@ impl Plugin for Flannel {
         emit: &mut dyn FnMut(&Observation),
     ) -> Result<(), DecodeError> {
         let hdr = wire::header(record)?;
-        if !(hook::ENCAP..=hook::DECAP).contains(&hdr.hook) {
+        if !(hook::ENCAP..=hook::DAEMON_READ).contains(&hdr.hook) {
             return Err(DecodeError(format!("unknown flannel hook id {}", hdr.hook)));
         }
         let mut p = wire::packet(record, false)?;
@@ -344,6 +361,7 @@ impl Plugin for Flannel {
                     ));
                 }
             }
+            hook::DAEMON_READ => {}
             _ => {
                 let metric = if hdr.hook == hook::ENCAP {
                     metric::ENCAP_PACKETS

@@ -129,6 +129,12 @@ static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
 	 * copy of a packet that goes on: not a delivery. */
 	if (sk && BPF_CORE_READ(sk, __sk_common.skc_family) == 17 /* AF_PACKET */)
 		return 0;
+	/* A TUN device's reader is a daemon (flannel's UDP backend, a VPN)
+	 * that sends the packet on: not where it ends. */
+	if (vnt_dev_is_tun(SKB_DEV(typed, skb), typed)) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
 
 	struct vnt_hook_ctx c = {
 		.hook = VETH_HOOK_DELIVER,
