@@ -490,7 +490,14 @@ fn check_plugin(
     let merged = probes::module_btf(&meta);
     let btf = merged.as_ref().map_or(btf, |m| m.aya());
     let mut ebpf =
-        match probes::load_object(&meta, btf, &filter, &cfg.packet_id_key, cfg.ringbuf_bytes) {
+        match probes::load_object(
+            &meta,
+            btf,
+            &filter,
+            &cfg.packet_id_key,
+            &cfg.tunnels,
+            cfg.ringbuf_bytes,
+        ) {
             Ok(e) => e,
             Err(e) => {
                 report.error = Some(e.to_string());
