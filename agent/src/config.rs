@@ -1240,7 +1240,10 @@ mod tests {
             let err = load(Some("t.toml"), FlagLayer::default())
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("tunnels") && err.contains("at most 4"), "{err}");
+            assert!(
+                err.contains("tunnels") && err.contains("at most 4"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -8,11 +8,11 @@
 
 pub mod filter;
 pub mod id_key;
-pub mod tunnels;
 pub mod kprobe;
 pub mod ringbuf;
 pub mod stats;
 pub mod tc;
+pub mod tunnels;
 
 use std::fmt;
 use std::path::Path;
@@ -29,8 +29,8 @@ use zerocopy::IntoBytes;
 use crate::plugin_host::{PluginMeta, ProbeAltInfo};
 use filter::KernelFilter;
 use id_key::{IdKey, ID_KEY_GLOBAL};
-use tunnels::{Tunnels, TUNNELS_GLOBAL};
 pub use stats::KernelStats;
+use tunnels::{Tunnels, TUNNELS_GLOBAL};
 
 /// Map and global names every vnt object shares (`ebpf/include/vnt/common.h`).
 pub const EVENTS_MAP: &str = "vnt_events";

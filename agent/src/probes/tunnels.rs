@@ -103,6 +103,9 @@ mod tests {
         assert!(KernelTunnels::new(&[1, 2, 3], &[4, 5]).is_err());
         assert!(KernelTunnels::new(&[8472], &[8472]).is_err());
         assert!(KernelTunnels::new(&[0], &[]).is_err());
-        assert_eq!(KernelTunnels::new(&[], &[]).unwrap(), KernelTunnels::default());
+        assert_eq!(
+            KernelTunnels::new(&[], &[]).unwrap(),
+            KernelTunnels::default()
+        );
     }
 }
