@@ -204,3 +204,54 @@ fn drops_on_the_far_host_show_on_the_senders_trace() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// `[tunnels]` reaches the kernel: with no VXLAN port configured, the outer
+/// packet is a packet of its own (UDP to 8472, outside the `port` filter),
+/// so host A's journeys of the pod's datagrams have no outer hop; with the
+/// default, every one has.
+#[test]
+fn tunnel_ports_are_the_agents_setting() -> Result<()> {
+    let _serial = vnt_tests::serial();
+    vnt_tests::require_root();
+    let net = Flannel::vxlan()?;
+    let traffic = Traffic::new(env!("CARGO_BIN_EXE_vnt-traffic"));
+    let (a, b) = (&net.a, &net.b);
+    for (vxlan_ports, want_outer) in [("", false), ("8472", true)] {
+        let port = unique_port();
+        let agent = vnt_tests::otel::with_env(
+            vnt_tests::Agent::builder()
+                .plugins("veth,flannel")
+                .filter(format!("{} and port {port}", a.netns_filter())),
+            &[("VNT_TUNNELS__VXLAN", vxlan_ports)],
+        )?
+        .start()?;
+        let count = 10;
+        let recv = traffic.udp_recv(&b.pod.name, b.addr(), port, count, Duration::from_secs(10))?;
+        traffic.udp_send(
+            &a.pod.name,
+            &UdpSend {
+                count,
+                rate: 100,
+                ..UdpSend::to(b.addr(), port)
+            },
+        )?;
+        ensure!(recv.wait()? == count, "datagrams lost in the overlay");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = agent.stop()?;
+        let js = journeys_to(&out, port);
+        ensure!(
+            js.len() as u64 == count,
+            "tunnels.vxlan = {vxlan_ports:?}: {} journeys for {count} datagrams",
+            js.len()
+        );
+        let outer = ExpectedHop::at("flannel:outer_xmit", &a.underlay);
+        for j in js.values() {
+            ensure!(
+                j.hop(&outer).is_some() == want_outer,
+                "tunnels.vxlan = {vxlan_ports:?}: {}",
+                j.describe()
+            );
+        }
+    }
+    Ok(())
+}
