@@ -208,15 +208,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
     // A plugin's observation may join a journey by TCP sequence number
     // (journey::join), also one that finished: give it time to be read.
     let seq_joins = attached_all.iter().any(|(p, _)| p.meta.joins_by_tcp_seq);
-    // With several plugins, one's drop may be read before another's earlier
-    // hops of the same packet (a ring buffer each): finished journeys wait
-    // for them as long.
-    let several = attached_all.len() > 1;
     let mut stage = Stage {
         builder: Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
             .with_benign_drops(drops.benign())
             .with_seq_joins(if seq_joins { JOIN_LINGER_NS } else { 0 })
-            .with_linger(if several { JOIN_LINGER_NS } else { 0 }),
+            // A ring buffer per plugin: one's drop may be read before
+            // another's older hops of the same packet.
+            .with_several_rings(attached_all.len() > 1),
         drops,
         summary,
         metas: Vec::new(),

@@ -523,6 +523,11 @@ pub struct Summary {
     pub journeys_shutdown: u64,
     /// Socket reads of packets whose journey had already ended.
     pub late_reads: u64,
+    /// Hops read from one plugin's ring buffer after another plugin's drop
+    /// or terminal hop had ended their journey, older than that end: joined
+    /// to it (several plugins only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub late_joined: u64,
     /// Observations without a packet id (a TCP retransmission) joined to
     /// their packet's journey by flow and TCP sequence number.
     pub joined: u64,
@@ -594,6 +599,7 @@ impl Summary {
         self.journeys_evicted = b.evicted;
         self.journeys_shutdown = b.shutdown;
         self.late_reads = b.late_terminal;
+        self.late_joined = b.late_joined;
         self.joined = b.joined;
         self.unjoined = b.unjoined;
         self.observations = b.observations + b.intervals;

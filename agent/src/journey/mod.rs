@@ -237,8 +237,10 @@ pub struct BuilderStats {
     pub unknown: u64,
     /// Terminal hops (socket reads) that found no open journey.
     pub late_terminal: u64,
-    /// Observations read after their journey ended (by another plugin's
-    /// drop or terminal hop) that still joined it, lingering.
+    /// Observations older than the drop or terminal hop that ended their
+    /// journey, read after it from another plugin's ring buffer, that
+    /// joined it while it waited for the watermark
+    /// ([`Builder::with_several_rings`]).
     pub late_joined: u64,
     /// Observations without a packet id joined to a journey by flow and TCP
     /// sequence number.
@@ -249,6 +251,24 @@ pub struct BuilderStats {
 }
 
 impl BuilderStats {
+    fn count_verdict(&mut self, v: &Verdict) {
+        *self.verdict_counter(v) += 1;
+    }
+
+    fn uncount_verdict(&mut self, v: &Verdict) {
+        let c = self.verdict_counter(v);
+        *c = c.saturating_sub(1);
+    }
+
+    fn verdict_counter(&mut self, v: &Verdict) -> &mut u64 {
+        match v {
+            Verdict::Delivered(_) => &mut self.delivered,
+            Verdict::Forwarded => &mut self.forwarded,
+            Verdict::Dropped => &mut self.verdict_dropped,
+            Verdict::Unknown => &mut self.unknown,
+        }
+    }
+
     /// All journeys ended.
     pub fn journeys(&self) -> u64 {
         self.idle + self.dropped + self.terminal + self.evicted + self.shutdown
@@ -319,8 +339,14 @@ pub struct Builder {
     /// How long a finished journey stays open to joins before it is output
     /// (0: output at once).
     linger_ns: u64,
-    /// Finished journeys waiting out `linger_ns`, in finishing order.
+    /// Finished journeys waiting out `linger_ns` (or the watermark), in
+    /// finishing order.
     closing: VecDeque<(u64, Journey)>,
+    /// How many journeys of each packet id wait in `closing`.
+    closing_ids: HashMap<u64, u32, RandomState>,
+    /// Finished journeys wait until the watermark passes their end
+    /// ([`Builder::with_several_rings`]).
+    wait_watermark: bool,
     /// The latest `now` seen.
     last_now: u64,
     /// Index packets by TCP sequence number ([`Builder::with_seq_joins`]).
@@ -343,6 +369,8 @@ impl Builder {
             seq: join::SeqIndex::default(),
             linger_ns: 0,
             closing: VecDeque::new(),
+            closing_ids: HashMap::default(),
+            wait_watermark: false,
             last_now: 0,
             seq_joins: false,
         }
@@ -360,12 +388,16 @@ impl Builder {
         self
     }
 
-    /// Keep finished journeys for `linger_ns` before output, open to the
-    /// observations of other plugins that happened before the journey ended
-    /// but are read after it: each plugin has its own ring buffer, so a
-    /// drop seen by one may be read before the hops another saw earlier.
-    pub fn with_linger(mut self, linger_ns: u64) -> Builder {
-        self.linger_ns = self.linger_ns.max(linger_ns);
+    /// Observations come from several ring buffers (one per plugin), each
+    /// read on its own: a journey ended by one plugin's drop or terminal hop
+    /// may be read before another plugin's older hops of the same packet
+    /// (an OVS datapath hop, a decapsulation). Finished journeys then wait
+    /// until the watermark (every plugin has read up to their end) passes
+    /// their last hop, and an observation of their packet older than that
+    /// joins them ([`BuilderStats::late_joined`]). Costs each finished
+    /// journey a hash insert and the output a drain interval of delay.
+    pub fn with_several_rings(mut self, several: bool) -> Builder {
+        self.wait_watermark = several;
         self
     }
 
@@ -478,27 +510,43 @@ impl Builder {
         true
     }
 
-    /// An observation of a journey that finished (by a drop or a terminal
-    /// hook, read from another ring buffer) before this observation, older
-    /// than its end, was read: it belongs in that journey, still lingering.
+    /// An observation of a packet whose journey already finished, but no
+    /// later than its end: it belongs in that journey, still waiting for
+    /// the watermark ([`Builder::with_several_rings`]).
     fn join_late(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
-        let ended_after = self
-            .closing
-            .iter()
-            .rev()
-            .find(|(_, j)| j.pkt_id == obs.pkt_id)
-            .and_then(|(_, j)| j.hops.last())
-            .is_some_and(|last| obs.ts_ns <= last.obs.ts_ns);
-        if ended_after && self.join_closing(plugin, obs) {
-            self.stats.late_joined += 1;
-            return true;
+        if !self.closing_ids.contains_key(&obs.pkt_id) {
+            return false;
         }
-        false
+        let Some((_, j)) = self
+            .closing
+            .iter_mut()
+            .rev()
+            .find(|(_, j)| j.pkt_id == obs.pkt_id && obs.ts_ns <= j.span_ns().1)
+        else {
+            return false;
+        };
+        let at = j.hops.partition_point(|h| h.obs.ts_ns <= obs.ts_ns);
+        j.hops.insert(
+            at,
+            Hop {
+                plugin,
+                obs: obs.clone(),
+            },
+        );
+        let before = j.verdict;
+        j.verdict = verdict(&j.hops, &self.benign_drops);
+        let after = j.verdict;
+        if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
+            self.stats.uncount_verdict(&before);
+            self.stats.count_verdict(&after);
+        }
+        self.stats.late_joined += 1;
+        true
     }
 
     fn take(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
-        if self.linger_ns > 0 && !self.open.contains_key(&id) && self.join_late(plugin, &obs) {
+        if self.wait_watermark && self.join_late(plugin, &obs) {
             return;
         }
         let repeat = self.open.get(&id).is_some_and(|j| {
@@ -607,6 +655,12 @@ impl Builder {
     fn release(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
         while self.closing.front().is_some_and(|(d, _)| *d <= now_ns) {
             if let Some((_, j)) = self.closing.pop_front() {
+                if let Some(n) = self.closing_ids.get_mut(&j.pkt_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.closing_ids.remove(&j.pkt_id);
+                    }
+                }
                 out.push(j);
             }
         }
@@ -644,12 +698,7 @@ impl Builder {
         let mut hops = open.hops;
         hops.sort_by_key(|h| h.obs.ts_ns);
         let verdict = verdict(&hops, &self.benign_drops);
-        match verdict {
-            Verdict::Delivered(_) => self.stats.delivered += 1,
-            Verdict::Forwarded => self.stats.forwarded += 1,
-            Verdict::Dropped => self.stats.verdict_dropped += 1,
-            Verdict::Unknown => self.stats.unknown += 1,
-        }
+        self.stats.count_verdict(&verdict);
         match end {
             End::Idle => self.stats.idle += 1,
             End::Dropped => self.stats.dropped += 1,
@@ -665,12 +714,19 @@ impl Builder {
             intervals: vec![],
         };
         self.join_intervals(&mut j);
-        if self.linger_ns == 0 {
+        if self.linger_ns == 0 && !self.wait_watermark {
             out.push(j);
         } else {
-            // Deadlines follow the ingest clock, which never goes back: the
-            // queue stays in deadline order.
-            let deadline = self.last_now.saturating_add(self.linger_ns);
+            // Lingering deadlines follow the ingest clock, which never goes
+            // back: the queue stays in deadline order. Without lingering, a
+            // journey waits for the watermark to pass its end, which is
+            // behind the ingest clock: released a little late, never early.
+            let deadline = if self.linger_ns > 0 {
+                self.last_now.saturating_add(self.linger_ns)
+            } else {
+                j.span_ns().1.saturating_add(1)
+            };
+            *self.closing_ids.entry(j.pkt_id).or_default() += 1;
             self.closing.push_back((deadline, j));
         }
     }
@@ -1009,37 +1065,75 @@ mod tests {
         assert_eq!(out[0].intervals[0].1.detail, 2);
     }
 
-    /// Regression (issue 12): host B's drop, read from the veth plugin's ring
-    /// buffer before the flannel plugin's earlier hops of the same packet,
-    /// split the packet into two journeys.
+    /// Regression (issues 11 and 12): host B's drop, read from veth's ring
+    /// buffer before the overlay plugin's older decapsulation hop of the same
+    /// packet, and OVS's datapath hop read after veth's drop, each split the
+    /// packet in two.
     #[test]
-    fn another_plugins_earlier_hops_read_after_a_drop_join_its_journey() {
-        let mut b = Builder::new(100, 10).with_linger(1_000);
+    fn another_plugins_older_hops_read_after_a_drop_join_its_journey() {
+        let mut b = Builder::new(100 * MS, 10).with_several_rings(true);
         let mut out = vec![];
         let mut d = obs(1, 4, 30, 1);
         d.drop_reason = Some(2);
         b.packet(0, obs(1, 3, 20, 1), &mut out);
         b.packet(0, d, &mut out);
+        assert_eq!(b.in_flight(), 0);
+        assert!(
+            out.is_empty(),
+            "waits for every plugin to read up to its end"
+        );
         // The other plugin's hops, older than the drop, read after it.
         b.packet(1, obs(1, 1, 10, 2), &mut out);
         b.packet(1, obs(1, 2, 25, 2), &mut out);
         // A copy of the packet after the drop starts a journey of its own.
         b.packet(1, obs(1, 1, 40, 2), &mut out);
-        b.flush(&mut out);
-        assert_eq!(out.len(), 2, "{out:?}");
+        b.expire(30, &mut out);
+        assert!(out.is_empty(), "an event at 30 may still be unread");
+        b.expire(31, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "out once the watermark passed the drop: {out:?}"
+        );
         let ts: Vec<u64> = out[0].hops.iter().map(|h| h.obs.ts_ns).collect();
         assert_eq!(ts, [10, 20, 25, 30]);
         assert_eq!(out[0].end, End::Dropped);
+        assert_eq!(out[0].verdict, Verdict::Dropped);
         assert_eq!(b.stats().late_joined, 2);
-        // Without lingering, the late hops made a second journey.
-        let mut b = Builder::new(100, 10);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
+
+        // With one plugin (one ring buffer) a drop is out at once, and a
+        // later copy of the packet is a journey of its own.
+        let mut b = Builder::new(100 * MS, 10);
         let mut out = vec![];
         let mut d = obs(1, 4, 30, 1);
         d.drop_reason = Some(2);
         b.packet(0, d, &mut out);
+        assert_eq!(out.len(), 1);
         b.packet(1, obs(1, 1, 10, 2), &mut out);
         b.flush(&mut out);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_late_hop_that_turns_the_verdict_recounts_it() {
+        let mut b = Builder::new(100 * MS, 10)
+            .with_several_rings(true)
+            .with_benign_drops(vec![]);
+        let mut out = vec![];
+        let mut d = obs(7, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, d, &mut out);
+        assert_eq!(b.stats().verdict_dropped, 1);
+        b.packet(1, obs(7, 1, 10, 2), &mut out);
+        b.expire(31, &mut out);
+        let s = b.stats();
+        assert_eq!(
+            s.delivered + s.forwarded + s.verdict_dropped + s.unknown,
+            1,
+            "one journey, one verdict: {s:?}"
+        );
     }
 
     #[test]
