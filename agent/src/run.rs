@@ -194,6 +194,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
             btf.aya(),
             &kfilter,
             &cfg.packet_id_key,
+            &cfg.tunnels,
             cfg.ringbuf_bytes,
             &cfg.probes,
         )?;
