@@ -35,6 +35,23 @@ pub struct Metrics {
 }
 
 fn register(meter: &Meter, aligner: &Arc<Mutex<Aligner>>, stats: &Arc<Stats>) {
+    aligner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record_latency(
+            meter
+                .f64_histogram("vnt.align.cross_host_latency")
+                .with_unit("s")
+                .with_description(
+                    "Time from a packet's last hop on its origin host to its first hop on the \
+                     host that received it, on the origin's clock (aligned traces only)",
+                )
+                .with_boundaries(vec![
+                    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2,
+                    0.1, 1.0,
+                ])
+                .build(),
+        );
     let counts = {
         let a = aligner.clone();
         move || a.lock().unwrap_or_else(|p| p.into_inner()).counts()
@@ -203,6 +220,11 @@ mod tests {
             window_ns: 1_000_000_000,
             max_samples: 10,
         })));
+        let reader = Arc::new(ManualReader::builder().build());
+        let provider = SdkMeterProvider::builder()
+            .with_reader(SharedReader(reader.clone()))
+            .build();
+        register(&provider.meter("t"), &aligner, &Arc::new(Stats::default()));
         {
             let mut a = aligner.lock().unwrap();
             a.ingest(ExportTraceServiceRequest::default(), 0);
@@ -210,11 +232,6 @@ mod tests {
             crate::align::traces::tests::packet_b_to_a(&mut a, 2, 1_001_000_000_000, 0);
             a.release(0, true, 100);
         }
-        let reader = Arc::new(ManualReader::builder().build());
-        let provider = SdkMeterProvider::builder()
-            .with_reader(SharedReader(reader.clone()))
-            .build();
-        register(&provider.meter("t"), &aligner, &Arc::new(Stats::default()));
         let mut rm = ResourceMetrics::default();
         reader.collect(&mut rm).unwrap();
         let names: Vec<String> = rm
@@ -225,6 +242,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "vnt.align.cross_host_latency",
                 "vnt.align.spans",
                 "vnt.align.traces",
                 "vnt.align.held_spans",

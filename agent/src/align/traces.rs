@@ -36,6 +36,10 @@ pub const REFERENCE: &str = "vnt.clock.reference";
 pub const CROSS_HOST_LATENCY: &str = "vnt.clock.cross_host_latency_ns";
 
 const HOP_INDEX: &str = "vnt.hop.index";
+/// The receiving host, as the latency histogram's label.
+const HOST: &str = "vnt.clock.host";
+/// Host pairs the latency histogram labels at most.
+const MAX_LATENCY_PAIRS: usize = 256;
 const DIRECTION: &str = "vnt.direction";
 const US: i64 = 1_000;
 
@@ -118,6 +122,9 @@ pub struct Aligner {
     /// Ids of the last [`RECENT`] traces released, to tell late spans.
     released: VecDeque<u128>,
     released_set: HashSet<u128>,
+    /// Where aligned cross-host latencies are recorded (the metrics'
+    /// `vnt.align.cross_host_latency`), once metrics are exported.
+    latency: Option<opentelemetry::metrics::Histogram<f64>>,
 }
 
 /// Trace ids remembered after their release (16 B each, twice).
@@ -132,6 +139,13 @@ fn id128(trace_id: &[u8]) -> Option<u128> {
 const MAX_HOSTS: usize = 4096;
 
 impl Aligner {
+    /// Record each aligned cross-host latency (receiver's first hop minus
+    /// origin's last, on the origin's clock) in `h`, in seconds, by
+    /// reference and host (the first 256 pairs; beyond, without labels).
+    pub fn record_latency(&mut self, h: opentelemetry::metrics::Histogram<f64>) {
+        self.latency = Some(h);
+    }
+
     /// An empty aligner.
     pub fn new(settings: Settings) -> Aligner {
         Aligner {
@@ -146,6 +160,7 @@ impl Aligner {
             last: HashMap::new(),
             released: VecDeque::new(),
             released_set: HashSet::new(),
+            latency: None,
         }
     }
 
@@ -415,6 +430,17 @@ impl Aligner {
                         if first == Some(hop_index(s)) && hop_index(s).is_some() {
                             let latency = s.end_time_unix_nano as i64 - sent as i64;
                             set_attr(s, CROSS_HOST_LATENCY, any_value::Value::IntValue(latency));
+                            if let Some(hist) = &self.latency {
+                                let labels = if self.last.len() <= MAX_LATENCY_PAIRS {
+                                    vec![
+                                        opentelemetry::KeyValue::new(REFERENCE, reference.clone()),
+                                        opentelemetry::KeyValue::new(HOST, name.clone()),
+                                    ]
+                                } else {
+                                    vec![opentelemetry::KeyValue::new("otel.metric.overflow", true)]
+                                };
+                                hist.record(latency.max(0) as f64 / 1e9, &labels);
+                            }
                         }
                     }
                     _ => set_attr(s, ALIGNED, any_value::Value::BoolValue(false)),
