@@ -403,6 +403,29 @@ fn offset_is_estimated_and_cross_host_spans_are_corrected() -> Result<()> {
                 && x.value >= 1.0),
         "no vnt_align_traces{{vnt_clock_result=aligned}}"
     );
+    // Its cross-host latency histogram, B after A, on A's clock: small.
+    let count = samples
+        .iter()
+        .find(|x| {
+            x.name == "vnt_align_cross_host_latency_seconds_count"
+                && x.labels.get("vnt_clock_host") == Some(&h.name_b)
+        })
+        .map(|x| x.value);
+    let sum = samples
+        .iter()
+        .find(|x| {
+            x.name == "vnt_align_cross_host_latency_seconds_sum"
+                && x.labels.get("vnt_clock_host") == Some(&h.name_b)
+        })
+        .map(|x| x.value);
+    match (count, sum) {
+        (Some(n), Some(total)) if n >= 1.0 => ensure!(
+            total / n < 0.001,
+            "mean cross-host latency B after A {} s: not on A's clock",
+            total / n
+        ),
+        _ => bail!("no vnt_align_cross_host_latency for B: {count:?} {sum:?}"),
+    }
 
     // In Jaeger: each cross-host trace's receiver is on the sender's clock.
     wait_traces(&jaeger, a_to_b_on_a.len() + b_to_a_on_b.len())?;
