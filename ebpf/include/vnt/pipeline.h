@@ -314,8 +314,13 @@ __noinline int vnt_parse_headers(const struct vnt_hdr_buf *h, __u32 proto, __u32
  * headers lie inside the one copy: from an L2 start, Ethernet + IPv4 + UDP +
  * VXLAN + inner Ethernet end at byte 64, leaving 64 bytes for the inner IP and
  * transport headers the identity reads (docs/adr/018-flannel-tunnels.md).
- * An outer packet whose inner one is not IP, or cut short, keeps its own
- * identity. Returns 1 when `p` now describes the inner packet.
+ * An outer packet whose inner one is not IP keeps its own identity (returns
+ * 0, `p` untouched); 1 when `p` now describes the inner packet; -1 when the
+ * inner headers were cut short and `p` is clobbered: the caller parses the
+ * outer packet again. The inner packet is parsed straight into `p`, not
+ * into a copy: a second struct vnt_parsed on this function's stack took
+ * the program and this call past the 512 bytes of stack the verifiers of
+ * 6.1 and 6.12 allow a call chain (6.18 counts more finely and let it be).
  */
 __noinline int vnt_parse_tunnel(const struct vnt_hdr_buf *h, struct vnt_parsed *p)
 {
@@ -353,12 +358,10 @@ __noinline int vnt_parse_tunnel(const struct vnt_hdr_buf *h, struct vnt_parsed *
 	}
 	if (eth_proto != VNT_ETH_P_IP && eth_proto != VNT_ETH_P_IPV6)
 		return 0;
-	struct vnt_parsed inner = {};
-
-	if (vnt_parse_l3(h, off, eth_proto, &inner))
-		return 0;
-	inner.encap = encap;
-	*p = inner;
+	__builtin_memset(p, 0, sizeof(*p));
+	if (vnt_parse_l3(h, off, eth_proto, p))
+		return -1;
+	p->encap = encap;
 	return 1;
 }
 
@@ -380,8 +383,12 @@ static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 pro
 {
 	if (vnt_parse_headers(h, proto, from_l2, p))
 		return VNT_STAT_NOT_IP;
-	if (p->udp_off)
-		vnt_parse_tunnel(h, p);
+	if (p->udp_off && vnt_parse_tunnel(h, p) < 0) {
+		/* Inner headers cut short: the outer packet is what it is. */
+		__builtin_memset(p, 0, sizeof(*p));
+		if (vnt_parse_headers(h, proto, from_l2, p))
+			return VNT_STAT_NOT_IP;
+	}
 	if (p->tcp_off)
 		vnt_parse_tcp(h, p->tcp_off, p->tcp_end, p);
 	return vnt_verdict(p, id);
