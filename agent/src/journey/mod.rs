@@ -316,8 +316,11 @@ pub struct Builder {
     /// How long a finished journey stays open to joins before it is output
     /// (0: output at once).
     linger_ns: u64,
-    /// Finished journeys waiting out `linger_ns`, in finishing order.
+    /// Finished journeys waiting out `linger_ns` (or, for drops, the
+    /// watermark), in finishing order.
     closing: VecDeque<(u64, Journey)>,
+    /// How many of them a drop ended.
+    drops_closing: usize,
     /// The latest `now` seen.
     last_now: u64,
     /// Index packets by TCP sequence number ([`Builder::with_seq_joins`]).
@@ -340,6 +343,7 @@ impl Builder {
             seq: join::SeqIndex::default(),
             linger_ns: 0,
             closing: VecDeque::new(),
+            drops_closing: 0,
             last_now: 0,
             seq_joins: false,
         }
@@ -466,8 +470,35 @@ impl Builder {
         true
     }
 
+    /// Add an observation older than the drop that ended its packet's
+    /// journey (read after it, from another plugin's ring buffer) to that
+    /// journey while it waits for the watermark; false when there is none.
+    fn join_before_drop(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
+        if self.drops_closing == 0 {
+            return false;
+        }
+        let Some((_, j)) = self.closing.iter_mut().rev().find(|(_, j)| {
+            j.pkt_id == obs.pkt_id && j.end == End::Dropped && obs.ts_ns <= j.span_ns().1
+        }) else {
+            return false;
+        };
+        let at = j.hops.partition_point(|h| h.obs.ts_ns <= obs.ts_ns);
+        j.hops.insert(
+            at,
+            Hop {
+                plugin,
+                obs: obs.clone(),
+            },
+        );
+        j.verdict = verdict(&j.hops, &self.benign_drops);
+        true
+    }
+
     fn take(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
+        if !self.open.contains_key(&id) && self.join_before_drop(plugin, &obs) {
+            return;
+        }
         let repeat = self.open.get(&id).is_some_and(|j| {
             obs.substep.is_none()
                 && j.hops.iter().any(|h| {
@@ -574,6 +605,9 @@ impl Builder {
     fn release(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
         while self.closing.front().is_some_and(|(d, _)| *d <= now_ns) {
             if let Some((_, j)) = self.closing.pop_front() {
+                if j.end == End::Dropped {
+                    self.drops_closing -= 1;
+                }
                 out.push(j);
             }
         }
@@ -632,9 +666,16 @@ impl Builder {
             intervals: vec![],
         };
         self.join_intervals(&mut j);
-        if self.linger_ns == 0 {
+        // A journey a drop ended waits (at least) until every plugin's
+        // events up to its end have been read (the watermark): another
+        // plugin's hop of the packet, older than the drop but read after it
+        // from its own ring buffer, still joins it (Builder::join_before_drop).
+        if self.linger_ns == 0 && end != End::Dropped {
             out.push(j);
         } else {
+            if end == End::Dropped {
+                self.drops_closing += 1;
+            }
             // Deadlines follow the ingest clock, which never goes back: the
             // queue stays in deadline order.
             let deadline = self.last_now.saturating_add(self.linger_ns);
@@ -823,12 +864,38 @@ mod tests {
         let mut d = obs(1, 4, 20, 1);
         d.drop_reason = Some(12);
         b.packet(0, d, &mut out);
+        // Ended, and out as soon as every event up to the drop was read.
+        assert_eq!(b.in_flight(), 0);
+        b.expire(20, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].end, End::Dropped);
         assert_eq!(out[0].drop_hop().unwrap().obs.drop_reason, Some(12));
         // the stale deadline of the first hop does nothing later
         b.expire(u64::MAX, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    /// Regression (issue 11): the OVS hop of a packet OVS dropped, read from
+    /// the ovs plugin's ring buffer after the veth plugin's drop (same
+    /// packet, a few microseconds later), made a journey of its own.
+    #[test]
+    fn a_hop_older_than_the_drop_read_after_it_joins_the_dropped_journey() {
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        b.packet(0, obs(1, 1, 10, 1), &mut out);
+        let mut d = obs(1, 4, 30, 1);
+        d.drop_reason = Some(12);
+        b.packet(0, d, &mut out);
+        b.packet(1, obs(1, 7, 20, 1), &mut out);
+        b.expire(30, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let hooks: Vec<u16> = out[0].hops.iter().map(|h| h.obs.hook).collect();
+        assert_eq!(hooks, [1, 7, 4]);
+        assert_eq!(out[0].verdict, Verdict::Dropped);
+        // A hop after the drop is another journey, as before.
+        b.packet(1, obs(1, 8, 40, 1), &mut out);
+        b.expire(u64::MAX, &mut out);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

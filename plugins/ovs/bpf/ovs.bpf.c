@@ -108,16 +108,20 @@ struct sw_flow_actions___ovs {
 	__u32 actions_len;
 } __attribute__((preserve_access_index));
 
-/* The device name of port `port_no` of `dp` (ovs_lookup_vport()). */
-static __always_inline void ovs_port_name(const void *dp_, __u32 port_no, char name[16])
-{
-	const struct datapath___ovs *dp = dp_;
+/*
+ * The module's types exist only when the module's BTF was there at load
+ * time; a CO-RE read of a missing type is poisoned, and the verifier rejects
+ * the program unless that code is unreachable. Each read sits in a
+ * function that is not inlined, called behind bpf_core_type_exists(): clang
+ * cannot hoist the poisoned relocation above the check.
+ */
 
-	if (!bpf_core_type_exists(struct datapath___ovs) || !dp)
-		return;
+/* The device name of port `port_no` of `dp` (ovs_lookup_vport()). */
+static __noinline void ovs_port_name_read(const struct datapath___ovs *dp, __u32 port_no, char *name)
+{
 	struct hlist_head *ports = BPF_CORE_READ(dp, ports);
 
-	if (!ports)
+	if (!ports || !name)
 		return;
 	struct hlist_node *n = BPF_CORE_READ(&ports[port_no & (DP_VPORT_HASH_BUCKETS - 1)], first);
 	__u32 off = bpf_core_field_offset(struct vport___ovs, dp_hash_node);
@@ -126,11 +130,32 @@ static __always_inline void ovs_port_name(const void *dp_, __u32 port_no, char n
 		const struct vport___ovs *v = (const void *)n - off;
 
 		if (BPF_CORE_READ(v, port_no) == port_no) {
-			BPF_CORE_READ_STR_INTO((char(*)[16])name, v, dev, name);
+			struct net_device *dev = BPF_CORE_READ(v, dev);
+
+			bpf_probe_read_kernel_str(name, 16, &dev->name);
 			return;
 		}
 		n = BPF_CORE_READ(n, next);
 	}
+}
+
+static __always_inline void ovs_port_name(const void *dp, __u32 port_no, char name[16])
+{
+	if (bpf_core_type_exists(struct datapath___ovs) && bpf_core_type_exists(struct vport___ovs) && dp)
+		ovs_port_name_read(dp, port_no, name);
+}
+
+static __noinline __u32 ovs_actions_len(const struct sw_flow_actions___ovs *acts)
+{
+	return BPF_CORE_READ(acts, actions_len);
+}
+
+static __noinline void ovs_upcall_info(const struct dp_upcall_info___ovs *ui, struct ovs_tail *t)
+{
+	if (!t)
+		return;
+	t->upcall_cmd = BPF_CORE_READ(ui, cmd);
+	t->upcall_port = BPF_CORE_READ(ui, portid);
 }
 
 static __always_inline void ovs_thread(__u32 *tid, char comm[16])
@@ -244,19 +269,22 @@ int BPF_PROG(ovs_execute_raw, void *dp, struct sk_buff *skb, void *key, const st
 
 /*
  * An empty action list: the datapath drops the packet without running any
- * action, so ovs_do_execute_action never fires. The hop is written here, as
- * a drop at the OVS hop. Linux 6.4+ then frees the skb with OVS's own reason
- * (OVS_DROP_LAST_ACTION), which the drop hook of the veth plugin reports; the
- * reason here is the generic "not specified", the one kernels before 6.4
- * give (they consume the skb as if it were not dropped at all).
+ * action, so ovs_do_execute_action never fires; the hop is written here, with
+ * the actions `drop`. Linux 6.4+ then frees the skb with OVS's own reason
+ * (OVS_DROP_LAST_ACTION) at skb:kfree_skb, the drop hook that reports every
+ * drop with the kernel's reason (the veth plugin's): there the hop is a plain
+ * OVS hop, and the drop right after it carries the reason. Older kernels
+ * consume the skb as if it were not dropped at all: there the OVS hop is the
+ * drop, with the generic reason "not specified".
  */
 SEC("kprobe/ovs_execute_actions")
 int BPF_KPROBE(ovs_drop_kprobe, void *dp, struct sk_buff *skb, const struct sw_flow_actions___ovs *acts)
 {
-	if (!bpf_core_type_exists(struct sw_flow_actions___ovs))
+	if (!bpf_core_type_exists(struct sw_flow_actions___ovs) || ovs_actions_len(acts) != 0)
 		return 0;
-	if (BPF_CORE_READ(acts, actions_len) != 0)
-		return 0;
+	/* Kernels whose drop reasons have an openvswitch subsystem (6.4+). */
+	if (bpf_core_enum_value_exists(enum skb_drop_reason_subsys, SKB_DROP_REASON_SUBSYS_OPENVSWITCH))
+		return ovs_hop(skb, dp, 0, VNT_EV_PACKET, 0);
 	__u32 reason = 0;
 
 	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
@@ -313,12 +341,8 @@ int BPF_PROG(ovs_upcall_raw, void *dp, struct sk_buff *skb, void *key, const voi
 
 	ovs_fill_tail(t, dp);
 	t->first_ts = e->hdr.ts_ns;
-	if (bpf_core_type_exists(struct dp_upcall_info___ovs)) {
-		const struct dp_upcall_info___ovs *ui = upcall_info;
-
-		t->upcall_cmd = BPF_CORE_READ(ui, cmd);
-		t->upcall_port = BPF_CORE_READ(ui, portid);
-	}
+	if (bpf_core_type_exists(struct dp_upcall_info___ovs))
+		ovs_upcall_info(upcall_info, t);
 
 	__u32 zero = 0;
 	struct ovs_in_upcall *u = bpf_map_lookup_elem(&ovs_in_upcall, &zero);

@@ -502,7 +502,8 @@ impl Ovs {
             self.emit_slow_path(&u, &p, &t, emit);
         }
         p.values = values.into();
-        let dropped = p.drop_reason.is_some();
+        // An empty action list is a drop, whether or not the kernel reports it as one.
+        let dropped = p.drop_reason.is_some() || t.n_actions == 0;
         emit(&Observation::Packet(p));
         emit(&Observation::Metric(MetricPoint {
             metric: metric::PACKETS,
