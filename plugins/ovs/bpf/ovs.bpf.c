@@ -43,6 +43,7 @@ enum ovs_hook {
 	OVS_HOOK_HANDLER = 4,   /* a handler thread reads it */
 	OVS_HOOK_FLOW_NEW = 5,  /* a handler installs a flow */
 	OVS_HOOK_PKT_EXEC = 6,  /* a handler sends the packet back to execute */
+	OVS_HOOK_NETDEV = 7,    /* the userspace datapath sends it out of a port */
 };
 
 #define OVS_KIND 16 /* hdr.kind of this plugin's own record (struct ovs_event) */
@@ -454,4 +455,70 @@ int BPF_KPROBE(ovs_pkt_exec_kprobe, struct sk_buff *skb, struct genl_info *info)
 	if (e)
 		vnt_submit(e);
 	return 0;
+}
+
+/* ---- The userspace datapath (datapath_type=netdev) -------------------------
+ *
+ * ovs-vswitchd reads each packet from its rx port's AF_PACKET socket and
+ * writes it to the tx port's: the kernel sees a transmit from an AF_PACKET
+ * socket, in an ovs-vswitchd thread, of a packet with the same headers (the
+ * same packet id). That transmit is the OVS hop; nothing of the flow, the
+ * actions or the upcalls crosses the kernel (and Debian's ovs-vswitchd has
+ * no USDT probes), so the hop carries only the datapath, out port and thread.
+ */
+#define AF_PACKET 17
+
+static __always_inline bool ovs_is_vswitchd(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	char comm[16] = {};
+
+	BPF_CORE_READ_STR_INTO(&comm, t, group_leader, comm);
+	const char want[] = "ovs-vswitchd";
+
+	for (int i = 0; i < sizeof(want); i++) {
+		if (comm[i] != want[i])
+			return false;
+	}
+	return true;
+}
+
+static __always_inline int ovs_netdev_tx(struct sk_buff *skb, struct net_device *dev, bool typed)
+{
+	struct sock *sk = VNT_READ(typed, skb, sk);
+
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_PACKET || !ovs_is_vswitchd())
+		return 0;
+	struct vnt_hook_ctx c = {
+		.hook = OVS_HOOK_NETDEV,
+		.kind = VNT_EV_PACKET,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.data_is_l3 = false,
+	};
+	struct vnt_packet_event *e = vnt_packet_reserve(skb, dev, c, sizeof(*e) + sizeof(struct ovs_tail));
+
+	if (!e)
+		return 0;
+	struct ovs_tail *t = (void *)(e + 1);
+
+	__builtin_memset(t, 0, sizeof(*t));
+	__builtin_memcpy(t->datapath, "netdev", 7);
+	BPF_CORE_READ_STR_INTO(&t->out_port, dev, name);
+	ovs_thread(&t->tid, t->comm);
+	t->first_ts = e->hdr.ts_ns;
+	vnt_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(ovs_netdev_btf, struct sk_buff *skb, struct net_device *dev)
+{
+	return ovs_netdev_tx(skb, dev, true);
+}
+
+SEC("raw_tp/net_dev_start_xmit")
+int BPF_PROG(ovs_netdev_raw, struct sk_buff *skb, struct net_device *dev)
+{
+	return ovs_netdev_tx(skb, dev, false);
 }

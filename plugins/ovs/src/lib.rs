@@ -41,6 +41,9 @@ pub mod hook {
     pub const FLOW_NEW: u16 = 5;
     /// `ovs_packet_cmd_execute`: a handler sends the packet back.
     pub const PKT_EXEC: u16 = 6;
+    /// `net:net_dev_start_xmit` from an AF_PACKET socket of ovs-vswitchd:
+    /// the userspace datapath's OVS hop.
+    pub const NETDEV: u16 = 7;
 }
 
 /// `hdr.kind` of the plugin's own record (`OVS_KIND` in the C).
@@ -90,7 +93,9 @@ static PKT_EXEC: [ProbeAlternative; 1] = [module_kprobe(
 // None is required: on a host without the openvswitch module the plugin
 // attaches nothing and says why (`vnt-agent check --plugins ovs`); the
 // journeys then come from the other plugins alone.
-static PROBES: [ProbeSpec; 7] = [
+static NETDEV: [ProbeAlternative; 2] = [OVS_NETDEV_BTF, OVS_NETDEV_RAW];
+
+static PROBES: [ProbeSpec; 8] = [
     ProbeSpec {
         name: "ovs_execute",
         required: false,
@@ -133,9 +138,16 @@ static PROBES: [ProbeSpec; 7] = [
         opt_in: false,
         alternatives: &PKT_EXEC,
     },
+    ProbeSpec {
+        // The userspace datapath: runs on every kernel, sees only the hop.
+        name: "ovs_netdev",
+        required: false,
+        opt_in: false,
+        alternatives: &NETDEV,
+    },
 ];
 
-static HOOKS: [HookSpec; 6] = [
+static HOOKS: [HookSpec; 7] = [
     HookSpec {
         id: hook::EXECUTE,
         name: "openvswitch:ovs_do_execute_action",
@@ -172,6 +184,12 @@ static HOOKS: [HookSpec; 6] = [
         label: "packet-execute",
         terminal: false,
     },
+    HookSpec {
+        id: hook::NETDEV,
+        name: "net:net_dev_start_xmit",
+        label: "ovs",
+        terminal: false,
+    },
 ];
 
 /// Field ids, indexes in [`FIELDS`].
@@ -196,9 +214,14 @@ pub mod field {
     pub const THREAD_NAME: u16 = 8;
     /// The thread's id.
     pub const THREAD_ID: u16 = 9;
+    /// What the hop cannot show.
+    pub const UNAVAILABLE: u16 = 10;
 }
 
-static FIELDS: [FieldSpec; 10] = [
+/// What a hop of the userspace datapath cannot show, and why.
+pub const NETDEV_UNAVAILABLE: &str = "flow, actions, in port, upcalls: the userspace datapath (netdev) runs them inside ovs-vswitchd, out of the kernel's sight, and this ovs-vswitchd has no USDT probes";
+
+static FIELDS: [FieldSpec; 11] = [
     FieldSpec {
         name: "datapath",
         kind: FieldKind::Str,
@@ -278,6 +301,14 @@ static FIELDS: [FieldSpec; 10] = [
         otel_key: "thread.id",
         cardinality: Cardinality::High,
         description: "the id of that thread",
+    },
+    FieldSpec {
+        name: "unavailable",
+        kind: FieldKind::Str,
+        unit: "",
+        otel_key: "",
+        cardinality: Cardinality::Low,
+        description: "what this hop cannot show, and why (the userspace datapath)",
     },
 ];
 
@@ -680,6 +711,24 @@ impl Ovs {
     }
 }
 
+/// The userspace datapath's hop: ovs-vswitchd sent the packet out of a port.
+fn netdev(record: &[u8], emit: &mut dyn FnMut(&Observation)) -> Result<(), DecodeError> {
+    let mut p = wire::packet(record, false)?;
+    let (t, _) = OvsTail::read_from_prefix(wire::packet_tail(record))
+        .map_err(|_| DecodeError("ovs record without its tail".into()))?;
+    p.values = vec![
+        str_value(field::DATAPATH, cstr(&t.datapath)),
+        str_value(field::OUT_PORT, cstr(&t.out_port)),
+        str_value(field::PATH, "userspace".into()),
+        str_value(field::THREAD_NAME, cstr(&t.comm)),
+        FieldValue::new(field::THREAD_ID, Value::U64(t.tid.into())),
+        str_value(field::UNAVAILABLE, NETDEV_UNAVAILABLE.into()),
+    ]
+    .into();
+    emit(&Observation::Packet(p));
+    Ok(())
+}
+
 impl Plugin for Ovs {
     fn info() -> PluginInfo {
         PluginInfo {
@@ -706,7 +755,10 @@ impl Plugin for Ovs {
                 )))
             }
         }
-        ctx.log.log(LogLevel::Debug, "ovs decoder ready");
+        ctx.log.log(
+            LogLevel::Info,
+            "ovs: the kernel datapath's hooks attach where the openvswitch module is loaded; on the userspace datapath (netdev) only the OVS hop between ports is seen (no flow, actions or upcalls: no kernel hooks, no USDT probes in ovs-vswitchd)",
+        );
         Ok(Ovs::default())
     }
 
@@ -720,6 +772,7 @@ impl Plugin for Ovs {
         match (hdr.kind, hdr.hook) {
             (wire::kind::PACKET, hook::EXECUTE | hook::UPCALL)
             | (wire::kind::DROP, hook::EXECUTE) => self.packet(record, hdr.hook, emit),
+            (wire::kind::PACKET, hook::NETDEV) => netdev(record, emit),
             (KIND, _) => self.event(record, emit),
             (kind, hook) => Err(DecodeError(format!(
                 "unknown ovs record kind {kind} hook {hook}"
@@ -917,6 +970,22 @@ mod tests {
         assert!(out
             .iter()
             .any(|o| matches!(o, Observation::Metric(m) if m.metric == metric::DROPS)));
+    }
+
+    #[test]
+    fn a_userspace_datapath_hop_says_what_it_cannot_see() {
+        let mut t = tail(0, &[], &[], "ox2");
+        t.datapath = *b"netdev\0\0\0\0\0\0\0\0\0\0";
+        let out = decode_all(&[packet(wire::kind::PACKET, hook::NETDEV, 150, &t)]);
+        let Observation::Packet(p) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.hook, hook::NETDEV);
+        assert_eq!(value(p, field::PATH), Some(&Value::Str("userspace".into())));
+        assert_eq!(value(p, field::OUT_PORT), Some(&Value::Str("ox2".into())));
+        assert!(
+            matches!(value(p, field::UNAVAILABLE), Some(Value::Str(s)) if s.contains("upcalls"))
+        );
     }
 
     #[test]
