@@ -883,7 +883,7 @@ mod tests {
         out
     }
 
-    fn value<'a>(p: &'a PacketObservation, f: u16) -> Option<&'a Value> {
+    fn value(p: &PacketObservation, f: u16) -> Option<&Value> {
         p.values.iter().find(|v| v.field == f).map(|v| &v.value)
     }
 
@@ -930,7 +930,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let steps: Vec<(u16, u64, Option<(u16, u64)>)> = packets
+        type Step = (u16, u64, Option<(u16, u64)>);
+        let steps: Vec<Step> = packets
             .iter()
             .map(|p| (p.hook, p.ts_ns, p.substep))
             .collect();
