@@ -75,6 +75,8 @@ fn journey(n: u64, t0: u64) -> JourneyView {
                 latency_ns: latency,
                 drop: None,
                 parent_hook: None,
+                parent: None,
+                depth: 0,
                 duration_ns: None,
                 attrs: Default::default(),
             }

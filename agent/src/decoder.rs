@@ -184,6 +184,19 @@ struct Reader {
 }
 
 impl Reader {
+    /// Ends this plugin's instance here, on its own thread: the plugin is
+    /// dropped (its programs detached) before the host hears why.
+    fn disable(self, reason: String) {
+        let Reader {
+            idx, tx, plugin, ..
+        } = self;
+        drop(plugin);
+        let _ = tx.blocking_send(Batch::Disabled {
+            plugin: idx,
+            reason,
+        });
+    }
+
     /// The watermark: a drain that empties the ring read every event
     /// stamped before the clock read that started it (a program stamps its
     /// event before reserving it; the few in the middle of being written are
@@ -235,26 +248,14 @@ impl Reader {
                         return;
                     }
                     if let Some(reason) = disabled {
-                        let Reader {
-                            idx, tx, plugin, ..
-                        } = self;
-                        drop(plugin);
-                        let _ = tx.blocking_send(Batch::Disabled {
-                            plugin: idx,
-                            reason,
-                        });
-                        return;
+                        return self.disable(reason);
                     }
                 }
             }
             let stopping = self.stop.load(Ordering::Acquire);
             if !stopping {
                 if let Err(e) = wait_readable(&self.ring, DRAIN_INTERVAL) {
-                    let _ = self.tx.blocking_send(Batch::Disabled {
-                        plugin: self.idx,
-                        reason: format!("cannot poll the ring buffer: {e}"),
-                    });
-                    return;
+                    return self.disable(format!("cannot poll the ring buffer: {e}"));
                 }
             }
             // Drain everything available, also once more when stopping.
@@ -320,16 +321,7 @@ impl Reader {
                     return;
                 }
                 if let Some(reason) = disabled {
-                    // Ends this plugin's instance here, on its thread.
-                    let Reader {
-                        idx, tx, plugin, ..
-                    } = self;
-                    drop(plugin);
-                    let _ = tx.blocking_send(Batch::Disabled {
-                        plugin: idx,
-                        reason,
-                    });
-                    return;
+                    return self.disable(reason);
                 }
             }
             if stopping {

@@ -210,7 +210,10 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
     let mut stage = Stage {
         builder: Builder::new(cfg.idle_timeout.as_nanos() as u64, cfg.max_in_flight)
             .with_benign_drops(drops.benign())
-            .with_seq_joins(if seq_joins { JOIN_LINGER_NS } else { 0 }),
+            .with_seq_joins(if seq_joins { JOIN_LINGER_NS } else { 0 })
+            // A ring buffer per plugin: one's drop may be read before
+            // another's older hops of the same packet.
+            .with_several_rings(attached_all.len() > 1),
         drops,
         summary,
         metas: Vec::new(),

@@ -234,29 +234,9 @@ fn check_decode<P: Plugin>(info: &PluginInfo, samples: &[&[u8]], errors: &mut Ve
 
 /// The host's own check ([`crate::declare`] for values).
 fn fits(info: &PluginInfo, o: &Observation) -> Result<(), String> {
-    let values = match o {
-        Observation::Packet(p) => &p.values[..],
-        Observation::Metric(m) => {
-            if usize::from(m.metric) >= info.metrics.len() {
-                return Err(format!("metric id {} is not declared", m.metric));
-            }
-            &m.labels
-        }
-        _ => return Ok(()),
-    };
-    for v in values {
-        let f = info
-            .fields
-            .get(usize::from(v.field))
-            .ok_or_else(|| format!("field id {} is not declared", v.field))?;
-        if f.kind != v.value.kind() {
-            return Err(format!(
-                "field `{}` is declared {:?} but carries {:?}",
-                f.name,
-                f.kind,
-                v.value.kind()
-            ));
-        }
-    }
-    Ok(())
+    declare::check_observation(
+        o,
+        |id| info.fields.get(usize::from(id)).map(|f| (f.name, f.kind)),
+        info.metrics.len(),
+    )
 }

@@ -3,6 +3,7 @@
 //! own tests, with the same words.
 
 use crate::abi;
+use crate::{FieldKind, Observation};
 
 /// A declared field, as far as the rules care.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +120,49 @@ pub fn check(fields: &[DeclaredField<'_>], metrics: &[DeclaredMetric<'_>]) -> Re
             return Err(format!(
                 "metrics[{i}] `{}` bucket bounds must be finite and strictly increasing",
                 m.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an observation fits its plugin's declarations: every value names
+/// a declared field (`field(id)` gives its name and kind) and carries its
+/// kind; a metric point names one of the `metrics` declared metrics and its
+/// value is finite. The host drops (and counts) what does not fit; the
+/// conformance kit fails on it.
+pub fn check_observation<'a>(
+    o: &Observation,
+    field: impl Fn(u16) -> Option<(&'a str, FieldKind)>,
+    metrics: usize,
+) -> Result<(), String> {
+    let values = match o {
+        Observation::Packet(p) => &p.values[..],
+        Observation::Metric(m) => {
+            if usize::from(m.metric) >= metrics {
+                return Err(format!(
+                    "metric id {} is not declared ({metrics} metrics)",
+                    m.metric
+                ));
+            }
+            if !m.value.is_finite() {
+                return Err(format!(
+                    "metric id {}: value {} is not finite",
+                    m.metric, m.value
+                ));
+            }
+            &m.labels
+        }
+        _ => return Ok(()),
+    };
+    for v in values {
+        let Some((name, kind)) = field(v.field) else {
+            return Err(format!("field id {} is not declared", v.field));
+        };
+        if v.value.kind() != kind {
+            return Err(format!(
+                "field `{name}` is declared {kind:?} but carries a {:?} value",
+                v.value.kind()
             ));
         }
     }

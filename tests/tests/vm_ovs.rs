@@ -259,7 +259,9 @@ fn first_packet_takes_the_slow_path_later_ones_the_fast_path() -> Result<()> {
         let h = h[0];
         let end = h.ts_unix_nano + h.duration_ns.unwrap_or(0);
         ensure!(
-            h.parent_hook.is_some() && h.ts_unix_nano >= last && end <= up.ts_unix_nano + dur + 1,
+            h.parent_hook.as_deref() == Some(UPCALL)
+                && h.ts_unix_nano >= last
+                && end <= up.ts_unix_nano + dur + 1,
             "step {s} must be inside the upcall, after the step before it:\n{}",
             first.describe()
         );

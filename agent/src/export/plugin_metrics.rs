@@ -10,6 +10,7 @@
 //! `metric_overflow` and the `vnt.plugin.metric.overflow` counter.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use opentelemetry::KeyValue;
@@ -38,6 +39,10 @@ pub struct SeriesSummary {
 struct Series {
     value: f64,
     points: u64,
+    /// Label values, in the metric's key order.
+    labels: Vec<String>,
+    /// The same as OpenTelemetry attributes, built once per series.
+    attrs: Vec<KeyValue>,
 }
 
 enum Instrument {
@@ -52,7 +57,8 @@ struct Metric {
     /// Label keys (the label fields' attribute keys), in declaration order.
     keys: Vec<String>,
     label_fields: Vec<u16>,
-    series: BTreeMap<Vec<String>, Series>,
+    /// By [`series_key`] of the label values.
+    series: BTreeMap<String, Series>,
     overflow: Series,
     overflowed: u64,
     instrument: Option<Instrument>,
@@ -60,6 +66,9 @@ struct Metric {
 
 /// The declared metrics of every loaded plugin.
 pub struct PluginMetrics {
+    /// Reused for every point's series key and label text.
+    key: String,
+    text: String,
     /// By plugin index, then metric id.
     plugins: Vec<Vec<Metric>>,
     max_series: usize,
@@ -94,6 +103,8 @@ impl PluginMetrics {
             })
             .collect();
         PluginMetrics {
+            key: String::new(),
+            text: String::new(),
             plugins,
             max_series: max_series.max(1),
             overflow_counter: None,
@@ -156,48 +167,75 @@ impl PluginMetrics {
         else {
             return;
         };
-        let labels: Vec<String> = m
-            .label_fields
-            .iter()
-            .map(|f| {
-                p.labels
+        // The series key without allocating: each label value as
+        // `<length>:<text>`, so no value can run into the next.
+        self.key.clear();
+        for f in &m.label_fields {
+            self.text.clear();
+            if let Some(v) = p.labels.iter().find(|v| v.field == *f) {
+                match &v.value {
+                    Value::Str(s) => self.text.push_str(s),
+                    other => {
+                        let _ = write!(self.text, "{other}");
+                    }
+                }
+            }
+            let _ = write!(self.key, "{}:", self.text.len());
+            self.key.push_str(&self.text);
+        }
+        let admitted = m.series.contains_key(self.key.as_str()) || m.series.len() < self.max_series;
+        let series = if admitted {
+            if !m.series.contains_key(self.key.as_str()) {
+                let labels: Vec<String> = m
+                    .label_fields
                     .iter()
-                    .find(|v| v.field == *f)
-                    .map_or_else(String::new, |v| match &v.value {
-                        Value::Str(s) => s.to_string(),
-                        other => other.to_string(),
+                    .map(|f| {
+                        p.labels
+                            .iter()
+                            .find(|v| v.field == *f)
+                            .map_or_else(String::new, |v| match &v.value {
+                                Value::Str(s) => s.to_string(),
+                                other => other.to_string(),
+                            })
                     })
-            })
-            .collect();
-        let admitted = m.series.contains_key(&labels) || m.series.len() < self.max_series;
-        let (series, attrs) = if admitted {
-            let attrs: Vec<KeyValue> = m
-                .keys
-                .iter()
-                .zip(&labels)
-                .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
-                .collect();
-            (m.series.entry(labels).or_default(), attrs)
+                    .collect();
+                let attrs = m
+                    .keys
+                    .iter()
+                    .zip(&labels)
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+                    .collect();
+                m.series.insert(
+                    self.key.clone(),
+                    Series {
+                        labels,
+                        attrs,
+                        ..Series::default()
+                    },
+                );
+            }
+            m.series.get_mut(self.key.as_str()).expect("inserted above")
         } else {
             m.overflowed += 1;
             if let Some(c) = &self.overflow_counter {
                 c.add(1, &[KeyValue::new("vnt.metric", m.name.clone())]);
             }
-            (
-                &mut m.overflow,
-                vec![KeyValue::new("otel.metric.overflow", true)],
-            )
+            if m.overflow.attrs.is_empty() {
+                m.overflow.attrs = vec![KeyValue::new("otel.metric.overflow", true)];
+            }
+            &mut m.overflow
         };
+        let attrs = &series.attrs;
+        match &m.instrument {
+            Some(Instrument::Counter(c)) => c.add(p.value.max(0.0), attrs),
+            Some(Instrument::Gauge(g)) => g.record(p.value, attrs),
+            Some(Instrument::Histogram(h)) => h.record(p.value, attrs),
+            None => {}
+        }
         series.points += 1;
         match m.kind {
             MetricKind::Gauge => series.value = p.value,
             MetricKind::Counter | MetricKind::Histogram => series.value += p.value,
-        }
-        match &m.instrument {
-            Some(Instrument::Counter(c)) => c.add(p.value.max(0.0), &attrs),
-            Some(Instrument::Gauge(g)) => g.record(p.value, &attrs),
-            Some(Instrument::Histogram(h)) => h.record(p.value, &attrs),
-            None => {}
         }
     }
 
@@ -210,10 +248,15 @@ impl PluginMetrics {
         let mut out = Vec::new();
         let mut overflowed = 0;
         for m in ms {
-            for (labels, s) in &m.series {
+            for s in m.series.values() {
                 out.push(SeriesSummary {
                     metric: m.name.clone(),
-                    labels: m.keys.iter().cloned().zip(labels.iter().cloned()).collect(),
+                    labels: m
+                        .keys
+                        .iter()
+                        .cloned()
+                        .zip(s.labels.iter().cloned())
+                        .collect(),
                     value: s.value,
                     points: s.points,
                 });

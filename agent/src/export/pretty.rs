@@ -108,6 +108,12 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
         } else {
             format!("+{}", duration(h.latency_ns))
         };
+        // Substeps indented by how deep they nest (a step of a step).
+        let label = if h.depth > 0 {
+            format!("{}+ {}", "  ".repeat(usize::from(h.depth) - 1), h.label)
+        } else {
+            h.label.to_string()
+        };
         let who = h
             .process
             .as_ref()
@@ -117,7 +123,7 @@ pub fn journey(out: &mut dyn Write, j: &JourneyView) -> io::Result<()> {
             out,
             "  {:>12}  {:<8} {:<15} {:<2}  {:<40} {}{who}",
             when,
-            h.label,
+            label,
             if h.interface.is_empty() {
                 "-"
             } else {

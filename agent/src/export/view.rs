@@ -11,7 +11,7 @@ use vnt_plugin_api::Value;
 
 use super::ids;
 use crate::containers::{ContainerInfo, Containers};
-use crate::journey::{BuilderStats, DeliveredTo, Journey, Verdict};
+use crate::journey::{BuilderStats, DeliveredTo, Hop, Journey, Verdict};
 use crate::kernel::clock::WallClock;
 use crate::kernel::drop_reason::DropReasons;
 use crate::kernel::netns::NetnsResolver;
@@ -129,6 +129,15 @@ pub struct HopView {
     /// Substeps only: hook of the hop they are nested in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_hook: Option<Arc<str>>,
+    /// Substeps only: the index in `hops` of the hop (or substep) they are
+    /// nested in; `None` when the journey has no hop of `parent_hook`
+    /// (the substep then hangs under the journey). See [`nest`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<usize>,
+    /// How deep it is nested: 0 for hops, 1 for a substep of a hop, 2 for
+    /// a substep of a substep, ...
+    #[serde(skip_serializing_if = "is_zero_u8")]
+    pub depth: u8,
     /// Substeps only: their duration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
@@ -325,10 +334,13 @@ impl JourneyView {
                     code,
                 }),
                 parent_hook: h.obs.substep.map(|(parent, _)| hook_name(meta, parent)),
+                parent: None,
+                depth: 0,
                 duration_ns: h.obs.substep.map(|(_, e)| e.saturating_sub(h.obs.ts_ns)),
                 attrs: Attrs::of(meta, &h.obs.values),
             });
         }
+        nest(j, &mut hops);
         let cpu_intervals = j
             .intervals
             .iter()
@@ -378,6 +390,82 @@ impl JourneyView {
             cpu_intervals,
         }
     }
+}
+
+fn is_zero_u8(n: &u8) -> bool {
+    *n == 0
+}
+
+/// Where each substep of `j` nests: sets `hops[i].parent` and `.depth`
+/// from [`parents`].
+fn nest(j: &Journey, hops: &mut [HopView]) {
+    for (h, (parent, depth)) in hops.iter_mut().zip(parents(&j.hops)) {
+        h.parent = parent;
+        h.depth = depth;
+    }
+}
+
+/// For each hop of a journey, the index of the hop its substep nests in and
+/// its depth (0 for hops, 1 under a hop, 2 under a substep, ...).
+///
+/// A substep names its parent by hook (`substep = (parent hook, end)`), and a
+/// journey can pass the same hook more than once (two bridges, two OVS
+/// datapaths), so the parent is the hop of that plugin and hook nearest in
+/// time: one that came before the substep started, or one that came after it
+/// ended (a slow path ends before its hop: an OVS upcall before the
+/// re-injected packet is executed; the outer packet arrives before its
+/// decapsulation). Ties go to the earlier hop. A parent may itself be a
+/// substep, so steps nest inside steps. A chain that loops back (substeps
+/// naming each other's hooks) is cut: the substep closing it hangs under
+/// the journey (no parent), as does one whose parent hook never came.
+pub fn parents(hops: &[Hop]) -> Vec<(Option<usize>, u8)> {
+    let mut out: Vec<(Option<usize>, u8)> = hops
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let Some((parent_hook, end)) = h.obs.substep else {
+                return (None, 0);
+            };
+            let mut best: Option<(u64, usize)> = None;
+            for (k, c) in hops.iter().enumerate() {
+                if k == i || c.plugin != h.plugin || c.obs.hook != parent_hook {
+                    continue;
+                }
+                let distance = if k < i {
+                    h.obs.ts_ns.saturating_sub(c.obs.ts_ns)
+                } else {
+                    c.obs.ts_ns.saturating_sub(end.max(h.obs.ts_ns))
+                };
+                if best.is_none_or(|(d, _)| distance < d) {
+                    best = Some((distance, k));
+                }
+            }
+            (best.map(|(_, k)| k), 1)
+        })
+        .collect();
+    let n = hops.len();
+    for i in 0..n {
+        if hops[i].obs.substep.is_none() {
+            continue;
+        }
+        // Walk up to a hop; more steps than there are hops is a loop.
+        let mut steps = 0usize;
+        let mut at = out[i].0;
+        while let Some(k) = at {
+            steps += 1;
+            if steps > n {
+                break;
+            }
+            at = out[k].0;
+        }
+        if steps > n {
+            out[i] = (None, 1);
+        } else {
+            // steps counts the parent hop itself, which is depth 0.
+            out[i].1 = u8::try_from(steps.max(1)).unwrap_or(u8::MAX);
+        }
+    }
+    out
 }
 
 /// Per-plugin part of the summary.
@@ -435,6 +523,11 @@ pub struct Summary {
     pub journeys_shutdown: u64,
     /// Socket reads of packets whose journey had already ended.
     pub late_reads: u64,
+    /// Hops read from one plugin's ring buffer after another plugin's drop
+    /// or terminal hop had ended their journey, older than that end: joined
+    /// to it (several plugins only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub late_joined: u64,
     /// Observations without a packet id (a TCP retransmission) joined to
     /// their packet's journey by flow and TCP sequence number.
     pub joined: u64,
@@ -506,6 +599,7 @@ impl Summary {
         self.journeys_evicted = b.evicted;
         self.journeys_shutdown = b.shutdown;
         self.late_reads = b.late_terminal;
+        self.late_joined = b.late_joined;
         self.joined = b.joined;
         self.unjoined = b.unjoined;
         self.observations = b.observations + b.intervals;
@@ -526,6 +620,56 @@ mod tests {
     use crate::journey::{End, Hop};
     use crate::plugin_host::HookInfo;
     use vnt_plugin_api::{Direction, Flow, PacketObservation};
+
+    fn step(plugin: u16, hook: u16, ts: u64, substep: Option<(u16, u64)>) -> Hop {
+        Hop {
+            plugin,
+            obs: PacketObservation {
+                hook,
+                ts_ns: ts,
+                substep,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_substep_nests_under_the_nearest_hop_of_its_hook_before_or_after_it() {
+        let hops = [
+            step(0, 1, 100, None),              // 0: first datapath
+            step(0, 9, 150, Some((1, 900))),    // 1: slow path of the second
+            step(0, 10, 200, Some((9, 300))),   // 2: a step inside it
+            step(0, 1, 910, None),              // 3: second datapath, after it
+            step(1, 1, 950, None),              // 4: another plugin's hook 1
+            step(1, 7, 990, Some((1, 995))),    // 5: under plugin 1's hook 1
+            step(0, 11, 999, Some((42, 1000))), // 6: parent never came
+        ];
+        let p = parents(&hops);
+        assert_eq!(p[0], (None, 0));
+        assert_eq!(
+            p[1],
+            (Some(3), 1),
+            "10 ns after it ended beats 50 ns before"
+        );
+        assert_eq!(p[2], (Some(1), 2), "a step inside a step");
+        assert_eq!(p[3], (None, 0));
+        assert_eq!(p[5], (Some(4), 1), "only its own plugin's hooks");
+        assert_eq!(p[6], (None, 1), "no such hook: under the journey");
+    }
+
+    #[test]
+    fn substeps_naming_each_other_do_not_loop() {
+        let hops = [
+            step(0, 1, 100, Some((2, 110))),
+            step(0, 2, 105, Some((1, 110))),
+        ];
+        let p = parents(&hops);
+        assert!(
+            p.iter().any(|(parent, _)| parent.is_none()),
+            "the loop is cut: {p:?}"
+        );
+        assert!(p.iter().all(|(_, d)| *d >= 1));
+    }
 
     fn meta() -> PluginMeta {
         let hook = |id, name: &str, label: &str| HookInfo {

@@ -237,6 +237,11 @@ pub struct BuilderStats {
     pub unknown: u64,
     /// Terminal hops (socket reads) that found no open journey.
     pub late_terminal: u64,
+    /// Observations older than the drop or terminal hop that ended their
+    /// journey, read after it from another plugin's ring buffer, that
+    /// joined it while it waited for the watermark
+    /// ([`Builder::with_several_rings`]).
+    pub late_joined: u64,
     /// Observations without a packet id joined to a journey by flow and TCP
     /// sequence number.
     pub joined: u64,
@@ -246,6 +251,24 @@ pub struct BuilderStats {
 }
 
 impl BuilderStats {
+    fn count_verdict(&mut self, v: &Verdict) {
+        *self.verdict_counter(v) += 1;
+    }
+
+    fn uncount_verdict(&mut self, v: &Verdict) {
+        let c = self.verdict_counter(v);
+        *c = c.saturating_sub(1);
+    }
+
+    fn verdict_counter(&mut self, v: &Verdict) -> &mut u64 {
+        match v {
+            Verdict::Delivered(_) => &mut self.delivered,
+            Verdict::Forwarded => &mut self.forwarded,
+            Verdict::Dropped => &mut self.verdict_dropped,
+            Verdict::Unknown => &mut self.unknown,
+        }
+    }
+
     /// All journeys ended.
     pub fn journeys(&self) -> u64 {
         self.idle + self.dropped + self.terminal + self.evicted + self.shutdown
@@ -316,11 +339,14 @@ pub struct Builder {
     /// How long a finished journey stays open to joins before it is output
     /// (0: output at once).
     linger_ns: u64,
-    /// Finished journeys waiting out `linger_ns` (or, for drops, the
-    /// watermark), in finishing order.
+    /// Finished journeys waiting out `linger_ns` (or the watermark), in
+    /// finishing order.
     closing: VecDeque<(u64, Journey)>,
-    /// How many of them a drop ended.
-    drops_closing: usize,
+    /// How many journeys of each packet id wait in `closing`.
+    closing_ids: HashMap<u64, u32, RandomState>,
+    /// Finished journeys wait until the watermark passes their end
+    /// ([`Builder::with_several_rings`]).
+    wait_watermark: bool,
     /// The latest `now` seen.
     last_now: u64,
     /// Index packets by TCP sequence number ([`Builder::with_seq_joins`]).
@@ -343,7 +369,8 @@ impl Builder {
             seq: join::SeqIndex::default(),
             linger_ns: 0,
             closing: VecDeque::new(),
-            drops_closing: 0,
+            closing_ids: HashMap::default(),
+            wait_watermark: false,
             last_now: 0,
             seq_joins: false,
         }
@@ -358,6 +385,19 @@ impl Builder {
     pub fn with_seq_joins(mut self, linger_ns: u64) -> Builder {
         self.seq_joins = true;
         self.linger_ns = linger_ns;
+        self
+    }
+
+    /// Observations come from several ring buffers (one per plugin), each
+    /// read on its own: a journey ended by one plugin's drop or terminal hop
+    /// may be read before another plugin's older hops of the same packet
+    /// (an OVS datapath hop, a decapsulation). Finished journeys then wait
+    /// until the watermark (every plugin has read up to their end) passes
+    /// their last hop, and an observation of their packet older than that
+    /// joins them ([`BuilderStats::late_joined`]). Costs each finished
+    /// journey a hash insert and the output a drain interval of delay.
+    pub fn with_several_rings(mut self, several: bool) -> Builder {
+        self.wait_watermark = several;
         self
     }
 
@@ -470,16 +510,19 @@ impl Builder {
         true
     }
 
-    /// Add an observation older than the drop that ended its packet's
-    /// journey (read after it, from another plugin's ring buffer) to that
-    /// journey while it waits for the watermark; false when there is none.
-    fn join_before_drop(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
-        if self.drops_closing == 0 {
+    /// An observation of a packet whose journey already finished, but no
+    /// later than its end: it belongs in that journey, still waiting for
+    /// the watermark ([`Builder::with_several_rings`]).
+    fn join_late(&mut self, plugin: u16, obs: &PacketObservation) -> bool {
+        if !self.closing_ids.contains_key(&obs.pkt_id) {
             return false;
         }
-        let Some((_, j)) = self.closing.iter_mut().rev().find(|(_, j)| {
-            j.pkt_id == obs.pkt_id && j.end == End::Dropped && obs.ts_ns <= j.span_ns().1
-        }) else {
+        let Some((_, j)) = self
+            .closing
+            .iter_mut()
+            .rev()
+            .find(|(_, j)| j.pkt_id == obs.pkt_id && obs.ts_ns <= j.span_ns().1)
+        else {
             return false;
         };
         let at = j.hops.partition_point(|h| h.obs.ts_ns <= obs.ts_ns);
@@ -490,13 +533,20 @@ impl Builder {
                 obs: obs.clone(),
             },
         );
+        let before = j.verdict;
         j.verdict = verdict(&j.hops, &self.benign_drops);
+        let after = j.verdict;
+        if std::mem::discriminant(&before) != std::mem::discriminant(&after) {
+            self.stats.uncount_verdict(&before);
+            self.stats.count_verdict(&after);
+        }
+        self.stats.late_joined += 1;
         true
     }
 
     fn take(&mut self, plugin: u16, obs: PacketObservation, out: &mut Vec<Journey>) {
         let id = obs.pkt_id;
-        if !self.open.contains_key(&id) && self.join_before_drop(plugin, &obs) {
+        if self.wait_watermark && self.join_late(plugin, &obs) {
             return;
         }
         let repeat = self.open.get(&id).is_some_and(|j| {
@@ -605,8 +655,11 @@ impl Builder {
     fn release(&mut self, now_ns: u64, out: &mut Vec<Journey>) {
         while self.closing.front().is_some_and(|(d, _)| *d <= now_ns) {
             if let Some((_, j)) = self.closing.pop_front() {
-                if j.end == End::Dropped {
-                    self.drops_closing -= 1;
+                if let Some(n) = self.closing_ids.get_mut(&j.pkt_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.closing_ids.remove(&j.pkt_id);
+                    }
                 }
                 out.push(j);
             }
@@ -645,12 +698,7 @@ impl Builder {
         let mut hops = open.hops;
         hops.sort_by_key(|h| h.obs.ts_ns);
         let verdict = verdict(&hops, &self.benign_drops);
-        match verdict {
-            Verdict::Delivered(_) => self.stats.delivered += 1,
-            Verdict::Forwarded => self.stats.forwarded += 1,
-            Verdict::Dropped => self.stats.verdict_dropped += 1,
-            Verdict::Unknown => self.stats.unknown += 1,
-        }
+        self.stats.count_verdict(&verdict);
         match end {
             End::Idle => self.stats.idle += 1,
             End::Dropped => self.stats.dropped += 1,
@@ -666,19 +714,19 @@ impl Builder {
             intervals: vec![],
         };
         self.join_intervals(&mut j);
-        // A journey a drop ended waits (at least) until every plugin's
-        // events up to its end have been read (the watermark): another
-        // plugin's hop of the packet, older than the drop but read after it
-        // from its own ring buffer, still joins it (Builder::join_before_drop).
-        if self.linger_ns == 0 && end != End::Dropped {
+        if self.linger_ns == 0 && !self.wait_watermark {
             out.push(j);
         } else {
-            if end == End::Dropped {
-                self.drops_closing += 1;
-            }
-            // Deadlines follow the ingest clock, which never goes back: the
-            // queue stays in deadline order.
-            let deadline = self.last_now.saturating_add(self.linger_ns);
+            // Lingering deadlines follow the ingest clock, which never goes
+            // back: the queue stays in deadline order. Without lingering, a
+            // journey waits for the watermark to pass its end, which is
+            // behind the ingest clock: released a little late, never early.
+            let deadline = if self.linger_ns > 0 {
+                self.last_now.saturating_add(self.linger_ns)
+            } else {
+                j.span_ns().1.saturating_add(1)
+            };
+            *self.closing_ids.entry(j.pkt_id).or_default() += 1;
             self.closing.push_back((deadline, j));
         }
     }
@@ -864,38 +912,12 @@ mod tests {
         let mut d = obs(1, 4, 20, 1);
         d.drop_reason = Some(12);
         b.packet(0, d, &mut out);
-        // Ended, and out as soon as every event up to the drop was read.
-        assert_eq!(b.in_flight(), 0);
-        b.expire(20, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].end, End::Dropped);
         assert_eq!(out[0].drop_hop().unwrap().obs.drop_reason, Some(12));
         // the stale deadline of the first hop does nothing later
         b.expire(u64::MAX, &mut out);
         assert_eq!(out.len(), 1);
-    }
-
-    /// Regression (issue 11): the OVS hop of a packet OVS dropped, read from
-    /// the ovs plugin's ring buffer after the veth plugin's drop (same
-    /// packet, a few microseconds later), made a journey of its own.
-    #[test]
-    fn a_hop_older_than_the_drop_read_after_it_joins_the_dropped_journey() {
-        let mut b = Builder::new(100 * MS, 10);
-        let mut out = vec![];
-        b.packet(0, obs(1, 1, 10, 1), &mut out);
-        let mut d = obs(1, 4, 30, 1);
-        d.drop_reason = Some(12);
-        b.packet(0, d, &mut out);
-        b.packet(1, obs(1, 7, 20, 1), &mut out);
-        b.expire(30, &mut out);
-        assert_eq!(out.len(), 1, "{out:?}");
-        let hooks: Vec<u16> = out[0].hops.iter().map(|h| h.obs.hook).collect();
-        assert_eq!(hooks, [1, 7, 4]);
-        assert_eq!(out[0].verdict, Verdict::Dropped);
-        // A hop after the drop is another journey, as before.
-        b.packet(1, obs(1, 8, 40, 1), &mut out);
-        b.expire(u64::MAX, &mut out);
-        assert_eq!(out.len(), 2);
     }
 
     #[test]
@@ -1041,6 +1063,77 @@ mod tests {
         b.flush(&mut out);
         assert_eq!(out[0].intervals.len(), 1);
         assert_eq!(out[0].intervals[0].1.detail, 2);
+    }
+
+    /// Regression (issues 11 and 12): host B's drop, read from veth's ring
+    /// buffer before the overlay plugin's older decapsulation hop of the same
+    /// packet, and OVS's datapath hop read after veth's drop, each split the
+    /// packet in two.
+    #[test]
+    fn another_plugins_older_hops_read_after_a_drop_join_its_journey() {
+        let mut b = Builder::new(100 * MS, 10).with_several_rings(true);
+        let mut out = vec![];
+        let mut d = obs(1, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, obs(1, 3, 20, 1), &mut out);
+        b.packet(0, d, &mut out);
+        assert_eq!(b.in_flight(), 0);
+        assert!(
+            out.is_empty(),
+            "waits for every plugin to read up to its end"
+        );
+        // The other plugin's hops, older than the drop, read after it.
+        b.packet(1, obs(1, 1, 10, 2), &mut out);
+        b.packet(1, obs(1, 2, 25, 2), &mut out);
+        // A copy of the packet after the drop starts a journey of its own.
+        b.packet(1, obs(1, 1, 40, 2), &mut out);
+        b.expire(30, &mut out);
+        assert!(out.is_empty(), "an event at 30 may still be unread");
+        b.expire(31, &mut out);
+        assert_eq!(
+            out.len(),
+            1,
+            "out once the watermark passed the drop: {out:?}"
+        );
+        let ts: Vec<u64> = out[0].hops.iter().map(|h| h.obs.ts_ns).collect();
+        assert_eq!(ts, [10, 20, 25, 30]);
+        assert_eq!(out[0].end, End::Dropped);
+        assert_eq!(out[0].verdict, Verdict::Dropped);
+        assert_eq!(b.stats().late_joined, 2);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
+
+        // With one plugin (one ring buffer) a drop is out at once, and a
+        // later copy of the packet is a journey of its own.
+        let mut b = Builder::new(100 * MS, 10);
+        let mut out = vec![];
+        let mut d = obs(1, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, d, &mut out);
+        assert_eq!(out.len(), 1);
+        b.packet(1, obs(1, 1, 10, 2), &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn a_late_hop_that_turns_the_verdict_recounts_it() {
+        let mut b = Builder::new(100 * MS, 10)
+            .with_several_rings(true)
+            .with_benign_drops(vec![]);
+        let mut out = vec![];
+        let mut d = obs(7, 4, 30, 1);
+        d.drop_reason = Some(2);
+        b.packet(0, d, &mut out);
+        assert_eq!(b.stats().verdict_dropped, 1);
+        b.packet(1, obs(7, 1, 10, 2), &mut out);
+        b.expire(31, &mut out);
+        let s = b.stats();
+        assert_eq!(
+            s.delivered + s.forwarded + s.verdict_dropped + s.unknown,
+            1,
+            "one journey, one verdict: {s:?}"
+        );
     }
 
     #[test]

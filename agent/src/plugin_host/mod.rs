@@ -291,44 +291,15 @@ impl PluginMeta {
     /// Whether an observation's values and metric id fit the declarations;
     /// the error says what does not.
     pub fn check_observation(&self, o: &Observation) -> Result<(), String> {
-        let values = match o {
-            Observation::Packet(p) => &p.values[..],
-            Observation::Metric(m) => {
-                if usize::from(m.metric) >= self.metrics.len() {
-                    return Err(format!(
-                        "metric id {} is not declared ({} metrics)",
-                        m.metric,
-                        self.metrics.len()
-                    ));
-                }
-                if !m.value.is_finite() {
-                    return Err(format!(
-                        "metric id {}: value {} is not finite",
-                        m.metric, m.value
-                    ));
-                }
-                &m.labels
-            }
-            _ => return Ok(()),
-        };
-        for v in values {
-            let Some(f) = self.fields.get(usize::from(v.field)) else {
-                return Err(format!(
-                    "field id {} is not declared ({} fields)",
-                    v.field,
-                    self.fields.len()
-                ));
-            };
-            if v.value.kind() != f.kind {
-                return Err(format!(
-                    "field `{}` is declared {:?} but carries a {:?} value",
-                    f.name,
-                    f.kind,
-                    v.value.kind()
-                ));
-            }
-        }
-        Ok(())
+        vnt_plugin_api::declare::check_observation(
+            o,
+            |id| {
+                self.fields
+                    .get(usize::from(id))
+                    .map(|f| (f.name.as_str(), f.kind))
+            },
+            self.metrics.len(),
+        )
     }
     /// The hook with this id.
     pub fn hook(&self, id: u16) -> Option<&HookInfo> {

@@ -49,9 +49,9 @@ pub mod hook {
 /// `hdr.kind` of the plugin's own record (`OVS_KIND` in the C).
 const KIND: u16 = 16;
 
-/// The parent of the upcall's own steps. The exporter nests a step under a
-/// hop; once it nests steps under steps this becomes [`hook::UPCALL`].
-const STEP_PARENT: u16 = hook::EXECUTE;
+/// The parent of the upcall's own steps: the upcall (the exporter nests a
+/// step under the nearest hop or step of its parent hook).
+const STEP_PARENT: u16 = hook::UPCALL;
 
 mod records {
     include!(concat!(env!("OUT_DIR"), "/ovs.bpf.records.rs"));

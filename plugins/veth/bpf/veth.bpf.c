@@ -32,6 +32,28 @@ enum veth_hook {
 	VETH_HOOK_DELIVER = 5, /* skb:skb_copy_datagram_iovec, a process reads it */
 };
 
+/*
+ * Sampled packets that reached the stack, by data buffer (skb->head): what
+ * the socket read (veth_deliver) looks up before it pays for an identity. The read runs
+ * in the reader's task, long after the packet's other hops, when the per-CPU
+ * identity memo has moved on: computing every read's keyed id cost ~740 ns
+ * per read, sampled or not. The receive hook (netif_receive_skb, the last
+ * hop before a socket) records the buffers of the packets it emitted; a
+ * read of a buffer not recorded is not sampled and costs a lookup. The data
+ * buffer, not the skb: a ping or raw socket reads its own clone of the
+ * packet, which shares the buffer (so does a TCP segment, itself the clone
+ * the sender keeps for retransmission). A recorded buffer is only a hint (it
+ * may have been freed and reused): a hit runs the whole pipeline, which
+ * computes the packet's own id and sampling. LRU: entries of packets that
+ * were forwarded or dropped instead of read age out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} veth_sampled_skbs SEC(".maps");
+
 /* One hop: `typed` is true in tp_btf and fentry programs (direct reads). */
 static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device *dev, enum veth_hook hook,
 				    bool typed, bool data_is_l3, __u8 direction)
@@ -45,8 +67,18 @@ static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device
 		/* A transmit may run in the sender's own context. */
 		.task = direction == VNT_DIR_TX ? VNT_TASK_SENDER : VNT_TASK_NONE,
 	};
+	struct vnt_packet_event *e = vnt_packet_reserve(skb, dev, c, sizeof(*e));
 
-	return vnt_packet_observe(skb, dev, c);
+	if (!e)
+		return 0;
+	vnt_submit(e);
+	if (hook == VETH_HOOK_RECEIVE) {
+		__u64 key = (__u64)VNT_READ(typed, skb, head);
+		__u8 one = 1;
+
+		bpf_map_update_elem(&veth_sampled_skbs, &key, &one, BPF_ANY);
+	}
+	return 0;
 }
 
 /* The receiving device of an skb: the peer after veth's eth_type_trans(). */
@@ -117,12 +149,23 @@ int BPF_PROG(veth_drop_btf, struct sk_buff *skb, void *location, int reason)
  */
 static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
 {
-	struct sock *sk = VNT_READ(typed, skb, sk);
+	/* Only packets the receive hook sampled (veth_sampled_skbs): the
+	 * lookup first, it is all most reads pay. */
+	__u64 key = (__u64)VNT_READ(typed, skb, head);
+
+	if (!bpf_map_lookup_elem(&veth_sampled_skbs, &key)) {
+		vnt_count(VNT_STAT_SEEN);
+		return 0;
+	}
 
 	/* A packet socket (a capture tool reading without a ring) reads a
 	 * copy of a packet that goes on: not a delivery. */
+	struct sock *sk = VNT_READ(typed, skb, sk);
+
 	if (sk && BPF_CORE_READ(sk, __sk_common.skc_family) == 17 /* AF_PACKET */)
 		return 0;
+	/* Read once: a stream read in parts is one delivery. */
+	bpf_map_delete_elem(&veth_sampled_skbs, &key);
 
 	struct vnt_hook_ctx c = {
 		.hook = VETH_HOOK_DELIVER,

@@ -312,8 +312,6 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
     };
     nested(buf, 2, |b| root_span(b, j, &ids, &mut scratch.name));
 
-    // Span ids of the hops so far, to nest substeps under their parent hop.
-    scratch.hop_ids.clear();
     let mut clock = HopClock::default();
     let mut index = 0u32;
     for (i, h) in j.hops.iter().enumerate() {
@@ -321,15 +319,10 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
         let name = &mut scratch.name;
         hop_name(h, name);
         let (start, end) = clock.next(h);
-        let parent = match &h.parent_hook {
-            Some(parent_hook) => scratch
-                .hop_ids
-                .iter()
-                .rev()
-                .find(|(hook, _)| j.hops[*hook].hook == *parent_hook)
-                .map_or(ids.root, |(_, id)| *id),
-            None => ids.root,
-        };
+        // A substep under the hop (or substep) the view nested it in.
+        let parent = h
+            .parent
+            .map_or(ids.root, |k| ids::child_span_id(ids.root, k as u32 + 1));
         let hop_index = h.parent_hook.is_none().then(|| {
             index += 1;
             index
@@ -351,9 +344,6 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
                 span_tail(b, None);
             }
         });
-        if h.parent_hook.is_none() {
-            scratch.hop_ids.push((i, id));
-        }
     }
 
     let base = j.hops.len() as u32 + 1;
@@ -384,8 +374,6 @@ fn journey(buf: &mut Vec<u8>, j: &JourneyView, host: u64, scratch: &mut Scratch)
 #[derive(Debug, Default)]
 struct Scratch {
     name: String,
-    /// (index of the hop in the journey, its span id)
-    hop_ids: Vec<(usize, [u8; 8])>,
 }
 
 /// Writes export requests for one agent: its resource, scope and host key.
@@ -509,6 +497,8 @@ mod tests {
             latency_ns: latency,
             drop: None,
             parent_hook: None,
+            parent: None,
+            depth: 0,
             duration_ns: None,
             // Every kind of plugin value, and a u64 beyond i64.
             attrs: Attrs(vec![
@@ -542,9 +532,12 @@ mod tests {
         });
         let mut sub = hop("ovs:upcall", "upcall", "h1", 1_000_200, 0);
         sub.parent_hook = Some("net:netif_rx".into());
+        sub.parent = Some(1);
+        sub.depth = 1;
         sub.duration_ns = Some(50);
         let mut orphan = hop("ovs:upcall", "", "h1", 1_000_300, 0);
         orphan.parent_hook = Some("net:nowhere".into());
+        orphan.depth = 1;
         let mut bare = hop("net:netif_rx", "backlog", "veth-with-a-long", 5, 3);
         bare.direction = "rx";
         bare.netns_name = None;

@@ -274,6 +274,8 @@ mod tests {
             latency_ns: latency,
             drop: None,
             parent_hook: None,
+            parent: None,
+            depth: 0,
             duration_ns: None,
             attrs: Default::default(),
         };

@@ -357,8 +357,6 @@ pub fn journey_spans(
         scope,
     ));
 
-    // Span ids of the hops so far, to nest substeps under their parent hop.
-    let mut hop_ids: Vec<(&str, SpanId)> = Vec::with_capacity(j.hops.len());
     let mut clock = HopClock::default();
     let mut index = 0u32;
     for (i, h) in j.hops.iter().enumerate() {
@@ -366,14 +364,10 @@ pub fn journey_spans(
         let mut name = String::new();
         hop_name(h, &mut name);
         let (start, end) = clock.next(h);
-        let parent = match &h.parent_hook {
-            Some(parent_hook) => hop_ids
-                .iter()
-                .rev()
-                .find(|(hook, _)| *hook == &**parent_hook)
-                .map_or(root, |(_, id)| *id),
-            None => root,
-        };
+        // A substep under the hop (or substep) the view nested it in.
+        let parent = h.parent.map_or(root, |k| {
+            SpanId::from_bytes(ids::child_span_id(root_id, k as u32 + 1))
+        });
         let hop_index = h.parent_hook.is_none().then(|| {
             index += 1;
             index
@@ -408,9 +402,6 @@ pub fn journey_spans(
             status,
             scope,
         ));
-        if h.parent_hook.is_none() {
-            hop_ids.push((&h.hook, SpanId::from_bytes(id)));
-        }
     }
 
     let base = j.hops.len() as u32 + 1;
@@ -464,6 +455,8 @@ mod tests {
             latency_ns: latency,
             drop: None,
             parent_hook: None,
+            parent: None,
+            depth: 0,
             duration_ns: None,
             attrs: Default::default(),
         }
@@ -477,6 +470,8 @@ mod tests {
         });
         let mut sub = hop("ovs:upcall", "upcall", "h1", 1_000_200, 0);
         sub.parent_hook = Some("net:netif_rx".into());
+        sub.parent = Some(1);
+        sub.depth = 1;
         sub.duration_ns = Some(50);
         JourneyView {
             kind: "journey",
