@@ -9,7 +9,10 @@
 //!    plausible duration; later packets take the fast path with the actions
 //!    executed; the flow's UFID, in port and actions equal what `ovs-appctl
 //!    dpctl/dump-flows -m` shows for that flow (acceptance 1). Each packet
-//!    is one journey joining its veth and OVS hops (acceptance 2, JSON).
+//!    is one journey joining its veth and OVS hops, in JSON and in a Jaeger
+//!    started in the guest: the first packet's trace has the veth and OVS
+//!    hop spans, the upcall span under the OVS hop's, its steps under the
+//!    upcall's (acceptance 2).
 //! 2. A flow dropped by an OpenFlow rule shows the drop at the OVS hop: with
 //!    OVS's own reason (OVS_DROP_LAST_ACTION) on 6.12, the generic one on
 //!    6.1, whose module has none (acceptance 3).
@@ -26,6 +29,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use std::net::IpAddr;
 use std::time::Duration;
+use vnt_tests::otel::{self, Jaeger};
 use vnt_tests::ovs::{Datapath, DpFlow, OvsSwitch};
 use vnt_tests::{
     bpftrace, kernel, locate_binary, median, require_root, Agent, AgentOutput, Journey, Traffic,
@@ -101,16 +105,47 @@ fn switch(tag: &str, subnet: u8) -> Result<Option<OvsSwitch>> {
     Ok(Some(sw))
 }
 
-fn agent(filter: &str) -> Result<Agent> {
+fn agent_builder(filter: &str) -> Result<vnt_tests::AgentBuilder> {
     let cfg = vnt_tests::temp_path("ovs.toml");
     // Under TCG an upcall takes milliseconds: the journey waits for it.
     std::fs::write(&cfg, "[journey]\nidle_timeout_ms = 2000\n")?;
-    Agent::builder()
+    Ok(Agent::builder()
         .plugins("veth,ovs")
         .filter(filter)
         .arg("--config")
-        .arg(&cfg)
-        .start()
+        .arg(&cfg))
+}
+
+fn agent(filter: &str) -> Result<Agent> {
+    agent_builder(filter)?.start()
+}
+
+/// The slow-path journey as Jaeger has it: one trace with a span per hop,
+/// the upcall under the OVS hop, its steps under the upcall.
+fn check_jaeger(jaeger: &Jaeger, j: &Journey) -> Result<()> {
+    let t = jaeger.wait_trace(&j.trace_id, 1 + j.hops.len(), Duration::from_secs(30))?;
+    let by_tag = |k: &str, v: &str| t.spans.iter().find(|s| s.tag_str(k) == Some(v));
+    let hop = by_tag("vnt.ovs.path", "slow").context("no OVS hop span (path slow)")?;
+    let up = by_tag("vnt.ovs.upcall.cmd", "miss").context("no upcall span")?;
+    ensure!(
+        up.parent() == Some(hop.span_id.as_str()),
+        "the upcall span must be a child of the OVS hop's"
+    );
+    for s in STEPS {
+        let n = t
+            .spans
+            .iter()
+            .filter(|x| x.operation_name.starts_with(s) && x.parent() == Some(up.span_id.as_str()))
+            .count();
+        ensure!(n == 1, "step {s}: {n} spans under the upcall in Jaeger");
+    }
+    let veth = t
+        .spans
+        .iter()
+        .filter(|x| x.tag_str("vnt.plugin") == Some("veth") || x.operation_name.starts_with("xmit"))
+        .count();
+    ensure!(veth >= 2, "the trace must have the veth hops too");
+    Ok(())
 }
 
 fn hops_named<'a>(j: &'a Journey, label: &str) -> Vec<&'a vnt_tests::Hop> {
@@ -171,7 +206,17 @@ fn first_packet_takes_the_slow_path_later_ones_the_fast_path() -> Result<()> {
     let dst: IpAddr = sw.addrs[1].parse()?;
     let port = vnt_tests::unique_port();
     let traffic = Traffic::locate();
-    let agent = agent(&format!("host {dst} and port {port}"))?;
+    let jaeger = Jaeger::start().context("Jaeger must start in the guest")?;
+    let agent = otel::with_env(
+        agent_builder(&format!("host {dst} and port {port}"))?
+            .arg("--otlp-endpoint")
+            .arg(jaeger.otlp_grpc_url()),
+        &[
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )?
+    .start()?;
     let rx = traffic.udp_recv(&sw.ns[1], dst, port, 4, Duration::from_secs(20))?;
     traffic.udp_send(
         &sw.ns[0],
@@ -315,8 +360,18 @@ fn first_packet_takes_the_slow_path_later_ones_the_fast_path() -> Result<()> {
             describe(&js)
         );
     }
+    check_jaeger(&jaeger, first).context("the slow-path journey in Jaeger")?;
+    for j in &js[1..] {
+        let t = jaeger.wait_trace(&j.trace_id, 1 + j.hops.len(), Duration::from_secs(30))?;
+        ensure!(
+            t.spans
+                .iter()
+                .any(|s| s.tag_str("vnt.ovs.path") == Some("fast")),
+            "a fast-path journey's trace must have the OVS hop span"
+        );
+    }
     vnt_tests::vm::progress(&format!(
-        "vm_ovs: {}: upcall {} us (handler {handler}), flow {} actions:{} matches dump-flows",
+        "vm_ovs: {}: upcall {} us (handler {handler}), flow {} actions:{} matches dump-flows; 4 traces in Jaeger, the upcall and its steps nested",
         kernel::release(),
         dur / 1000,
         flow.ufid,
