@@ -70,7 +70,7 @@ struct ovs_tail {
 	__u8 upcall_cmd;                    /* upcall: OVS_PACKET_CMD_MISS (1), _ACTION (2) */
 	__u8 _pad[3];
 	char comm[16];                      /* that thread's name */
-	__u64 first_ts;                     /* the first action's time */
+	__u64 first_ts;                     /* taken first in the program: the upcall's start, the first action's time */
 };
 VNT_RECORD(ovs_tail);
 
@@ -326,6 +326,8 @@ struct {
 SEC("raw_tp/ovs_dp_upcall")
 int BPF_PROG(ovs_upcall_raw, void *dp, struct sk_buff *skb, void *key, const void *upcall_info)
 {
+	/* The upcall's start: before this program's own work (the pipeline). */
+	__u64 start = bpf_ktime_get_ns();
 	struct vnt_hook_ctx c = {
 		.hook = OVS_HOOK_UPCALL,
 		.kind = VNT_EV_PACKET,
@@ -341,7 +343,7 @@ int BPF_PROG(ovs_upcall_raw, void *dp, struct sk_buff *skb, void *key, const voi
 	struct ovs_tail *t = (void *)(e + 1);
 
 	ovs_fill_tail(t, dp);
-	t->first_ts = e->hdr.ts_ns;
+	t->first_ts = start;
 	if (bpf_core_type_exists(struct dp_upcall_info___ovs))
 		ovs_upcall_info(upcall_info, t);
 
@@ -350,7 +352,7 @@ int BPF_PROG(ovs_upcall_raw, void *dp, struct sk_buff *skb, void *key, const voi
 
 	if (u) {
 		u->pkt_id = e->pkt_id;
-		u->ts = e->hdr.ts_ns;
+		u->ts = start;
 		u->pid_tgid = bpf_get_current_pid_tgid();
 	}
 	vnt_submit(e);

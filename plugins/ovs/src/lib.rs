@@ -500,6 +500,9 @@ impl Ovs {
         let (t, _) = OvsTail::read_from_prefix(wire::packet_tail(record))
             .map_err(|_| DecodeError("ovs record without its tail".into()))?;
         let in_port = p.ifname.to_str().into_owned();
+        // The hook's time: taken first thing in the program (the record's
+        // header is stamped after the pipeline ran).
+        p.ts_ns = t.first_ts.min(p.ts_ns).max(1);
         if hook == hook::UPCALL {
             self.upcalls.insert(
                 p.pkt_id,
@@ -515,8 +518,6 @@ impl Ovs {
             );
             return Ok(());
         }
-        // The OVS hop: at the first action's time.
-        p.ts_ns = t.first_ts.min(p.ts_ns).max(1);
         let slow = self.upcalls.remove(&p.pkt_id);
         let path = if slow.is_some() { "slow" } else { "fast" };
         let mut values = vec![
