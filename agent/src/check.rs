@@ -489,14 +489,20 @@ fn check_plugin(
     let filter = filter.to_kernel(cfg.sample_n);
     let merged = probes::module_btf(&meta);
     let btf = merged.as_ref().map_or(btf, |m| m.aya());
-    let mut ebpf =
-        match probes::load_object(&meta, btf, &filter, &cfg.packet_id_key, cfg.ringbuf_bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                report.error = Some(e.to_string());
-                return report;
-            }
-        };
+    let mut ebpf = match probes::load_object(
+        &meta,
+        btf,
+        &filter,
+        &cfg.packet_id_key,
+        &cfg.tunnels,
+        cfg.ringbuf_bytes,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
     // Try every probe, opt-in or not, and say which a run would attach.
     let choices = probes::attach_probes(
         &mut ebpf,

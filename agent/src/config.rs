@@ -15,6 +15,9 @@ use thiserror::Error;
 
 use crate::probes::filter::{FilterError, FilterSpec};
 use crate::probes::id_key::{IdKey, DEFAULT_ID_KEY_HEX};
+use crate::probes::tunnels::{
+    KernelTunnels, Tunnels, DEFAULT_IP_IN_UDP_PORTS, DEFAULT_VXLAN_PORTS,
+};
 use crate::probes::OptIn;
 
 /// Top-level keys read from `VNT_*` variables (`VNT_SAMPLE=1/10`,
@@ -35,6 +38,7 @@ const ENV_KEYS: &[&str] = &[
     "otlp",
     "packet_id",
     "containers",
+    "tunnels",
 ];
 
 /// Output formats.
@@ -122,6 +126,56 @@ pub struct RawPacketId {
     pub key: Option<KeyText>,
 }
 
+/// `[tunnels]` table: UDP destination ports whose packets are a tunnel's
+/// outer packets, traced as their inner packet (docs/adr/018-flannel-tunnels.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTunnels {
+    /// VXLAN ports (8-byte header, then an Ethernet frame). Default: 8472
+    /// (flannel, the Linux default), 4789 (IANA).
+    pub vxlan: PortList,
+    /// Ports whose datagrams are a bare IP packet (flannel's UDP backend).
+    /// Default: 8285.
+    pub ip_in_udp: PortList,
+}
+
+impl Default for RawTunnels {
+    fn default() -> Self {
+        RawTunnels {
+            vxlan: PortList::List(DEFAULT_VXLAN_PORTS.to_vec()),
+            ip_in_udp: PortList::List(DEFAULT_IP_IN_UDP_PORTS.to_vec()),
+        }
+    }
+}
+
+/// Ports as a TOML array, one number, or a comma-separated string
+/// (`VNT_TUNNELS__VXLAN=8472,4789`; empty for none).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PortList {
+    /// `[8472, 4789]`
+    List(Vec<u16>),
+    /// `8472`
+    One(u16),
+    /// `"8472,4789"`
+    Str(String),
+}
+
+impl PortList {
+    fn ports(&self) -> Result<Vec<u16>, String> {
+        match self {
+            PortList::List(v) => Ok(v.clone()),
+            PortList::One(p) => Ok(vec![*p]),
+            PortList::Str(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse::<u16>().map_err(|_| format!("`{p}` is not a port")))
+                .collect(),
+        }
+    }
+}
+
 /// A key as written. Hex digits that happen to be all decimal arrive from
 /// the environment as a number (figment parses `VNT_*` values), so a number
 /// is read back as its 32 digits, leading zeros restored.
@@ -181,6 +235,9 @@ pub struct RawConfig {
     /// Container names.
     #[serde(default)]
     pub containers: RawContainers,
+    /// Tunnel ports.
+    #[serde(default)]
+    pub tunnels: RawTunnels,
 }
 
 impl Default for RawConfig {
@@ -207,6 +264,7 @@ impl Default for RawConfig {
             otlp: RawOtlp::default(),
             packet_id: RawPacketId::default(),
             containers: RawContainers::default(),
+            tunnels: RawTunnels::default(),
         }
     }
 }
@@ -301,6 +359,8 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     /// The packet-id key written into every plugin's eBPF object.
     pub packet_id_key: IdKey,
+    /// Tunnel ports, written into every object (`[tunnels]`).
+    pub tunnels: Tunnels,
     /// The Docker engine's socket, when containers are named.
     pub docker_socket: Option<PathBuf>,
 }
@@ -516,6 +576,19 @@ impl Config {
                 .map_or_else(|| DEFAULT_ID_KEY_HEX.to_string(), KeyText::text),
         )
         .map_err(|m| invalid(fig, "packet_id.key", m))?;
+        let vxlan = raw
+            .tunnels
+            .vxlan
+            .ports()
+            .map_err(|m| invalid(fig, "tunnels.vxlan", m))?;
+        let ip_in_udp = raw
+            .tunnels
+            .ip_in_udp
+            .ports()
+            .map_err(|m| invalid(fig, "tunnels.ip_in_udp", m))?;
+        let tunnels = Tunnels(
+            KernelTunnels::new(&vxlan, &ip_in_udp).map_err(|m| invalid(fig, "tunnels", m))?,
+        );
         Ok(Config {
             plugins,
             plugin_dirs: raw
@@ -543,6 +616,7 @@ impl Config {
             plugin_config: raw.plugin,
             otlp,
             packet_id_key,
+            tunnels,
             docker_socket: (!raw.containers.docker_socket.trim().is_empty())
                 .then(|| PathBuf::from(raw.containers.docker_socket.trim())),
         })
@@ -1145,6 +1219,31 @@ mod tests {
                 .to_string();
             assert!(err.contains("sampel"), "{err}");
             assert!(err.contains("typo.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tunnel_ports_from_file_and_env() {
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                load(None, FlagLayer::default()).unwrap().tunnels,
+                Tunnels::default()
+            );
+            jail.create_file("t.toml", "[tunnels]\nvxlan = [4789]\nip_in_udp = []\n")?;
+            let t = load(Some("t.toml"), FlagLayer::default()).unwrap().tunnels;
+            assert_eq!(t.0, KernelTunnels::new(&[4789], &[]).unwrap());
+            jail.set_env("VNT_TUNNELS__IP_IN_UDP", "8285,9000");
+            let t = load(Some("t.toml"), FlagLayer::default()).unwrap().tunnels;
+            assert_eq!(t.0, KernelTunnels::new(&[4789], &[8285, 9000]).unwrap());
+            jail.set_env("VNT_TUNNELS__VXLAN", "1,2,3");
+            let err = load(Some("t.toml"), FlagLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("tunnels") && err.contains("at most 4"),
+                "{err}"
+            );
             Ok(())
         });
     }

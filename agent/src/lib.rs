@@ -1,6 +1,7 @@
 //! vnt-agent: loads plugins, attaches their eBPF probes, follows each sampled
 //! packet across the hooks and writes its journey. See docs/architecture.md.
 
+pub mod align;
 pub mod check;
 pub mod config;
 pub mod containers;

@@ -45,6 +45,8 @@ OPENTELEMETRY: --otlp-endpoint URL (or [otlp] endpoint, or OTEL_EXPORTER_OTLP_EN
   each journey as a trace (root span + one span per hop) and metrics over OTLP; --output keeps
   working alongside (`--output none` for OTLP only). OTEL_EXPORTER_OTLP_PROTOCOL, _HEADERS,
   OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are honoured; see docs/otel.md.
+  Across hosts, each agent's spans are on its host's clock: `vnt-agent align` between the agents
+  and the collector puts each packet's trace on one clock (docs/otel.md).
 
 SIGNALS: SIGINT and SIGTERM stop the agent cleanly (journeys in flight flushed, OTLP exported,
   every probe detached, the summary written), also while it is still attaching; SIGHUP is
@@ -156,6 +158,27 @@ enum Command {
     /// Checks the plugins of --plugins (or the configuration), else every plugin found;
     /// --filter's `dev` names the interfaces TC probes attach to; --output json for JSON.
     Check,
+    /// Stand between agents and the collector and put the spans of each packet's trace on
+    /// one clock: receives OTLP (gRPC and HTTP/protobuf on one port) from the agents, learns
+    /// each pair of hosts' clock offset from packets seen both ways, moves the receiving
+    /// host's spans onto the origin host's clock (vnt.clock.* attributes say by how much, how
+    /// sure, or `vnt.clock.aligned=false` without traffic back), and sends everything on to
+    /// --otlp-endpoint. Writes a JSON summary on stdout at exit (docs/otel.md).
+    Align {
+        /// Where agents send their OTLP (their --otlp-endpoint): gRPC and HTTP/protobuf.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4317")]
+        listen: std::net::SocketAddr,
+        /// How long a trace waits for the other hosts' spans, in milliseconds (more than
+        /// the agents' batch delay, otlp.batch_delay_ms).
+        #[arg(long, value_name = "MS", default_value_t = 3000)]
+        hold_ms: u64,
+        /// Offsets are estimated from the packets of the last SECS seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        window_secs: u64,
+        /// Spans held at most; beyond, the oldest traces go out before their hold is over.
+        #[arg(long, value_name = "N", default_value_t = 32_768)]
+        max_spans: usize,
+    },
 }
 
 /// `--otlp-header`: `KEY=VALUE`, both trimmed; the key must not be empty.
@@ -339,6 +362,34 @@ fn list_plugins(cfg: &Config, all: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn align(opts: vnt_agent::align::Options, cfg: &Config) -> ExitCode {
+    use vnt_agent::align::AlignError;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vnt-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(vnt_agent::align::run(opts, cfg.otlp.as_ref())) {
+        Ok(summary) => {
+            let json = serde_json::json!({ "aligner": summary });
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vnt-agent: {e}");
+            ExitCode::from(match e {
+                AlignError::NoEndpoint | AlignError::Otlp(_) | AlignError::Listen { .. } => 2,
+                AlignError::Io(_) => 1,
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
@@ -386,6 +437,23 @@ fn main() -> ExitCode {
     }
     if let Some(Command::Check) = cli.command {
         return vnt_agent::check::main(&cfg);
+    }
+    if let Some(Command::Align {
+        listen,
+        hold_ms,
+        window_secs,
+        max_spans,
+    }) = cli.command
+    {
+        let opts = vnt_agent::align::Options {
+            listen,
+            hold: std::time::Duration::from_millis(hold_ms),
+            window: std::time::Duration::from_secs(window_secs),
+            max_spans,
+            ready_file: cfg.ready_file.clone(),
+            duration: cfg.duration,
+        };
+        return align(opts, &cfg);
     }
 
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -194,6 +194,7 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
             btf.aya(),
             &kfilter,
             &cfg.packet_id_key,
+            &cfg.tunnels,
             cfg.ringbuf_bytes,
             &cfg.probes,
         )?;
@@ -282,6 +283,13 @@ pub async fn run(cfg: Config, out: Box<dyn Write + Send>) -> Result<Summary, Run
             write_ready_file(path, &stage.summary.plugins)?;
         }
         tracing::info!(filter = %cfg.filter_text, sample = %format!("1/{}", cfg.sample_n), "tracing");
+        if let Some(ns) = crate::kernel::clock::test_offset_ns() {
+            tracing::warn!(
+                offset_ns = ns,
+                "TEST ONLY: {} shifts every reported time",
+                crate::kernel::clock::TEST_OFFSET_ENV
+            );
+        }
         if cfg.sample_n > 1 && cfg.filter_text.trim().is_empty() {
             tracing::info!(
                 "no --filter: keeping one packet in {}; pass --sample 1/1 to keep every packet",

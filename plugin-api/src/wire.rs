@@ -32,6 +32,17 @@ pub mod kind {
     pub const CONN: u16 = 5;
 }
 
+/// `enum vnt_encap`: which tunnel a packet record's outer packet belongs to
+/// ([`PacketEvent::encap`]).
+pub mod encap {
+    /// A plain packet.
+    pub const NONE: u8 = 0;
+    /// A VXLAN outer packet (8-byte header, then an Ethernet frame).
+    pub const VXLAN: u8 = 1;
+    /// A bare IP packet as UDP payload (flannel's UDP backend).
+    pub const UDP: u8 = 2;
+}
+
 /// `struct vnt_event_hdr`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, FromBytes, KnownLayout, Immutable)]
@@ -101,8 +112,9 @@ pub struct PacketEvent {
     pub direction: u8,
     /// skb->pkt_type.
     pub pkt_type: u8,
-    /// Padding.
-    pub _pad0: u8,
+    /// The tunnel this packet was the outer packet of ([`encap`]): 0 for a
+    /// plain packet. Its id and flow are then the inner packet's.
+    pub encap: u8,
     /// IPv4 id or IPv6 flow label.
     pub ip_ident: u32,
     /// Interface name, NUL-padded.

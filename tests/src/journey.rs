@@ -122,12 +122,12 @@ pub struct Hop {
     pub latency_ns: u64,
     #[serde(default)]
     pub drop: Option<HopDrop>,
+    /// For a substep: the hook of the hop it is nested in.
+    #[serde(default)]
+    pub parent_hook: Option<String>,
     /// Values of the plugin's declared fields, by attribute key.
     #[serde(default)]
     pub attrs: BTreeMap<String, serde_json::Value>,
-    /// For a step nested in a hop: the parent hop's hook.
-    #[serde(default)]
-    pub parent_hook: Option<String>,
     /// For a step nested in a hop: how long it took.
     #[serde(default)]
     pub duration_ns: Option<u64>,
@@ -326,6 +326,33 @@ impl Journey {
         } else {
             Err(format!("{}: {}", problems.join("; "), self.describe()))
         }
+    }
+
+    /// Checks that `expected` occur among the hops in this order (other
+    /// hops may come between them). The error describes the journey.
+    pub fn check_hops_in_order(&self, expected: &[ExpectedHop]) -> Result<(), String> {
+        let mut next = 0;
+        for want in expected {
+            match self.hops[next..].iter().position(|h| want.matches(h)) {
+                Some(i) => next += i + 1,
+                None => {
+                    return Err(format!(
+                        "no {} on {}#{} netns {} in order: {}",
+                        want.hook,
+                        want.interface,
+                        want.ifindex,
+                        want.netns,
+                        self.describe()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first hop matching `want`.
+    pub fn hop(&self, want: &ExpectedHop) -> Option<&Hop> {
+        self.hops.iter().find(|h| want.matches(h))
     }
 
     /// Nanoseconds from the first hop matching `from` to the first later hop

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod bpftool;
 pub mod bpftrace;
 pub mod docker;
+pub mod flannel;
 pub mod journey;
 pub mod kernel;
 pub mod netns;

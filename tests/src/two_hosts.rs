@@ -115,8 +115,8 @@ impl TwoHosts {
 }
 
 #[derive(Debug, Default)]
-struct Cleanup {
-    namespaces: Vec<String>,
+pub(crate) struct Cleanup {
+    pub(crate) namespaces: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -143,13 +143,13 @@ impl Drop for Cleanup {
     }
 }
 
-fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
+pub(crate) fn sysctl(ns: &str, settings: &[&str]) -> Result<()> {
     let mut args = vec!["-q", "-w"];
     args.extend_from_slice(settings);
     run(&mut exec_in(ns, "sysctl", args)).map(drop)
 }
 
-fn netns(name: &str) -> Result<Netns> {
+pub(crate) fn netns(name: &str) -> Result<Netns> {
     let path = Path::new("/run/netns").join(name);
     let inode = std::fs::metadata(&path)
         .with_context(|| format!("failed to stat {}", path.display()))?
@@ -168,7 +168,7 @@ struct IpLink {
     address: String,
 }
 
-fn link(ns: &Netns, name: &str) -> Result<Link> {
+pub(crate) fn link(ns: &Netns, name: &str) -> Result<Link> {
     let json = ip(["-n", ns.name.as_str(), "-j", "link", "show", "dev", name])?;
     let links: Vec<IpLink> = serde_json::from_str(&json)
         .with_context(|| format!("unexpected `ip -j link` output: {json}"))?;

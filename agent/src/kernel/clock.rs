@@ -19,6 +19,18 @@ pub fn monotonic_ns() -> u64 {
     now(libc::CLOCK_MONOTONIC)
 }
 
+/// TEST ONLY: `VNT_TEST_CLOCK_OFFSET_NS` (signed nanoseconds) is added to
+/// every wall-clock time this agent reports, as if its host's clock were
+/// that far off. The clock-alignment test (tests/tests/clock_alignment.rs)
+/// gives one of two agents a skew this way; it is in no help text and
+/// every run that sets it says so in its log.
+pub const TEST_OFFSET_ENV: &str = "VNT_TEST_CLOCK_OFFSET_NS";
+
+/// The injected test offset, if `VNT_TEST_CLOCK_OFFSET_NS` is set to a number.
+pub fn test_offset_ns() -> Option<i64> {
+    std::env::var(TEST_OFFSET_ENV).ok()?.trim().parse().ok()
+}
+
 /// Offset between CLOCK_REALTIME and CLOCK_MONOTONIC.
 #[derive(Debug, Clone, Copy)]
 pub struct WallClock {
@@ -41,7 +53,7 @@ impl WallClock {
             }
         }
         WallClock {
-            offset_ns: best.map_or(0, |(_, o)| o),
+            offset_ns: best.map_or(0, |(_, o)| o) + i128::from(test_offset_ns().unwrap_or(0)),
         }
     }
 

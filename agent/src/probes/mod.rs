@@ -12,6 +12,7 @@ pub mod kprobe;
 pub mod ringbuf;
 pub mod stats;
 pub mod tc;
+pub mod tunnels;
 
 use std::fmt;
 use std::path::Path;
@@ -29,6 +30,7 @@ use crate::plugin_host::{PluginMeta, ProbeAltInfo};
 use filter::KernelFilter;
 use id_key::{IdKey, ID_KEY_GLOBAL};
 pub use stats::KernelStats;
+use tunnels::{Tunnels, TUNNELS_GLOBAL};
 
 /// Map and global names every vnt object shares (`ebpf/include/vnt/common.h`).
 pub const EVENTS_MAP: &str = "vnt_events";
@@ -416,13 +418,14 @@ fn attach_one(
     Ok(None)
 }
 
-/// Load `meta`'s object with the filter, the packet-id key and the ring
-/// buffer size, without attaching anything.
+/// Load `meta`'s object with the filter, the packet-id key, the tunnel
+/// ports and the ring buffer size, without attaching anything.
 pub fn load_object(
     meta: &PluginMeta,
     btf: &Btf,
     filter: &KernelFilter,
     id_key: &IdKey,
+    tunnels: &Tunnels,
     ringbuf_bytes: u32,
 ) -> Result<Ebpf, ProbeError> {
     let plugin = &meta.name;
@@ -432,6 +435,7 @@ pub fn load_object(
         .btf(Some(btf))
         .override_global(FILTER_GLOBAL, filter, false)
         .override_global(ID_KEY_GLOBAL, id_key, false)
+        .override_global(TUNNELS_GLOBAL, &tunnels.0, false)
         .map_max_entries(EVENTS_MAP, ringbuf_bytes)
         .load(bytes)
         .map_err(|e| {
@@ -592,6 +596,7 @@ pub fn load_and_attach(
     btf: &Btf,
     filter: &KernelFilter,
     id_key: &IdKey,
+    tunnels: &Tunnels,
     ringbuf_bytes: u32,
     opt_in: &OptIn,
 ) -> Result<Attached, ProbeError> {
@@ -600,7 +605,7 @@ pub fn load_and_attach(
     let deny = denied_kinds()?;
     let merged = module_btf(meta);
     let btf = merged.as_ref().map_or(btf, |m| m.aya());
-    let mut ebpf = load_object(meta, btf, filter, id_key, ringbuf_bytes)?;
+    let mut ebpf = load_object(meta, btf, filter, id_key, tunnels, ringbuf_bytes)?;
     let choices = attach_probes(
         &mut ebpf,
         meta,

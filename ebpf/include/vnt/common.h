@@ -79,6 +79,35 @@ _Static_assert(sizeof(struct vnt_filter) == 212, "vnt_filter size: see agent/src
 
 const volatile struct vnt_filter vnt_filter = {};
 
+#define VNT_MAX_TUNNEL_PORTS 4
+
+/* UDP packets to `port` are a tunnel's outer packets, of kind `encap`. */
+struct vnt_tunnel_port {
+	__u16 port;  /* host order; 0: unused slot */
+	__u8 encap;  /* enum vnt_encap */
+	__u8 _pad;
+};
+
+/*
+ * The tunnel ports (config `tunnels`), written by the agent into `.rodata`
+ * before load like vnt_filter; mirrored in agent/src/probes/tunnels.rs. The
+ * defaults here are flannel's VXLAN port, IANA's, and flannel's UDP backend,
+ * for loaders that write nothing.
+ */
+struct vnt_tunnels {
+	struct vnt_tunnel_port ports[VNT_MAX_TUNNEL_PORTS];
+};
+
+_Static_assert(sizeof(struct vnt_tunnels) == 16, "vnt_tunnels size: see agent/src/probes/tunnels.rs");
+
+const volatile struct vnt_tunnels vnt_tunnels = {
+	.ports = {
+		{ .port = 8472, .encap = VNT_ENCAP_VXLAN },
+		{ .port = 4789, .encap = VNT_ENCAP_VXLAN },
+		{ .port = 8285, .encap = VNT_ENCAP_UDP },
+	},
+};
+
 /*
  * VNT_RECORD(name): make `struct name`, a plugin's own record, part of the
  * object's BTF (clang keeps the types of globals, not of locals), so that

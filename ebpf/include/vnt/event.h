@@ -32,6 +32,18 @@ enum vnt_direction {
 	VNT_DIR_RX = 2,
 };
 
+/*
+ * packet.encap: the tunnel a packet was identified through. A hook that sees
+ * a tunnel's outer packet (UDP to a configured tunnel port, see `vnt_tunnels`
+ * in common.h) reports the INNER packet's identity and flow, so the outer
+ * packet joins the inner packet's journey; this byte says it was the outer one.
+ */
+enum vnt_encap {
+	VNT_ENCAP_NONE = 0,
+	VNT_ENCAP_VXLAN = 1, /* VXLAN: 8-byte header, then an Ethernet frame */
+	VNT_ENCAP_UDP = 2,   /* a bare IP packet as UDP payload (flannel's UDP backend) */
+};
+
 /* 24 bytes */
 struct vnt_event_hdr {
 	__u64 ts_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -84,7 +96,7 @@ struct vnt_packet_event {
 	__u8 tcp_flags;
 	__u8 direction; /* enum vnt_direction */
 	__u8 pkt_type;  /* skb->pkt_type (PACKET_HOST, PACKET_OTHERHOST, ...) */
-	__u8 _pad0;
+	__u8 encap;     /* enum vnt_encap: 0, or the outer packet of this tunnel */
 	__u32 ip_ident;
 	char ifname[16];
 	/*

@@ -53,6 +53,13 @@ struct vnt_parsed {
 	 * the copy or the datagram ends (0: none). See vnt_parse_l3. */
 	__u8 tcp_off;
 	__u8 tcp_end;
+	/* A UDP header's offset in the copy (0: none): where a tunnel's
+	 * header starts past it. See vnt_parse_tunnel. */
+	__u8 udp_off;
+	/* Which tunnel the packet was identified through (enum vnt_encap):
+	 * 0 for a plain packet, else the copy was an outer packet and every
+	 * field above is its inner packet's. */
+	__u8 encap;
 };
 
 /* A packet's first bytes, copied once. `len` bytes are valid, the rest zero. */
@@ -246,11 +253,14 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 	__u32 frag = 0, frag_id = 0;
 	bool has_transport = true, nonfirst = false;
 
-	l3 &= 31; /* at most 22: Ethernet and two VLAN tags */
+	/* At most 22 for an outer packet (Ethernet and two VLAN tags), further
+	 * for a tunnel's inner packet; every read below is masked into the copy
+	 * and checked against `len` first. */
+	l3 &= VNT_HDR_MASK;
 	if (eth_proto == VNT_ETH_P_IP) {
 		if (l3 + 20 > h->len)
 			return -1;
-		__u8 vihl = h->b[l3];
+		__u8 vihl = h->b[l3 & VNT_HDR_MASK];
 
 		if ((vihl >> 4) != 4 || (vihl & 0xf) < 5)
 			return -1;
@@ -258,10 +268,10 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 		__u32 tot = vnt_be16(h, l3 + 2);
 
 		out->key.flow.family = 4;
-		out->key.flow.proto = h->b[l3 + 9];
+		out->key.flow.proto = h->b[(l3 + 9) & VNT_HDR_MASK];
 		for (int i = 0; i < 4; i++) {
-			out->key.flow.saddr[i] = h->b[l3 + 12 + i];
-			out->key.flow.daddr[i] = h->b[l3 + 16 + i];
+			out->key.flow.saddr[i] = h->b[(l3 + 12 + i) & VNT_HDR_MASK];
+			out->key.flow.daddr[i] = h->b[(l3 + 16 + i) & VNT_HDR_MASK];
 		}
 		out->key.ip_ident = vnt_be16(h, l3 + 4);
 		l4_len = tot > hlen ? tot - hlen : 0;
@@ -279,17 +289,18 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 	} else if (eth_proto == VNT_ETH_P_IPV6) {
 		if (l3 + 40 > h->len)
 			return -1;
-		if ((h->b[l3] >> 4) != 6)
+		if ((h->b[l3 & VNT_HDR_MASK] >> 4) != 6)
 			return -1;
-		__u8 nh = h->b[l3 + 6];
+		__u8 nh = h->b[(l3 + 6) & VNT_HDR_MASK];
 		__u32 plen = vnt_be16(h, l3 + 4);
 
 		out->key.flow.family = 6;
 		for (int i = 0; i < 16; i++) {
-			out->key.flow.saddr[i] = h->b[l3 + 8 + i];
-			out->key.flow.daddr[i] = h->b[l3 + 24 + i];
+			out->key.flow.saddr[i] = h->b[(l3 + 8 + i) & VNT_HDR_MASK];
+			out->key.flow.daddr[i] = h->b[(l3 + 24 + i) & VNT_HDR_MASK];
 		}
-		out->key.ip_ident = ((__u32)(h->b[l3 + 1] & 0x0f) << 16) | ((__u32)h->b[l3 + 2] << 8) | h->b[l3 + 3];
+		out->key.ip_ident = ((__u32)(h->b[(l3 + 1) & VNT_HDR_MASK] & 0x0f) << 16) |
+				    ((__u32)h->b[(l3 + 2) & VNT_HDR_MASK] << 8) | h->b[(l3 + 3) & VNT_HDR_MASK];
 		l4_len = plen;
 		dgram_len = plen ? 40 + plen : VNT_HDR_COPY;
 		l4 = l3 + 40;
@@ -336,6 +347,7 @@ static __always_inline int vnt_parse_l3(const struct vnt_hdr_buf *h, __u32 l3, _
 		out->key.flow.sport = vnt_be16(h, l4);
 		out->key.flow.dport = vnt_be16(h, l4 + 2);
 		out->key.w0 = vnt_be16(h, l4 + 4);
+		out->udp_off = l4;
 		vnt_key_payload(out, h, l4 + 8, end);
 		break;
 	case VNT_IPPROTO_ICMP:

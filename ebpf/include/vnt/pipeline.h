@@ -36,6 +36,17 @@ enum vnt_task {
 	VNT_TASK_SENDER = 2,
 };
 
+/* What a hook does with a tunnel's outer packet (vnt_hook_ctx.outer). */
+enum vnt_outer {
+	/* Report it, as its inner packet with `encap` set. */
+	VNT_OUTER_ALSO = 0,
+	/* Leave it out (counted as filtered): the hook reports inner packets
+	 * only and lets an overlay plugin nest the outer one. */
+	VNT_OUTER_SKIP = 1,
+	/* Report outer packets only. */
+	VNT_OUTER_ONLY = 2,
+};
+
 /* What a packet hook reports about the packet it sees. */
 struct vnt_hook_ctx {
 	__u16 hook;       /* plugin's hook id */
@@ -46,6 +57,7 @@ struct vnt_hook_ctx {
 	__u8 task;        /* enum vnt_task */
 	bool later;       /* never a packet's first hop (a socket read): a loss
 			   * here is a gap in a journey, not a lost packet */
+	__u8 outer;       /* enum vnt_outer */
 	__u32 drop_reason;
 };
 
@@ -71,6 +83,35 @@ static __always_inline __u32 vnt_hook_netns(struct sk_buff *skb, const struct ne
 	if (!sk)
 		return 0;
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/*
+ * The kind of a device as `ip link` names it (rtnl_link_ops->kind: "veth",
+ * "vxlan", "tun", "bridge", ...), NUL-terminated in `kind`, up to 7 bytes;
+ * empty when the device has none (a physical NIC).
+ */
+static __always_inline void vnt_dev_kind(const struct net_device *dev, bool typed, char kind[8])
+{
+	__builtin_memset(kind, 0, 8);
+	if (!dev)
+		return;
+	const struct rtnl_link_ops *ops = VNT_READ(typed, dev, rtnl_link_ops);
+
+	if (!ops)
+		return;
+	const char *name = BPF_CORE_READ(ops, kind);
+
+	if (name)
+		bpf_probe_read_kernel_str(kind, 8, name);
+}
+
+/* Whether a device is a TUN device (its reader is a user-space daemon). */
+static __always_inline bool vnt_dev_is_tun(const struct net_device *dev, bool typed)
+{
+	char k[8];
+
+	vnt_dev_kind(dev, typed, k);
+	return k[0] == 't' && k[1] == 'u' && k[2] == 'n' && k[3] == 0;
 }
 
 /*
@@ -264,6 +305,63 @@ __noinline int vnt_parse_headers(const struct vnt_hdr_buf *h, __u32 proto, __u32
 	return from_l2 ? vnt_parse_eth(h, p) : vnt_parse_l3(h, 0, proto, p);
 }
 
+/*
+ * A tunnel's outer packet (UDP to a port of `vnt_tunnels`) takes the identity
+ * of its inner packet: every field of `p` is replaced by the inner packet's,
+ * and `p->encap` says which tunnel it came through. Then the outer packet on
+ * the underlay, on any host, gets the same id as the inner one before
+ * encapsulation and after decapsulation, with no coordination. The inner
+ * headers lie inside the one copy: from an L2 start, Ethernet + IPv4 + UDP +
+ * VXLAN + inner Ethernet end at byte 64, leaving 64 bytes for the inner IP and
+ * transport headers the identity reads (docs/adr/018-flannel-tunnels.md).
+ * An outer packet whose inner one is not IP, or cut short, keeps its own
+ * identity. Returns 1 when `p` now describes the inner packet.
+ */
+__noinline int vnt_parse_tunnel(const struct vnt_hdr_buf *h, struct vnt_parsed *p)
+{
+	if (!h || !p)
+		return 0;
+	if (p->key.flow.proto != VNT_IPPROTO_UDP || !p->udp_off)
+		return 0;
+	__u8 encap = VNT_ENCAP_NONE;
+
+	for (int i = 0; i < VNT_MAX_TUNNEL_PORTS; i++) {
+		__u16 port = vnt_tunnels.ports[i].port;
+
+		if (port && port == p->key.flow.dport) {
+			encap = vnt_tunnels.ports[i].encap;
+			break;
+		}
+	}
+	__u32 off = (__u32)p->udp_off + 8;
+	__u16 eth_proto;
+
+	if (encap == VNT_ENCAP_VXLAN) {
+		/* The I flag says the VNI is valid; then the inner frame. */
+		if (off + 8 + 14 > h->len || !(h->b[off & VNT_HDR_MASK] & 0x08))
+			return 0;
+		eth_proto = vnt_be16(h, off + 8 + 12);
+		off += 8 + 14;
+	} else if (encap == VNT_ENCAP_UDP) {
+		if (off + 1 > h->len)
+			return 0;
+		__u8 version = h->b[off & VNT_HDR_MASK] >> 4;
+
+		eth_proto = version == 4 ? VNT_ETH_P_IP : version == 6 ? VNT_ETH_P_IPV6 : 0;
+	} else {
+		return 0;
+	}
+	if (eth_proto != VNT_ETH_P_IP && eth_proto != VNT_ETH_P_IPV6)
+		return 0;
+	struct vnt_parsed inner = {};
+
+	if (vnt_parse_l3(h, off, eth_proto, &inner))
+		return 0;
+	inner.encap = encap;
+	*p = inner;
+	return 1;
+}
+
 /* Filter, id, sampling for parsed headers: a VNT_STAT_* outcome. */
 __noinline int vnt_verdict(const struct vnt_parsed *p, __u64 *id)
 {
@@ -282,6 +380,8 @@ static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 pro
 {
 	if (vnt_parse_headers(h, proto, from_l2, p))
 		return VNT_STAT_NOT_IP;
+	if (p->udp_off)
+		vnt_parse_tunnel(h, p);
 	if (p->tcp_off)
 		vnt_parse_tcp(h, p->tcp_off, p->tcp_end, p);
 	return vnt_verdict(p, id);
@@ -354,6 +454,10 @@ static __always_inline struct vnt_packet_event *vnt_packet_reserve(struct sk_buf
 		vnt_count(outcome);
 		return 0;
 	}
+	if ((c.outer == VNT_OUTER_SKIP && p.encap) || (c.outer == VNT_OUTER_ONLY && !p.encap)) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
 
 	/* 4. Emit. On the packet's first hop on this CPU, a record that cannot
 	 * be reserved loses the packet whole: the memo says so to its later
@@ -397,7 +501,7 @@ static __always_inline struct vnt_packet_event *vnt_packet_reserve(struct sk_buf
 		e->pkt_type = BPF_CORE_READ_BITFIELD(skb, pkt_type);
 	else
 		e->pkt_type = BPF_CORE_READ_BITFIELD_PROBED(skb, pkt_type);
-	e->_pad0 = 0;
+	e->encap = p.encap;
 	e->ip_ident = p.key.ip_ident;
 	if (c.task == VNT_TASK_CURRENT)
 		e->pid = bpf_get_current_pid_tgid() >> 32;

@@ -66,6 +66,9 @@ static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device
 		.data_is_l3 = data_is_l3,
 		/* A transmit may run in the sender's own context. */
 		.task = direction == VNT_DIR_TX ? VNT_TASK_SENDER : VNT_TASK_NONE,
+		/* A tunnel's outer packet is the overlay plugin's to show,
+		 * nested in its encapsulation hop (docs/adr/018). */
+		.outer = VNT_OUTER_SKIP,
 	};
 	struct vnt_packet_event *e = vnt_packet_reserve(skb, dev, c, sizeof(*e));
 
@@ -109,6 +112,9 @@ static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason, bool typ
 		.direction = VNT_DIR_NONE,
 		.typed = typed,
 		.drop_reason = reason,
+		/* A dropped outer packet is the death of its inner one: it
+		 * ends the inner packet's journey. */
+		.outer = VNT_OUTER_ALSO,
 	};
 
 	return vnt_packet_observe(skb, SKB_DEV(typed, skb), c);
@@ -164,6 +170,12 @@ static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
 
 	if (sk && BPF_CORE_READ(sk, __sk_common.skc_family) == 17 /* AF_PACKET */)
 		return 0;
+	/* A TUN device's reader is a daemon (flannel's UDP backend, a VPN)
+	 * that sends the packet on: not where it ends. */
+	if (vnt_dev_is_tun(SKB_DEV(typed, skb), typed)) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
 	/* Read once: a stream read in parts is one delivery. */
 	bpf_map_delete_elem(&veth_sampled_skbs, &key);
 
@@ -174,6 +186,9 @@ static __always_inline int veth_deliver(struct sk_buff *skb, bool typed)
 		.typed = typed,
 		.task = VNT_TASK_CURRENT,
 		.later = true,
+		/* A tunnel daemon reading the outer packet (flannel's UDP
+		 * backend) is not where the inner packet ends. */
+		.outer = VNT_OUTER_SKIP,
 	};
 
 	return vnt_packet_observe(skb, SKB_DEV(typed, skb), c);

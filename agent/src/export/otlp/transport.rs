@@ -190,6 +190,8 @@ pub fn metric_exporter(cfg: &OtlpConfig) -> Result<MetricExporter, OtlpError> {
 /// The gRPC method OTLP traces are sent to.
 const TRACE_SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const METRICS_SERVICE: &str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// How a failed request is retried.
 #[derive(Debug, Clone, Copy)]
@@ -436,6 +438,26 @@ impl TraceClient {
 
     /// Send one request, with retries; `Err` carries the last failure.
     pub async fn export(&self, body: Bytes) -> Result<(), String> {
+        let answer = self.send(Signal::Traces, body).await?;
+        if let Ok(r) = ExportTraceServiceResponse::decode(answer) {
+            if let Some(p) = r.partial_success.filter(|p| p.rejected_spans > 0) {
+                tracing::debug!(rejected_spans = p.rejected_spans, message = %p.error_message, "the collector rejected some spans");
+            }
+        }
+        Ok(())
+    }
+
+    /// Send an encoded metrics export request as it is, to the same
+    /// collector (the clock aligner passes agents' metrics through).
+    pub async fn export_metrics(&self, body: Bytes) -> Result<(), String> {
+        self.send(Signal::Metrics, body).await.map(drop)
+    }
+
+    async fn send(&self, signal: Signal, body: Bytes) -> Result<Bytes, String> {
+        let (service, export) = match signal {
+            Signal::Traces => (TRACE_SERVICE, TRACE_EXPORT),
+            Signal::Metrics => (METRICS_SERVICE, METRICS_EXPORT),
+        };
         let answer = match self {
             TraceClient::Grpc {
                 grpc,
@@ -451,8 +473,8 @@ impl TraceClient {
                     let mut req = tonic::Request::new(body.clone());
                     *req.metadata_mut() = metadata.clone();
                     req.extensions_mut()
-                        .insert(tonic::GrpcMethod::new(TRACE_SERVICE, "Export"));
-                    let path = http::uri::PathAndQuery::from_static(TRACE_EXPORT);
+                        .insert(tonic::GrpcMethod::new(service, "Export"));
+                    let path = http::uri::PathAndQuery::from_static(export);
                     grpc.unary(req, path, RawCodec)
                         .await
                         .map(tonic::Response::into_inner)
@@ -466,6 +488,14 @@ impl TraceClient {
                 headers,
                 timeout,
             } => {
+                let url = match signal {
+                    Signal::Traces => url.clone(),
+                    Signal::Metrics => format!(
+                        "{}{}",
+                        url.strip_suffix(Signal::Traces.http_path()).unwrap_or(url),
+                        Signal::Metrics.http_path()
+                    ),
+                };
                 with_retries(RETRIES, *timeout, || async {
                     let sent = client
                         .post(url.as_str())
@@ -498,12 +528,7 @@ impl TraceClient {
                 .await?
             }
         };
-        if let Ok(r) = ExportTraceServiceResponse::decode(answer) {
-            if let Some(p) = r.partial_success.filter(|p| p.rejected_spans > 0) {
-                tracing::debug!(rejected_spans = p.rejected_spans, message = %p.error_message, "the collector rejected some spans");
-            }
-        }
-        Ok(())
+        Ok(answer)
     }
 }
 

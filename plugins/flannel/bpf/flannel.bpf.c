@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * flannel: the overlay between hosts. A pod's packet enters the overlay
+ * device (flannel.1, a VXLAN device; or flannel0, the TUN device of
+ * flannel's UDP backend) and is encapsulated into an outer UDP packet that
+ * crosses the underlay; on the other host the outer packet arrives on the
+ * underlay and the inner packet emerges from the overlay device.
+ *
+ * The shared pipeline identifies a tunnel's outer packet by its inner
+ * headers (vnt_parse_tunnel in vnt/pipeline.h), so the outer packet's hooks
+ * here report the inner packet's id: the decoder nests them, as substeps,
+ * under the inner packet's encapsulation hop (sender) and decapsulation hop
+ * (receiver). Each hop appends a `struct flannel_tail` to the packet record:
+ * the VNI and, for outer packets, the outer addresses and ports.
+ *
+ * Tracepoints only (tp_btf, raw_tp): the kernel's VXLAN and UDP-tunnel
+ * transmit paths (vxlan_xmit_one, udp_tunnel_xmit_skb, iptunnel_xmit) have
+ * no tracepoints and kprobes are not everywhere. net_dev_start_xmit and
+ * netif_receive_skb fire for every device: the overlay hooks keep those of
+ * VXLAN and TUN devices (rtnl_link_ops->kind), the outer hooks those packets
+ * the pipeline found to be a tunnel's outer ones.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#include "vnt/pipeline.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Hook ids: the decoder in src/lib.rs names them. */
+enum flannel_hook {
+	FLANNEL_HOOK_ENCAP = 1,         /* the inner packet enters the overlay device's transmit */
+	FLANNEL_HOOK_OUTER_XMIT = 2,    /* the outer packet leaves through an underlay device */
+	FLANNEL_HOOK_OUTER_RECEIVE = 3, /* the outer packet arrives on an underlay device */
+	FLANNEL_HOOK_DECAP = 4,         /* the inner packet emerges from the overlay device */
+	FLANNEL_HOOK_DAEMON_READ = 5,   /* the UDP backend's daemon reads it from the TUN device */
+};
+
+/* flannel_tail.overlay */
+enum flannel_overlay {
+	FLANNEL_OVERLAY_NONE = 0,
+	FLANNEL_OVERLAY_VXLAN = 1,
+	FLANNEL_OVERLAY_TUN = 2,
+};
+
+/* What a flannel hop adds after its struct vnt_packet_event. */
+struct flannel_tail {
+	__u8 outer_saddr[16]; /* outer packet: network order, IPv4 in the first 4 bytes */
+	__u8 outer_daddr[16];
+	__u16 outer_sport; /* host order */
+	__u16 outer_dport;
+	__u8 outer_family; /* 4 or 6; 0 on the inner packet's hops */
+	__u8 overlay;      /* enum flannel_overlay: the device's kind, or the outer packet's tunnel */
+	__u8 has_vni;
+	__u8 _pad;
+	__u32 vni;
+};
+
+VNT_RECORD(flannel_tail);
+
+struct flannel_record {
+	struct vnt_packet_event e;
+	struct flannel_tail t;
+};
+
+/* The overlay kind of a device: VXLAN, TUN, or neither. */
+static __always_inline __u8 flannel_overlay_of(const struct net_device *dev, bool typed)
+{
+	char k[8];
+
+	vnt_dev_kind(dev, typed, k);
+	if (k[0] == 'v' && k[1] == 'x' && k[2] == 'l' && k[3] == 'a' && k[4] == 'n' && k[5] == 0)
+		return FLANNEL_OVERLAY_VXLAN;
+	if (k[0] == 't' && k[1] == 'u' && k[2] == 'n' && k[3] == 0)
+		return FLANNEL_OVERLAY_TUN;
+	return FLANNEL_OVERLAY_NONE;
+}
+
+/* The VNI of a VXLAN device: its private area (netdev_priv) is a struct vxlan_dev. */
+static __always_inline __u32 flannel_dev_vni(const struct net_device *dev)
+{
+	__u64 priv = ((__u64)bpf_core_type_size(struct net_device) + 31) & ~31ULL;
+	const struct vxlan_dev *vx = (const void *)dev + priv;
+	__be32 vni = BPF_CORE_READ(vx, cfg.vni);
+
+	return bpf_ntohl(vni);
+}
+
+/* An overlay device's hop: the inner packet enters it (encap) or emerges (decap). */
+static __always_inline int flannel_overlay_hop(struct sk_buff *skb, const struct net_device *dev,
+					       enum flannel_hook hook, bool typed, bool data_is_l3, __u8 direction)
+{
+	__u8 overlay = flannel_overlay_of(dev, typed);
+
+	if (!overlay) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
+	struct vnt_hook_ctx c = {
+		.hook = hook,
+		.kind = VNT_EV_PACKET,
+		.direction = direction,
+		.typed = typed,
+		.data_is_l3 = data_is_l3,
+		.outer = VNT_OUTER_SKIP,
+	};
+	struct flannel_record *r = (void *)vnt_packet_reserve(skb, dev, c, sizeof(*r));
+
+	if (!r)
+		return 0;
+	__builtin_memset(&r->t, 0, sizeof(r->t));
+	r->t.overlay = overlay;
+	if (overlay == FLANNEL_OVERLAY_VXLAN) {
+		r->t.vni = flannel_dev_vni(dev);
+		r->t.has_vni = 1;
+	}
+	vnt_submit(r);
+	return 0;
+}
+
+/* Outer headers, from the network header: IP, UDP, and VXLAN's VNI. */
+static __always_inline void flannel_outer(struct sk_buff *skb, bool typed, struct flannel_tail *t, __u8 encap)
+{
+	unsigned char *head = VNT_READ(typed, skb, head);
+	__u16 nh = VNT_READ(typed, skb, network_header);
+	__u8 b[64] = {};
+
+	if (nh == VNT_NO_HEADER || bpf_probe_read_kernel(b, sizeof(b), head + nh))
+		return;
+	__u32 l4;
+
+	if ((b[0] >> 4) == 4) {
+		t->outer_family = 4;
+		__builtin_memcpy(t->outer_saddr, &b[12], 4);
+		__builtin_memcpy(t->outer_daddr, &b[16], 4);
+		l4 = (b[0] & 0xf) * 4;
+	} else if ((b[0] >> 4) == 6) {
+		t->outer_family = 6;
+		__builtin_memcpy(t->outer_saddr, &b[8], 16);
+		__builtin_memcpy(t->outer_daddr, &b[24], 16);
+		l4 = 40;
+	} else {
+		return;
+	}
+	if (l4 + 16 > sizeof(b))
+		return;
+	t->outer_sport = (__u16)b[l4 & 63] << 8 | b[(l4 + 1) & 63];
+	t->outer_dport = (__u16)b[(l4 + 2) & 63] << 8 | b[(l4 + 3) & 63];
+	if (encap == VNT_ENCAP_VXLAN) {
+		t->vni = (__u32)b[(l4 + 12) & 63] << 16 | (__u32)b[(l4 + 13) & 63] << 8 | b[(l4 + 14) & 63];
+		t->has_vni = 1;
+	}
+}
+
+/* The outer packet of a tunnel on an underlay device. */
+static __always_inline int flannel_outer_hop(struct sk_buff *skb, const struct net_device *dev,
+					     enum flannel_hook hook, bool typed, bool data_is_l3, __u8 direction)
+{
+	struct vnt_hook_ctx c = {
+		.hook = hook,
+		.kind = VNT_EV_PACKET,
+		.direction = direction,
+		.typed = typed,
+		.data_is_l3 = data_is_l3,
+		.outer = VNT_OUTER_ONLY,
+	};
+	struct flannel_record *r = (void *)vnt_packet_reserve(skb, dev, c, sizeof(*r));
+
+	if (!r)
+		return 0;
+	__builtin_memset(&r->t, 0, sizeof(r->t));
+	r->t.overlay = r->e.encap == VNT_ENCAP_VXLAN ? FLANNEL_OVERLAY_VXLAN : FLANNEL_OVERLAY_TUN;
+	flannel_outer(skb, typed, &r->t, r->e.encap);
+	vnt_submit(r);
+	return 0;
+}
+
+#define SKB_DEV(typed, skb) VNT_READ(typed, skb, dev)
+
+/*
+ * The UDP backend's daemon reads the inner packet from the TUN device
+ * (skb_copy_datagram_iter in tun_do_read), in its own context: the hop
+ * names the daemon. Never a packet's first hop.
+ */
+static __always_inline int flannel_daemon_read(struct sk_buff *skb, bool typed)
+{
+	const struct net_device *dev = SKB_DEV(typed, skb);
+
+	if (flannel_overlay_of(dev, typed) != FLANNEL_OVERLAY_TUN) {
+		vnt_count(VNT_STAT_FILTERED);
+		return 0;
+	}
+	struct vnt_hook_ctx c = {
+		.hook = FLANNEL_HOOK_DAEMON_READ,
+		.kind = VNT_EV_PACKET,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.task = VNT_TASK_CURRENT,
+		.later = true,
+		.outer = VNT_OUTER_SKIP,
+	};
+	struct flannel_record *r = (void *)vnt_packet_reserve(skb, (struct net_device *)dev, c, sizeof(*r));
+
+	if (!r)
+		return 0;
+	__builtin_memset(&r->t, 0, sizeof(r->t));
+	r->t.overlay = FLANNEL_OVERLAY_TUN;
+	vnt_submit(r);
+	return 0;
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(flannel_daemon_read_btf, const struct sk_buff *skb, int len)
+{
+	return flannel_daemon_read((struct sk_buff *)skb, true);
+}
+
+SEC("raw_tp/skb_copy_datagram_iovec")
+int BPF_PROG(flannel_daemon_read_raw, const struct sk_buff *skb, int len)
+{
+	return flannel_daemon_read((struct sk_buff *)skb, false);
+}
+
+/* ---- tp_btf ------------------------------------------------------------- */
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(flannel_encap_btf, struct sk_buff *skb, struct net_device *dev)
+{
+	return flannel_overlay_hop(skb, dev, FLANNEL_HOOK_ENCAP, true, false, VNT_DIR_TX);
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(flannel_outer_xmit_btf, struct sk_buff *skb, struct net_device *dev)
+{
+	return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_XMIT, true, false, VNT_DIR_TX);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(flannel_outer_receive_btf, struct sk_buff *skb)
+{
+	return flannel_outer_hop(skb, SKB_DEV(true, skb), FLANNEL_HOOK_OUTER_RECEIVE, true, true, VNT_DIR_RX);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(flannel_decap_btf, struct sk_buff *skb)
+{
+	return flannel_overlay_hop(skb, SKB_DEV(true, skb), FLANNEL_HOOK_DECAP, true, true, VNT_DIR_RX);
+}
+
+/* ---- raw_tp --------------------------------------------------------------- */
+
+SEC("raw_tp/net_dev_start_xmit")
+int BPF_PROG(flannel_encap_raw, struct sk_buff *skb, struct net_device *dev)
+{
+	return flannel_overlay_hop(skb, dev, FLANNEL_HOOK_ENCAP, false, false, VNT_DIR_TX);
+}
+
+SEC("raw_tp/net_dev_start_xmit")
+int BPF_PROG(flannel_outer_xmit_raw, struct sk_buff *skb, struct net_device *dev)
+{
+	return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_XMIT, false, false, VNT_DIR_TX);
+}
+
+SEC("raw_tp/netif_receive_skb")
+int BPF_PROG(flannel_outer_receive_raw, struct sk_buff *skb)
+{
+	return flannel_outer_hop(skb, SKB_DEV(false, skb), FLANNEL_HOOK_OUTER_RECEIVE, false, true, VNT_DIR_RX);
+}
+
+SEC("raw_tp/netif_receive_skb")
+int BPF_PROG(flannel_decap_raw, struct sk_buff *skb)
+{
+	return flannel_overlay_hop(skb, SKB_DEV(false, skb), FLANNEL_HOOK_DECAP, false, true, VNT_DIR_RX);
+}
