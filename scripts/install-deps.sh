@@ -19,6 +19,7 @@ PACKAGES=(
 	bpftool      # vmlinux.h generation (ebpf/vmlinux/gen.sh), inspecting loaded programs
 	bpftrace     # independent instrument to cross-check the agent's latencies
 	iperf3       # traffic for tests and scripts/bench-overhead.sh
+	openvswitch-switch # the ovs plugin's tests: ovs-vswitchd (userspace datapath here, kernel datapath in the VM guests)
 	sockperf     # UDP request/response latency in scripts/bench-overhead.sh
 	nftables     # drop scenarios (a rule that drops packets on the path)
 	iproute2     # ip netns / ip link: the test topologies

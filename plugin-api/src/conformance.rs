@@ -109,7 +109,9 @@ fn section_fits(a: &ProbeAlternative, section: &str) -> bool {
                 || section == format!("raw_tracepoint/{}", a.target)
         }
         HookKind::FEntry => section == format!("fentry/{}", a.target),
-        HookKind::KProbe => section == format!("kprobe/{}", a.target),
+        // `MODULE:function`: the section names the function alone.
+        HookKind::KProbe => crate::KProbeTarget::parse(a.target)
+            .is_ok_and(|t| section == format!("kprobe/{}", t.function)),
         HookKind::TracePoint => section == format!("tracepoint/{}", a.target.replacen(':', "/", 1)),
         HookKind::Tc => section.starts_with("tc") || section.starts_with("classifier"),
         HookKind::UProbe => section.starts_with("uprobe") || section.starts_with("usdt"),

@@ -128,6 +128,9 @@ pub struct Hop {
     /// Values of the plugin's declared fields, by attribute key.
     #[serde(default)]
     pub attrs: BTreeMap<String, serde_json::Value>,
+    /// For a step nested in a hop: how long it took.
+    #[serde(default)]
+    pub duration_ns: Option<u64>,
 }
 
 /// A `{"type":"journey",...}` line.

@@ -18,6 +18,7 @@ pub mod journey;
 pub mod kernel;
 pub mod netns;
 pub mod otel;
+pub mod ovs;
 pub mod packet;
 pub mod privileges;
 pub mod topology;

@@ -320,9 +320,9 @@ fn hint(kind: HookKind, target: &str, error: &str) -> Option<String> {
         HookKind::TpBtf if error.to_lowercase().contains("unknown btf type") => Some(format!(
             "no tracepoint `{target}` in the kernel's BTF (no `btf_trace_{target}`)"
         )),
-        HookKind::RawTp if error.contains("No such file or directory") => {
-            Some(format!("no tracepoint `{target}` in this kernel"))
-        }
+        HookKind::RawTp if error.contains("No such file or directory") => Some(format!(
+            "no tracepoint `{target}` in this kernel (not built in, or its module is not loaded)"
+        )),
         HookKind::FEntry | HookKind::TpBtf
             if (error.contains("Operation not permitted") || error.contains("os error 1)"))
                 && privileged() =>
