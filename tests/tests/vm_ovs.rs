@@ -451,12 +451,15 @@ fn openflow_drop_shows_at_the_ovs_hop_with_its_reason() -> Result<()> {
             .map(|d| d.reason.clone())
             .unwrap_or_default();
         // At the OVS hop: the OVS hop itself, or the kernel's free of the
-        // packet on the same port right after it.
+        // packet on the same port as the very next hop (not a time window:
+        // under emulation on a loaded machine the free came 3 ms later).
+        let at = |x: &vnt_tests::Hop| j.hops.iter().position(|h| std::ptr::eq(h, x));
+        let next = matches!((at(hop), at(drop)), (Some(o), Some(d)) if d == o || d == o + 1);
         ensure!(
             reason == want
                 && drop.interface == sw.ports[0]
                 && drop.ts_unix_nano >= hop.ts_unix_nano
-                && drop.ts_unix_nano - hop.ts_unix_nano < 1_000_000,
+                && next,
             "the drop must be at the OVS hop on {} with reason {want}:\n{}",
             sw.ports[0],
             j.describe()
