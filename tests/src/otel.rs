@@ -334,6 +334,21 @@ pub struct Jaeger {
     pub collector: Collector,
 }
 
+impl Drop for Jaeger {
+    fn drop(&mut self) {
+        let hold = std::env::var("VNT_TEST_JAEGER_HOLD_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(secs) = hold {
+            eprintln!(
+                "jaeger: held {secs} s at http://127.0.0.1:{} (VNT_TEST_JAEGER_HOLD_SECS)",
+                self.ports.query_http
+            );
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+    }
+}
+
 impl Jaeger {
     /// Starts Jaeger on fresh free loopback ports.
     pub fn start() -> Result<Jaeger> {
@@ -341,8 +356,16 @@ impl Jaeger {
     }
 
     /// Starts Jaeger on the given ports.
+    ///
+    /// To look at a test's traces as a person would (developers, not CI):
+    /// `VNT_TEST_JAEGER_CONFIG` names another Jaeger config to run instead,
+    /// such as one that serves a locally built Jaeger UI on the query port,
+    /// and `VNT_TEST_JAEGER_HOLD_SECS` keeps each Jaeger up that long after
+    /// its test is done, printing where to look.
     pub fn start_on(ports: JaegerPorts) -> Result<Jaeger> {
-        let collector = Collector::start(&config_file("jaeger.yaml"), &ports.env(), ports.health)?;
+        let config = std::env::var_os("VNT_TEST_JAEGER_CONFIG")
+            .map_or_else(|| config_file("jaeger.yaml"), PathBuf::from);
+        let collector = Collector::start(&config, &ports.env(), ports.health)?;
         Ok(Jaeger { ports, collector })
     }
 
