@@ -456,7 +456,7 @@ fn build(prefix: String, overlay: Overlay, x: u8, y: u8) -> Result<Flannel> {
 pub mod scenario {
     use super::{Flannel, Node, Overlay, UDP_PORT, VXLAN_PORT};
     use crate::journey::ExpectedHop;
-    use crate::otel::{self, Jaeger, OSpan};
+    use crate::otel::{self, Jaeger, OSpan, OtelCol};
     use crate::{unique_port, Agent, AgentOutput, Journey, Traffic, UdpSend};
     use anyhow::{bail, ensure, Context, Result};
     use std::collections::{BTreeMap, BTreeSet};
@@ -487,16 +487,29 @@ pub mod scenario {
             })
         }
 
-        fn agent_for(&self, node: &Node, name: &str, port: u16) -> Result<Agent> {
+        fn agent_for(
+            &self,
+            node: &Node,
+            name: &str,
+            port: u16,
+            col: Option<&OtelCol>,
+        ) -> Result<Agent> {
+            // Through a Collector: traces on to Jaeger, metrics kept for a
+            // scrape. Straight to Jaeger: traces only (it takes no metrics).
+            let (endpoint, metrics) = match col {
+                Some(c) => (c.otlp_grpc_url(), "otlp"),
+                None => (self.jaeger.otlp_grpc_url(), "none"),
+            };
             otel::with_env(
                 Agent::builder()
                     .plugins("veth,flannel")
                     .filter(format!("{} and port {port}", node.netns_filter()))
                     .arg("--otlp-endpoint")
-                    .arg(self.jaeger.otlp_grpc_url()),
+                    .arg(endpoint),
                 &[
                     ("OTEL_RESOURCE_ATTRIBUTES", &format!("host.name={name}")),
-                    ("OTEL_METRICS_EXPORTER", "none"),
+                    ("OTEL_METRICS_EXPORTER", metrics),
+                    ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
                     ("OTEL_BSP_SCHEDULE_DELAY", "200"),
                 ],
             )?
@@ -506,9 +519,15 @@ pub mod scenario {
 
         /// One agent per host, both tracing the pods' traffic to `port`.
         pub fn agents(&self, port: u16) -> Result<(Agent, Agent)> {
+            self.agents_via(port, None)
+        }
+
+        /// [`Setup::agents`], exporting through `col` (a Collector sending
+        /// traces to this Jaeger) with their metrics, when given.
+        pub fn agents_via(&self, port: u16, col: Option<&OtelCol>) -> Result<(Agent, Agent)> {
             Ok((
-                self.agent_for(&self.net.a, &self.name_a, port)?,
-                self.agent_for(&self.net.b, &self.name_b, port)?,
+                self.agent_for(&self.net.a, &self.name_a, port, col)?,
+                self.agent_for(&self.net.b, &self.name_b, port, col)?,
             ))
         }
 

@@ -15,11 +15,12 @@
 
 use anyhow::{ensure, Context, Result};
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vnt_tests::flannel::scenario::{journeys_to, one_trace_per_packet, Setup};
 use vnt_tests::flannel::Flannel;
 use vnt_tests::journey::ExpectedHop;
 use vnt_tests::netns::run;
+use vnt_tests::otel::{metric_sum, OtelCol};
 use vnt_tests::{unique_port, Traffic, UdpSend};
 
 fn setup() -> Result<Setup> {
@@ -37,7 +38,11 @@ fn one_trace_per_packet_through_the_vxlan_overlay() -> Result<()> {
 }
 
 /// A datagram that host B cannot deliver: `cause` makes B drop it, and the
-/// drop must show on the trace that started on host A, with `reason`.
+/// drop must show on the trace that started on host A, with `reason`, and
+/// be counted in flannel's `drops` on B's overlay device, VNI 1 (both
+/// drops here free the inner packet while it is on B's VXLAN device: on
+/// its transmit for the FDB miss, in the forward hook after it came out of
+/// the device for the firewall).
 fn dropped_on_b(
     s: &Setup,
     to: Ipv4Addr,
@@ -47,7 +52,8 @@ fn dropped_on_b(
     let (a, b) = (&s.net.a, &s.net.b);
     let port = unique_port();
     cause()?;
-    let (agent_a, agent_b) = s.agents(port)?;
+    let col = OtelCol::start(s.jaeger.ports.otlp_grpc).context("the Collector must start")?;
+    let (agent_a, agent_b) = s.agents_via(port, Some(&col))?;
     let count = 10;
     s.traffic.udp_send(
         &a.pod.name,
@@ -86,8 +92,20 @@ fn dropped_on_b(
     );
     let want = ja.len();
     ensure!(s.wait_traces(want)? >= want, "traces missing in Jaeger");
+    // Through the Collector's batches, host B's spans may land after A's.
+    let deadline = Instant::now() + Duration::from_secs(15);
     for id in ja.keys() {
-        let spans = s.jaeger.trace_otlp(id)?;
+        let has_b_drop = |spans: &[vnt_tests::otel::OSpan]| {
+            spans.iter().any(|x| {
+                x.resource.get("host.name") == Some(&s.name_b)
+                    && x.events.iter().any(|e| e.name == "packet dropped")
+            })
+        };
+        let mut spans = s.jaeger.trace_otlp(id)?;
+        while !has_b_drop(&spans) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            spans = s.jaeger.trace_otlp(id)?;
+        }
         let from_a = spans
             .iter()
             .any(|x| x.resource.get("host.name") == Some(&s.name_a));
@@ -109,7 +127,38 @@ fn dropped_on_b(
             ev
         );
     }
-    eprintln!("{count} datagrams dropped on host B ({reasons:?}), each on its trace from host A");
+
+    // The agents stopped: their last export holds the final counts.
+    let want = [
+        ("host_name", s.name_b.as_str()),
+        ("vnt_flannel_device", b.overlay.name.as_str()),
+        ("vnt_flannel_vni", "1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let counted = loop {
+        let samples = col.scrape()?;
+        let v = metric_sum(&samples, "vnt_flannel_drops_total", &want);
+        if v == Some(count as f64) || Instant::now() > deadline {
+            let all: Vec<_> = samples
+                .into_iter()
+                .filter(|x| x.name == "vnt_flannel_drops_total")
+                .map(|x| (x.labels, x.value))
+                .collect();
+            break (v, all);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    ensure!(
+        counted.0 == Some(count as f64),
+        "flannel drops on host B {want:?}: {:?}; every series: {:?}",
+        counted.0,
+        counted.1
+    );
+    eprintln!(
+        "{count} datagrams dropped on host B ({reasons:?}), each on its trace from host A, \
+         counted in vnt.flannel.drops for {} VNI 1",
+        b.overlay.name
+    );
     Ok(())
 }
 

@@ -37,6 +37,7 @@ enum flannel_hook {
 	FLANNEL_HOOK_OUTER_RECEIVE = 3, /* the outer packet arrives on an underlay device */
 	FLANNEL_HOOK_DECAP = 4,         /* the inner packet emerges from the overlay device */
 	FLANNEL_HOOK_DAEMON_READ = 5,   /* the UDP backend's daemon reads it from the TUN device */
+	FLANNEL_HOOK_DROP = 6,          /* freed with a drop reason: an outer packet, or on an overlay device */
 };
 
 /* flannel_tail.overlay */
@@ -210,6 +211,67 @@ static __always_inline int flannel_daemon_read(struct sk_buff *skb, bool typed)
 	r->t.overlay = FLANNEL_OVERLAY_TUN;
 	vnt_submit(r);
 	return 0;
+}
+
+/*
+ * A drop in the overlay: an outer packet dropped anywhere (on the underlay,
+ * by a firewall, by a socket-less port), or an inner packet freed on a VXLAN
+ * or TUN device (an FDB miss, no route to the remote VTEP). Counted per VNI
+ * and device by the decoder; the journey's drop hop is the veth plugin's
+ * (one free, one hop), so this record becomes a metric point, not a hop.
+ * Same reason handling as veth's drop hook: SKB_CONSUMED is not a drop, and
+ * the enum's values come from the running kernel's BTF.
+ */
+static __always_inline int flannel_drop(struct sk_buff *skb, __u32 reason, bool typed)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+	if (reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
+	if (vnt_skb_data_shared(skb, typed))
+		return 0;
+	const struct net_device *dev = SKB_DEV(typed, skb);
+	__u8 overlay = dev ? flannel_overlay_of(dev, typed) : FLANNEL_OVERLAY_NONE;
+	struct vnt_hook_ctx c = {
+		.hook = FLANNEL_HOOK_DROP,
+		.kind = VNT_EV_DROP,
+		.direction = VNT_DIR_NONE,
+		.typed = typed,
+		.drop_reason = reason,
+		/* On an overlay device, the inner packet too; elsewhere only
+		 * a tunnel's outer packets are the overlay's. */
+		.outer = overlay ? VNT_OUTER_ALSO : VNT_OUTER_ONLY,
+	};
+	struct flannel_record *r = (void *)vnt_packet_reserve(skb, dev, c, sizeof(*r));
+
+	if (!r)
+		return 0;
+	__builtin_memset(&r->t, 0, sizeof(r->t));
+	if (r->e.encap) {
+		r->t.overlay = r->e.encap == VNT_ENCAP_VXLAN ? FLANNEL_OVERLAY_VXLAN : FLANNEL_OVERLAY_TUN;
+		flannel_outer(skb, typed, &r->t, r->e.encap);
+	} else {
+		r->t.overlay = overlay;
+		if (overlay == FLANNEL_OVERLAY_VXLAN) {
+			r->t.vni = flannel_dev_vni(dev);
+			r->t.has_vni = 1;
+		}
+	}
+	vnt_submit(r);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(flannel_drop_btf, struct sk_buff *skb, void *location, int reason)
+{
+	return flannel_drop(skb, reason, true);
+}
+
+SEC("raw_tp/kfree_skb")
+int BPF_PROG(flannel_drop_raw, struct sk_buff *skb, void *location, int reason)
+{
+	return flannel_drop(skb, reason, false);
 }
 
 SEC("tp_btf/skb_copy_datagram_iovec")

@@ -17,7 +17,11 @@
 //!   follows it;
 //! - `decap`: the inner packet emerges from the VXLAN or TUN device;
 //! - `daemon read`: the UDP backend's daemon reads the inner packet from its
-//!   TUN device (`skb:skb_copy_datagram_iovec`), named as the hop's process.
+//!   TUN device (`skb:skb_copy_datagram_iovec`), named as the hop's process;
+//! - `drop` (`skb:kfree_skb`): an outer packet dropped anywhere, or an inner
+//!   packet dropped on an overlay device (a VXLAN FDB miss), counted per VNI
+//!   and device in `drops`. Not a hop: the journey's drop is the veth
+//!   plugin's (one free, one hop), with the kernel's reason.
 //!
 //! The outer packet carries the inner packet's id: the shared pipeline
 //! identifies a tunnel's outer packet by its inner headers
@@ -30,8 +34,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use vnt_plugin_api::zerocopy::FromBytes;
 use vnt_plugin_api::{
     export_plugin, wire, Cardinality, DecodeError, FieldKind, FieldSpec, FieldValue, HookSpec,
-    InitContext, LogLevel, MetricKind, MetricPoint, MetricSpec, Observation, Plugin, PluginError,
-    PluginInfo, ProbeAlternative, ProbeSpec, Value,
+    InitContext, LogLevel, MetricKind, MetricPoint, MetricSpec, Observation, PacketObservation,
+    Plugin, PluginError, PluginInfo, ProbeAlternative, ProbeSpec, Value,
 };
 
 static BPF_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flannel.bpf.o"));
@@ -58,6 +62,8 @@ pub mod hook {
     pub const DECAP: u16 = 4;
     /// The UDP backend's daemon reads the inner packet from its TUN device.
     pub const DAEMON_READ: u16 = 5;
+    /// A drop in the overlay: counted, not a hop (see the crate's doc).
+    pub const DROP: u16 = 6;
 }
 
 /// `enum flannel_overlay`.
@@ -72,8 +78,9 @@ static OUTER_RECEIVE: [ProbeAlternative; 2] =
     [FLANNEL_OUTER_RECEIVE_BTF, FLANNEL_OUTER_RECEIVE_RAW];
 static DECAP: [ProbeAlternative; 2] = [FLANNEL_DECAP_BTF, FLANNEL_DECAP_RAW];
 static DAEMON_READ: [ProbeAlternative; 2] = [FLANNEL_DAEMON_READ_BTF, FLANNEL_DAEMON_READ_RAW];
+static DROP: [ProbeAlternative; 2] = [FLANNEL_DROP_BTF, FLANNEL_DROP_RAW];
 
-static PROBES: [ProbeSpec; 5] = [
+static PROBES: [ProbeSpec; 6] = [
     ProbeSpec {
         name: "flannel_encap",
         required: true,
@@ -104,9 +111,15 @@ static PROBES: [ProbeSpec; 5] = [
         opt_in: false,
         alternatives: &DAEMON_READ,
     },
+    ProbeSpec {
+        name: "flannel_drop",
+        required: false,
+        opt_in: false,
+        alternatives: &DROP,
+    },
 ];
 
-static HOOKS: [HookSpec; 5] = [
+static HOOKS: [HookSpec; 6] = [
     HookSpec {
         id: hook::ENCAP,
         name: "flannel:encap",
@@ -137,6 +150,12 @@ static HOOKS: [HookSpec; 5] = [
         label: "daemon read",
         terminal: false,
     },
+    HookSpec {
+        id: hook::DROP,
+        name: "flannel:drop",
+        label: "drop",
+        terminal: false,
+    },
 ];
 
 /// Field ids, indexes in [`FIELDS`].
@@ -153,7 +172,8 @@ pub mod field {
     pub const OUTER_SRC_PORT: u16 = 4;
     /// Outer destination port.
     pub const OUTER_DST_PORT: u16 = 5;
-    /// The overlay device (metric label).
+    /// The device (metric label): the overlay device, or for an outer
+    /// packet's drop the device it was freed on.
     pub const DEVICE: u16 = 6;
 }
 
@@ -213,7 +233,8 @@ static FIELDS: [FieldSpec; 7] = [
         unit: "",
         otel_key: "",
         cardinality: Cardinality::Low,
-        description: "the overlay device (flannel.1, flannel0)",
+        description: "the overlay device (flannel.1, flannel0); for a drop of an outer packet, \
+                      the device it was freed on (the underlay's, or none)",
     },
 ];
 
@@ -223,9 +244,11 @@ pub mod metric {
     pub const ENCAP_PACKETS: u16 = 0;
     /// Packets decapsulated.
     pub const DECAP_PACKETS: u16 = 1;
+    /// Packets dropped in the overlay.
+    pub const DROPS: u16 = 2;
 }
 
-static METRICS: [MetricSpec; 2] = [
+static METRICS: [MetricSpec; 3] = [
     MetricSpec {
         name: "encap.packets",
         kind: MetricKind::Counter,
@@ -241,6 +264,17 @@ static METRICS: [MetricSpec; 2] = [
         unit: "{packet}",
         description: "packets that emerged from an overlay device, decapsulated, per VNI and \
                       device (sampled packets that passed the filter: scale by the sampling rate)",
+        labels: &[field::VNI, field::DEVICE],
+        buckets: &[],
+    },
+    MetricSpec {
+        name: "drops",
+        kind: MetricKind::Counter,
+        unit: "{packet}",
+        description: "packets dropped in the overlay, per VNI and device: outer packets dropped \
+                      anywhere, inner packets dropped on an overlay device (a VXLAN FDB miss); \
+                      the reasons are in vnt.drops and on the trace (sampled packets that passed \
+                      the filter: scale by the sampling rate)",
         labels: &[field::VNI, field::DEVICE],
         buckets: &[],
     },
@@ -261,6 +295,21 @@ fn overlay_name(overlay: u8) -> Option<&'static str> {
         overlay::VXLAN => Some("vxlan"),
         overlay::TUN => Some("udp"),
         _ => None,
+    }
+}
+
+/// One packet more on `metric`, for the VNI and device of a record.
+fn count(metric: u16, t: &Tail, p: &PacketObservation) -> MetricPoint {
+    MetricPoint {
+        metric,
+        value: 1.0,
+        labels: vec![
+            FieldValue::new(field::VNI, Value::U64(u64::from(t.vni))),
+            FieldValue::new(
+                field::DEVICE,
+                Value::Str(p.ifname.to_str().into_owned().into()),
+            ),
+        ],
     }
 }
 
@@ -312,16 +361,22 @@ impl Plugin for Flannel {
         emit: &mut dyn FnMut(&Observation),
     ) -> Result<(), DecodeError> {
         let hdr = wire::header(record)?;
-        if !(hook::ENCAP..=hook::DAEMON_READ).contains(&hdr.hook) {
+        if !(hook::ENCAP..=hook::DROP).contains(&hdr.hook) {
             return Err(DecodeError(format!("unknown flannel hook id {}", hdr.hook)));
         }
-        let mut p = wire::packet(record, false)?;
+        let mut p = wire::packet(record, hdr.hook == hook::DROP)?;
         let (t, _) = Tail::read_from_prefix(wire::packet_tail(record)).map_err(|_| {
             DecodeError(format!(
                 "flannel record of {} bytes has no flannel tail",
                 record.len()
             ))
         })?;
+        if hdr.hook == hook::DROP {
+            // Counted only: the veth plugin's drop hook shows the free
+            // as the journey's drop, with its reason.
+            emit(&Observation::Metric(count(metric::DROPS, &t, &p)));
+            return Ok(());
+        }
         let mut values = Vec::with_capacity(6);
         if t.has_vni != 0 {
             values.push(FieldValue::new(field::VNI, Value::U64(u64::from(t.vni))));
@@ -368,17 +423,7 @@ impl Plugin for Flannel {
                 } else {
                     metric::DECAP_PACKETS
                 };
-                emit(&Observation::Metric(MetricPoint {
-                    metric,
-                    value: 1.0,
-                    labels: vec![
-                        FieldValue::new(field::VNI, Value::U64(u64::from(t.vni))),
-                        FieldValue::new(
-                            field::DEVICE,
-                            Value::Str(p.ifname.to_str().into_owned().into()),
-                        ),
-                    ],
-                }));
+                emit(&Observation::Metric(count(metric, &t, &p)));
             }
         }
         p.values = values.into_boxed_slice();
@@ -395,8 +440,14 @@ mod tests {
     use vnt_plugin_api::HostLog;
 
     fn record(hook: u16, tail: &[u8]) -> Vec<u8> {
-        let mut r =
-            wire::fixture::packet_record(wire::kind::PACKET, hook, 5, 9, "flannel.1", 3, 77, 0);
+        if hook == self::hook::DROP {
+            return record_of(wire::kind::DROP, hook, 12, tail);
+        }
+        record_of(wire::kind::PACKET, hook, 0, tail)
+    }
+
+    fn record_of(kind: u16, hook: u16, reason: u32, tail: &[u8]) -> Vec<u8> {
+        let mut r = wire::fixture::packet_record(kind, hook, 5, 9, "flannel.1", 3, 77, reason);
         r.extend_from_slice(tail);
         let len = r.len() as u32;
         r[16..20].copy_from_slice(&len.to_ne_bytes());
@@ -470,9 +521,26 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_counted_per_vni_and_device_not_hops() {
+        let out = decode(&record(hook::DROP, &outer_tail()));
+        let [Observation::Metric(m)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m.metric, metric::DROPS);
+        assert_eq!(
+            m.labels,
+            vec![
+                FieldValue::new(field::VNI, Value::U64(1)),
+                FieldValue::new(field::DEVICE, Value::Str("flannel.1".into())),
+            ]
+        );
+    }
+
+    #[test]
     fn conforms() {
         let encap = record(hook::ENCAP, &outer_tail());
         let outer = record(hook::OUTER_XMIT, &outer_tail());
-        vnt_plugin_api::conformance::check::<Flannel>(&[&encap, &outer]).unwrap();
+        let drop = record(hook::DROP, &outer_tail());
+        vnt_plugin_api::conformance::check::<Flannel>(&[&encap, &outer, &drop]).unwrap();
     }
 }
