@@ -3,8 +3,12 @@
 # "Overhead on the demo path").
 #
 # Topology, created fresh with names unique to this run and removed on exit:
-#   netns c1 (10.X.Y.1) -- veth -- bridge in netns host -- veth -- netns c2 (10.X.Y.2)
-# the demo's shape: every packet crosses two veth pairs and a bridge.
+#   bridge (default): the demo's shape, every packet crosses two veth pairs and a bridge:
+#     netns c1 (10.X.Y.1) -- veth -- bridge in netns host -- veth -- netns c2 (10.X.Y.2)
+#   vxlan: flannel's VXLAN backend between two namespace hosts (VNI 1, port 8472):
+#     pod c1 -- veth -- bridge -- flannel.1 (VXLAN) -- underlay veth -- flannel.1 -- bridge -- veth -- pod c2
+#     each packet crosses two pod veth pairs, two bridges, two VXLAN devices and,
+#     encapsulated, the underlay; both hosts share this kernel, so one agent sees both.
 #
 # Configurations, interleaved in every round (the order rotates per round):
 #   none      no tracing: the baseline every ratio divides by
@@ -14,6 +18,8 @@
 #   all       vnt-agent --plugins veth --sample 1/1: every packet traced
 #   bpftrace  the seeds' method: bpftrace on 3 net tracepoints with a per-skb
 #             hash map (the per-packet peer)
+#   flannel   vnt-agent --plugins veth,flannel (sampling auto = 1/100)
+#   flannel-all  vnt-agent --plugins veth,flannel --sample 1/1
 # Each configuration is measured with: iperf3 TCP throughput, iperf3 64-byte UDP
 # packet rate (received), sockperf UDP request/response latency (p50, p99), and
 # then, with kernel.bpf_stats_enabled=1 during a separate 64-byte UDP flood, the
@@ -25,7 +31,9 @@
 # Usage: scripts/bench-overhead.sh [options]
 #   -r, --rounds K       rounds (default 3)
 #   -t, --time T         seconds per measurement (default 5)
-#   -c, --configs LIST   comma-separated subset (default none,floor,default,all,bpftrace)
+#   -c, --configs LIST   comma-separated subset (default none,floor,default,all,bpftrace;
+#                        with --topology vxlan: none,default,flannel,flannel-all)
+#       --topology T     bridge (default) or vxlan
 #       --no-build       use the existing binaries
 #       --out-dir DIR    keep raw results (iperf3/sockperf output, agent logs) in DIR
 #   -h, --help
@@ -35,11 +43,12 @@ set -euo pipefail
 
 ROUNDS=3
 SECS=5
-CONFIGS="none,floor,default,all,bpftrace"
+CONFIGS=""
+TOPOLOGY=bridge
 BUILD=true
 OUT_DIR=""
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf 'bench-overhead: %s\n' "$*" >&2; }
 die() {
 	printf 'bench-overhead: error: %s\n' "$*" >&2
@@ -52,6 +61,7 @@ while (($# > 0)); do
 	-r | --rounds) ROUNDS="${2:?}"; shift 2 ;;
 	-t | --time) SECS="${2:?}"; shift 2 ;;
 	-c | --configs) CONFIGS="${2:?}"; shift 2 ;;
+	--topology) TOPOLOGY="${2:?}"; shift 2 ;;
 	--no-build) BUILD=false; shift ;;
 	--out-dir) OUT_DIR="${2:?}"; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
@@ -60,9 +70,14 @@ while (($# > 0)); do
 done
 need_uint --rounds "$ROUNDS"
 need_uint --time "$SECS"
+case "$TOPOLOGY" in
+bridge) : "${CONFIGS:=none,floor,default,all,bpftrace}" ;;
+vxlan) : "${CONFIGS:=none,default,flannel,flannel-all}" ;;
+*) die "unknown topology '$TOPOLOGY' (bridge, vxlan)" ;;
+esac
 IFS=, read -r -a CONFIG_LIST <<<"$CONFIGS"
 for c in "${CONFIG_LIST[@]}"; do
-	case "$c" in none | floor | default | all | bpftrace) ;; *) die "unknown configuration '$c' (none, floor, default, all, bpftrace)" ;; esac
+	case "$c" in none | floor | default | all | bpftrace | flannel | flannel-all) ;; *) die "unknown configuration '$c' (none, floor, default, all, bpftrace, flannel, flannel-all)" ;; esac
 done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,18 +91,24 @@ done
 [[ " ${CONFIG_LIST[*]} " != *" bpftrace "* ]] || command -v bpftrace >/dev/null || die "bpftrace not found; run scripts/install-deps.sh"
 
 if $BUILD; then
-	say "building: cargo build --release -p vnt-agent -p vnt-plugin-veth -p vnt-fixture-plugin-floor"
-	(cd "$REPO" && cargo build --release -q -p vnt-agent -p vnt-plugin-veth -p vnt-fixture-plugin-floor) || die "cargo build failed"
+	say "building: cargo build --release -p vnt-agent -p vnt-plugin-veth -p vnt-plugin-flannel -p vnt-fixture-plugin-floor"
+	(cd "$REPO" && cargo build --release -q -p vnt-agent -p vnt-plugin-veth -p vnt-plugin-flannel -p vnt-fixture-plugin-floor) || die "cargo build failed"
 fi
-for f in "$AGENT" "$TARGET_DIR/release/libvnt_plugin_veth.so" "$TARGET_DIR/release/libvnt_plugin_floor.so"; do
+for f in "$AGENT" "$TARGET_DIR/release/libvnt_plugin_veth.so" "$TARGET_DIR/release/libvnt_plugin_flannel.so" "$TARGET_DIR/release/libvnt_plugin_floor.so"; do
 	[[ -e "$f" ]] || die "$f is missing (build it, or drop --no-build)"
 done
 
 # ---- scratch space, topology, cleanup ---------------------------------------------
 RUN_ID="vnto$(printf '%x' $$ | tail -c 5)"
-NS_C1="$RUN_ID-c1" NS_C2="$RUN_ID-c2" NS_H="$RUN_ID-h"
-IP1="10.$(($$ % 200 + 20)).$((($$ >> 8) % 250 + 1)).1"
-IP2="${IP1%.1}.2"
+NS_C1="$RUN_ID-c1" NS_C2="$RUN_ID-c2" NS_H="$RUN_ID-h" NS_HB="$RUN_ID-hb"
+NET="10.$(($$ % 200 + 20)).$((($$ >> 8) % 250 + 1))"
+if [[ "$TOPOLOGY" == vxlan ]]; then
+	# Pod subnets 10.X.Y.0/24 (host A) and 10.X.(Y^128).0/24 (host B), flannel-style.
+	Y="${NET##*.}" NETB="${NET%.*}.$((${NET##*.} ^ 128))"
+	IP1="$NET.2" IP2="$NETB.2" UNDER="192.168.$Y"
+else
+	IP1="$NET.1" IP2="$NET.2"
+fi
 if [[ -n "$OUT_DIR" ]]; then
 	mkdir -p "$OUT_DIR"
 	WORK="$(cd "$OUT_DIR" && pwd)"
@@ -112,7 +133,7 @@ cleanup() {
 	stop_tracer
 	sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
 	for p in "${SERVER_PIDS[@]}"; do kill "$p" 2>/dev/null; done
-	for ns in "$NS_C1" "$NS_C2" "$NS_H"; do
+	for ns in "$NS_C1" "$NS_C2" "$NS_H" "$NS_HB"; do
 		ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
 		ip netns del "$ns" 2>/dev/null
 	done
@@ -125,27 +146,72 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-say "run $RUN_ID: $NS_C1 ($IP1) -- bridge in $NS_H -- $NS_C2 ($IP2); $ROUNDS rounds x ${SECS}s; configs ${CONFIG_LIST[*]}"
-for ns in "$NS_H" "$NS_C1" "$NS_C2"; do
-	ip netns add "$ns"
-	ip -n "$ns" link set lo up
-	ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-done
-ip -n "$NS_H" link add br0 type bridge stp_state 0
-i=0
-for ns in "$NS_C1" "$NS_C2"; do
-	i=$((i + 1))
-	ip -n "$NS_H" link add "veth-c$i" type veth peer name eth0 netns "$ns"
-	ip -n "$NS_H" link set "veth-c$i" master br0 up
-	ip -n "$ns" link set eth0 up
-done
-ip -n "$NS_H" link set br0 up
-ip -n "$NS_C1" addr add "$IP1/24" dev eth0
-ip -n "$NS_C2" addr add "$IP2/24" dev eth0
-# Static neighbours: no ARP on the measured path.
-mac() { ip -n "$1" -j link show eth0 | jq -r '.[0].address'; }
-ip -n "$NS_C1" neigh add "$IP2" lladdr "$(mac "$NS_C2")" dev eth0
-ip -n "$NS_C2" neigh add "$IP1" lladdr "$(mac "$NS_C1")" dev eth0
+mac() { ip -n "$1" -j link show "$2" | jq -r '.[0].address'; }
+if [[ "$TOPOLOGY" == bridge ]]; then
+	say "run $RUN_ID: $NS_C1 ($IP1) -- bridge in $NS_H -- $NS_C2 ($IP2); $ROUNDS rounds x ${SECS}s; configs ${CONFIG_LIST[*]}"
+	for ns in "$NS_H" "$NS_C1" "$NS_C2"; do
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	done
+	ip -n "$NS_H" link add br0 type bridge stp_state 0
+	i=0
+	for ns in "$NS_C1" "$NS_C2"; do
+		i=$((i + 1))
+		ip -n "$NS_H" link add "veth-c$i" type veth peer name eth0 netns "$ns"
+		ip -n "$NS_H" link set "veth-c$i" master br0 up
+		ip -n "$ns" link set eth0 up
+	done
+	ip -n "$NS_H" link set br0 up
+	ip -n "$NS_C1" addr add "$IP1/24" dev eth0
+	ip -n "$NS_C2" addr add "$IP2/24" dev eth0
+	# Static neighbours: no ARP on the measured path.
+	ip -n "$NS_C1" neigh add "$IP2" lladdr "$(mac "$NS_C2" eth0)" dev eth0
+	ip -n "$NS_C2" neigh add "$IP1" lladdr "$(mac "$NS_C1" eth0)" dev eth0
+else
+	# flannel's VXLAN backend, as tests/src/flannel.rs builds it: per host a
+	# bridge (cni0) with the pod's veth, a VXLAN device (flannel.1: VNI 1, port
+	# 8472, the subnet's .0/32), a /24 route to the other subnet through it,
+	# flannel's static neighbour and FDB entries; an underlay veth between hosts.
+	say "run $RUN_ID: $NS_C1 ($IP1) -- cni0 -- flannel.1 in $NS_H -- underlay -- flannel.1 -- cni0 in $NS_HB -- $NS_C2 ($IP2); $ROUNDS rounds x ${SECS}s; configs ${CONFIG_LIST[*]}"
+	for ns in "$NS_H" "$NS_HB" "$NS_C1" "$NS_C2"; do
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+	done
+	ip -n "$NS_H" link add underlay type veth peer name underlay netns "$NS_HB"
+	declare -A HOST=([a]="$NS_H" [b]="$NS_HB") POD=([a]="$NS_C1" [b]="$NS_C2") SUB=([a]="$NET" [b]="$NETB") UIP=([a]="$UNDER.1" [b]="$UNDER.2")
+	for s in a b; do
+		h=${HOST[$s]} p=${POD[$s]} sub=${SUB[$s]}
+		ip netns exec "$h" sysctl -qw net.ipv4.ip_forward=1
+		ip -n "$h" addr add "${UIP[$s]}/24" dev underlay
+		ip -n "$h" link set underlay up
+		ip -n "$h" link add cni0 type bridge stp_state 0
+		ip -n "$h" addr add "$sub.1/24" dev cni0
+		ip -n "$h" link add veth-pod type veth peer name eth0 netns "$p"
+		ip -n "$h" link set veth-pod master cni0 up
+		ip -n "$h" link set cni0 up
+		ip -n "$h" link add flannel.1 type vxlan id 1 local "${UIP[$s]}" dev underlay dstport 8472 nolearning
+		ip -n "$h" addr add "$sub.0/32" dev flannel.1
+		ip -n "$h" link set flannel.1 mtu 1450 up
+		ip -n "$p" addr add "$sub.2/24" dev eth0
+		ip -n "$p" link set eth0 mtu 1450 up
+		ip -n "$p" route add default via "$sub.1"
+	done
+	for s in a b; do
+		o=b
+		[[ $s == b ]] && o=a
+		h=${HOST[$s]} p=${POD[$s]} osub=${SUB[$o]}
+		# Static neighbours: no ARP on the measured path.
+		ip -n "$p" neigh add "${SUB[$s]}.1" lladdr "$(mac "$h" cni0)" dev eth0 nud permanent
+		ip -n "$h" neigh add "${SUB[$s]}.2" lladdr "$(mac "$p" eth0)" dev cni0 nud permanent
+		ip -n "$h" neigh add "${UIP[$o]}" lladdr "$(mac "${HOST[$o]}" underlay)" dev underlay nud permanent
+		ip -n "$h" route add "$osub.0/24" via "$osub.0" dev flannel.1 onlink
+		ip -n "$h" neigh add "$osub.0" lladdr "$(mac "${HOST[$o]}" flannel.1)" dev flannel.1 nud permanent
+		bridge -n "$h" fdb append "$(mac "${HOST[$o]}" flannel.1)" dev flannel.1 dst "${UIP[$o]}"
+	done
+	ip netns exec "$NS_C1" ping -c 1 -W 2 "$IP2" >/dev/null || die "the overlay does not carry a ping from $IP1 to $IP2"
+fi
 
 ip netns exec "$NS_C2" iperf3 -s -B "$IP2" -p 5201 >"$WORK/iperf3-server.log" 2>&1 &
 SERVER_PIDS+=($!)
@@ -176,6 +242,8 @@ start_tracer() {
 	floor) set -- --plugins floor ;;
 	default) set -- --plugins veth ;;
 	all) set -- --plugins veth --sample 1/1 ;;
+	flannel) set -- --plugins veth,flannel ;;
+	flannel-all) set -- --plugins veth,flannel --sample 1/1 ;;
 	esac
 	"$AGENT" "$@" --output json --ready-file "$ready" >/dev/null 2>"$log" &
 	TRACER_PID=$!
@@ -288,7 +356,7 @@ echo
 echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs (${cpu_model:-unknown CPU}), kernel $(uname -r), commit $commit, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo '```'
-echo "scripts/bench-overhead.sh --rounds $ROUNDS --time $SECS --configs $CONFIGS"
+echo "scripts/bench-overhead.sh --topology $TOPOLOGY --rounds $ROUNDS --time $SECS --configs $CONFIGS"
 echo '```'
 echo
 echo "| config | TCP Gbit/s | ratio | UDP 64 B kpps | ratio | RR p50 us | RR p99 us | p99 ratio | tracer CPU % | RSS MiB | ns per program run (bpf_stats, UDP flood) |"
