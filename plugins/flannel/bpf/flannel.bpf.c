@@ -91,15 +91,9 @@ static __always_inline __u32 flannel_dev_vni(const struct net_device *dev)
 }
 
 /* An overlay device's hop: the inner packet enters it (encap) or emerges (decap). */
-static __always_inline int flannel_overlay_hop(struct sk_buff *skb, const struct net_device *dev,
+static __always_inline int flannel_overlay_hop(struct sk_buff *skb, const struct net_device *dev, __u8 overlay,
 					       enum flannel_hook hook, bool typed, bool data_is_l3, __u8 direction)
 {
-	__u8 overlay = flannel_overlay_of(dev, typed);
-
-	if (!overlay) {
-		vnt_count(VNT_STAT_FILTERED);
-		return 0;
-	}
 	struct vnt_hook_ctx c = {
 		.hook = hook,
 		.kind = VNT_EV_PACKET,
@@ -286,54 +280,54 @@ int BPF_PROG(flannel_daemon_read_raw, const struct sk_buff *skb, int len)
 	return flannel_daemon_read((struct sk_buff *)skb, false);
 }
 
+/*
+ * One program per tracepoint for both kinds of hop: on an overlay device the
+ * inner packet's (encap at transmit, decap at receive), on any other device
+ * a tunnel's outer packet (outer xmit, outer receive). Every packet crosses
+ * these tracepoints on every device it passes, so one run instead of two is
+ * what the overlay costs the path (BENCHMARKS.md, "The flannel plugin"). A
+ * tunnel nested in a tunnel (an outer packet sent through another overlay
+ * device) shows as that device's encap only.
+ */
+static __always_inline int flannel_dev_hop(struct sk_buff *skb, const struct net_device *dev, bool typed,
+					   bool receive)
+{
+	__u8 overlay = flannel_overlay_of(dev, typed);
+
+	if (receive) {
+		if (overlay)
+			return flannel_overlay_hop(skb, dev, overlay, FLANNEL_HOOK_DECAP, typed, true, VNT_DIR_RX);
+		return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_RECEIVE, typed, true, VNT_DIR_RX);
+	}
+	if (overlay)
+		return flannel_overlay_hop(skb, dev, overlay, FLANNEL_HOOK_ENCAP, typed, false, VNT_DIR_TX);
+	return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_XMIT, typed, false, VNT_DIR_TX);
+}
+
 /* ---- tp_btf ------------------------------------------------------------- */
 
 SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(flannel_encap_btf, struct sk_buff *skb, struct net_device *dev)
+int BPF_PROG(flannel_xmit_btf, struct sk_buff *skb, struct net_device *dev)
 {
-	return flannel_overlay_hop(skb, dev, FLANNEL_HOOK_ENCAP, true, false, VNT_DIR_TX);
-}
-
-SEC("tp_btf/net_dev_start_xmit")
-int BPF_PROG(flannel_outer_xmit_btf, struct sk_buff *skb, struct net_device *dev)
-{
-	return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_XMIT, true, false, VNT_DIR_TX);
+	return flannel_dev_hop(skb, dev, true, false);
 }
 
 SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(flannel_outer_receive_btf, struct sk_buff *skb)
+int BPF_PROG(flannel_receive_btf, struct sk_buff *skb)
 {
-	return flannel_outer_hop(skb, SKB_DEV(true, skb), FLANNEL_HOOK_OUTER_RECEIVE, true, true, VNT_DIR_RX);
-}
-
-SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(flannel_decap_btf, struct sk_buff *skb)
-{
-	return flannel_overlay_hop(skb, SKB_DEV(true, skb), FLANNEL_HOOK_DECAP, true, true, VNT_DIR_RX);
+	return flannel_dev_hop(skb, SKB_DEV(true, skb), true, true);
 }
 
 /* ---- raw_tp --------------------------------------------------------------- */
 
 SEC("raw_tp/net_dev_start_xmit")
-int BPF_PROG(flannel_encap_raw, struct sk_buff *skb, struct net_device *dev)
+int BPF_PROG(flannel_xmit_raw, struct sk_buff *skb, struct net_device *dev)
 {
-	return flannel_overlay_hop(skb, dev, FLANNEL_HOOK_ENCAP, false, false, VNT_DIR_TX);
-}
-
-SEC("raw_tp/net_dev_start_xmit")
-int BPF_PROG(flannel_outer_xmit_raw, struct sk_buff *skb, struct net_device *dev)
-{
-	return flannel_outer_hop(skb, dev, FLANNEL_HOOK_OUTER_XMIT, false, false, VNT_DIR_TX);
+	return flannel_dev_hop(skb, dev, false, false);
 }
 
 SEC("raw_tp/netif_receive_skb")
-int BPF_PROG(flannel_outer_receive_raw, struct sk_buff *skb)
+int BPF_PROG(flannel_receive_raw, struct sk_buff *skb)
 {
-	return flannel_outer_hop(skb, SKB_DEV(false, skb), FLANNEL_HOOK_OUTER_RECEIVE, false, true, VNT_DIR_RX);
-}
-
-SEC("raw_tp/netif_receive_skb")
-int BPF_PROG(flannel_decap_raw, struct sk_buff *skb)
-{
-	return flannel_overlay_hop(skb, SKB_DEV(false, skb), FLANNEL_HOOK_DECAP, false, true, VNT_DIR_RX);
+	return flannel_dev_hop(skb, SKB_DEV(false, skb), false, true);
 }

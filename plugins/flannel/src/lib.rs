@@ -72,38 +72,26 @@ mod overlay {
     pub const TUN: u8 = 2;
 }
 
-static ENCAP: [ProbeAlternative; 2] = [FLANNEL_ENCAP_BTF, FLANNEL_ENCAP_RAW];
-static OUTER_XMIT: [ProbeAlternative; 2] = [FLANNEL_OUTER_XMIT_BTF, FLANNEL_OUTER_XMIT_RAW];
-static OUTER_RECEIVE: [ProbeAlternative; 2] =
-    [FLANNEL_OUTER_RECEIVE_BTF, FLANNEL_OUTER_RECEIVE_RAW];
-static DECAP: [ProbeAlternative; 2] = [FLANNEL_DECAP_BTF, FLANNEL_DECAP_RAW];
+static XMIT: [ProbeAlternative; 2] = [FLANNEL_XMIT_BTF, FLANNEL_XMIT_RAW];
+static RECEIVE: [ProbeAlternative; 2] = [FLANNEL_RECEIVE_BTF, FLANNEL_RECEIVE_RAW];
 static DAEMON_READ: [ProbeAlternative; 2] = [FLANNEL_DAEMON_READ_BTF, FLANNEL_DAEMON_READ_RAW];
 static DROP: [ProbeAlternative; 2] = [FLANNEL_DROP_BTF, FLANNEL_DROP_RAW];
 
-static PROBES: [ProbeSpec; 6] = [
+// One program per tracepoint: `xmit` is the encap hop on overlay devices and
+// the outer xmit elsewhere, `receive` the decap and the outer receive (every
+// packet crosses them on every device: one run, not two).
+static PROBES: [ProbeSpec; 4] = [
     ProbeSpec {
-        name: "flannel_encap",
+        name: "flannel_xmit",
         required: true,
         opt_in: false,
-        alternatives: &ENCAP,
+        alternatives: &XMIT,
     },
     ProbeSpec {
-        name: "flannel_outer_xmit",
-        required: false,
-        opt_in: false,
-        alternatives: &OUTER_XMIT,
-    },
-    ProbeSpec {
-        name: "flannel_outer_receive",
-        required: false,
-        opt_in: false,
-        alternatives: &OUTER_RECEIVE,
-    },
-    ProbeSpec {
-        name: "flannel_decap",
+        name: "flannel_receive",
         required: true,
         opt_in: false,
-        alternatives: &DECAP,
+        alternatives: &RECEIVE,
     },
     ProbeSpec {
         name: "flannel_daemon_read",
