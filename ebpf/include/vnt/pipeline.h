@@ -322,6 +322,17 @@ __noinline int vnt_parse_headers(const struct vnt_hdr_buf *h, __u32 proto, __u32
  * the program and this call past the 512 bytes of stack the verifiers of
  * 6.1 and 6.12 allow a call chain (6.18 counts more finely and let it be).
  */
+/* Whether `port` is one of `vnt_tunnels`: inlined, so that a UDP packet to
+ * any other port (most of them) pays a few compares, not a call. */
+static __always_inline bool vnt_tunnel_port(__u16 port)
+{
+	for (int i = 0; i < VNT_MAX_TUNNEL_PORTS; i++) {
+		if (vnt_tunnels.ports[i].port && vnt_tunnels.ports[i].port == port)
+			return true;
+	}
+	return false;
+}
+
 __noinline int vnt_parse_tunnel(const struct vnt_hdr_buf *h, struct vnt_parsed *p)
 {
 	if (!h || !p)
@@ -383,7 +394,7 @@ static __always_inline __u32 vnt_classify(const struct vnt_hdr_buf *h, __u16 pro
 {
 	if (vnt_parse_headers(h, proto, from_l2, p))
 		return VNT_STAT_NOT_IP;
-	if (p->udp_off && vnt_parse_tunnel(h, p) < 0) {
+	if (p->udp_off && vnt_tunnel_port(p->key.flow.dport) && vnt_parse_tunnel(h, p) < 0) {
 		/* Inner headers cut short: the outer packet is what it is. */
 		__builtin_memset(p, 0, sizeof(*p));
 		if (vnt_parse_headers(h, proto, from_l2, p))
