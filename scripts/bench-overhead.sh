@@ -20,6 +20,8 @@
 #             hash map (the per-packet peer)
 #   flannel   vnt-agent --plugins veth,flannel (sampling auto = 1/100)
 #   flannel-all  vnt-agent --plugins veth,flannel --sample 1/1
+#   before    default, with the plugins of --before-plugins DIR (another build,
+#             e.g. a commit before a change): the change's cost side by side
 # Each configuration is measured with: iperf3 TCP throughput, iperf3 64-byte UDP
 # packet rate (received), sockperf UDP request/response latency (p50, p99), and
 # then, with kernel.bpf_stats_enabled=1 during a separate 64-byte UDP flood, the
@@ -34,6 +36,7 @@
 #   -c, --configs LIST   comma-separated subset (default none,floor,default,all,bpftrace;
 #                        with --topology vxlan: none,default,flannel,flannel-all)
 #       --topology T     bridge (default) or vxlan
+#       --before-plugins DIR  where the `before` configuration's plugins are
 #       --no-build       use the existing binaries
 #       --out-dir DIR    keep raw results (iperf3/sockperf output, agent logs) in DIR
 #   -h, --help
@@ -45,10 +48,11 @@ ROUNDS=3
 SECS=5
 CONFIGS=""
 TOPOLOGY=bridge
+BEFORE_DIR=""
 BUILD=true
 OUT_DIR=""
 
-usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf 'bench-overhead: %s\n' "$*" >&2; }
 die() {
 	printf 'bench-overhead: error: %s\n' "$*" >&2
@@ -62,6 +66,7 @@ while (($# > 0)); do
 	-t | --time) SECS="${2:?}"; shift 2 ;;
 	-c | --configs) CONFIGS="${2:?}"; shift 2 ;;
 	--topology) TOPOLOGY="${2:?}"; shift 2 ;;
+	--before-plugins) BEFORE_DIR="${2:?}"; shift 2 ;;
 	--no-build) BUILD=false; shift ;;
 	--out-dir) OUT_DIR="${2:?}"; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
@@ -77,7 +82,8 @@ vxlan) : "${CONFIGS:=none,default,flannel,flannel-all}" ;;
 esac
 IFS=, read -r -a CONFIG_LIST <<<"$CONFIGS"
 for c in "${CONFIG_LIST[@]}"; do
-	case "$c" in none | floor | default | all | bpftrace | flannel | flannel-all) ;; *) die "unknown configuration '$c' (none, floor, default, all, bpftrace, flannel, flannel-all)" ;; esac
+	case "$c" in none | floor | default | all | bpftrace | flannel | flannel-all | before) ;; *) die "unknown configuration '$c' (none, floor, default, all, bpftrace, flannel, flannel-all, before)" ;; esac
+	[[ "$c" != before || -e "$BEFORE_DIR/libvnt_plugin_veth.so" ]] || die "configuration 'before' needs --before-plugins DIR with a libvnt_plugin_veth.so in it"
 done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -242,6 +248,7 @@ start_tracer() {
 	floor) set -- --plugins floor ;;
 	default) set -- --plugins veth ;;
 	all) set -- --plugins veth --sample 1/1 ;;
+	before) set -- --plugins veth --plugin-dir "$BEFORE_DIR" ;;
 	flannel) set -- --plugins veth,flannel ;;
 	flannel-all) set -- --plugins veth,flannel --sample 1/1 ;;
 	esac
@@ -356,7 +363,7 @@ echo
 echo "Measured $(date -u +%Y-%m-%d) on $(nproc) CPUs (${cpu_model:-unknown CPU}), kernel $(uname -r), commit $commit, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo '```'
-echo "scripts/bench-overhead.sh --topology $TOPOLOGY --rounds $ROUNDS --time $SECS --configs $CONFIGS"
+echo "scripts/bench-overhead.sh --topology $TOPOLOGY --rounds $ROUNDS --time $SECS --configs $CONFIGS${BEFORE_DIR:+ --before-plugins $BEFORE_DIR}"
 echo '```'
 echo
 echo "| config | TCP Gbit/s | ratio | UDP 64 B kpps | ratio | RR p50 us | RR p99 us | p99 ratio | tracer CPU % | RSS MiB | ns per program run (bpf_stats, UDP flood) |"
