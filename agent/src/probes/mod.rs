@@ -527,7 +527,10 @@ pub fn attach_probes(
     choices
 }
 
-/// The modules `meta`'s kprobe targets name (`vxlan:vxlan_xmit` -> `vxlan`).
+/// The modules whose types `meta`'s object reads: those its kprobe targets
+/// name (`vxlan:vxlan_xmit` -> `vxlan`), and those named by the CO-RE flavor
+/// of a type it declares (`struct vxlan_dev___mod_vxlan` -> `vxlan`, see
+/// [`modules_in_object`]).
 pub fn modules_of(meta: &PluginMeta) -> Vec<String> {
     let mut out: Vec<String> = meta
         .probes
@@ -536,6 +539,37 @@ pub fn modules_of(meta: &PluginMeta) -> Vec<String> {
         .filter(|a| a.kind == Some(HookKind::KProbe))
         .filter_map(|a| kprobe::parse_target(&a.target).ok()?.module)
         .collect();
+    out.extend(modules_in_object(&meta.bpf_object));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The modules an eBPF object names through the flavor of its CO-RE types:
+/// a type `<name>___mod_<module>` (libbpf's flavor rule: matched as `<name>`)
+/// says "`<name>` is a type of `<module>`", for a plugin that reads a module's
+/// type from a tracepoint (no kprobe names the module). Found in the object's
+/// BTF string table, as a NUL-terminated identifier.
+pub fn modules_in_object(object: &[u8]) -> Vec<String> {
+    const TAG: &[u8] = b"___mod_";
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(at) = object[from..]
+        .windows(TAG.len())
+        .position(|w| w == TAG)
+        .map(|i| from + i)
+    {
+        let start = at + TAG.len();
+        let len = object[start..].iter().take_while(|&&c| ident(c)).count();
+        let named = at > 0 && ident(object[at - 1]);
+        if named && len > 0 && object.get(start + len) == Some(&0) {
+            if let Ok(m) = std::str::from_utf8(&object[start..start + len]) {
+                out.push(m.to_owned());
+            }
+        }
+        from = start;
+    }
     out.sort();
     out.dedup();
     out
@@ -669,6 +703,13 @@ pub fn load_and_attach(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_names_modules_by_the_flavor_of_its_types() {
+        let strings = b"\0vxlan_dev___mod_vxlan\0cfg\0x___mod_\0___mod_nf\0dp___mod_openvswitch\0vni___mod_vxlan\0tail___mod_cut";
+        assert_eq!(modules_in_object(strings), ["openvswitch", "vxlan"]);
+        assert!(modules_in_object(b"no flavors here\0").is_empty());
+    }
 
     #[test]
     fn deny_lists_name_hook_kinds() {

@@ -80,14 +80,39 @@ static __always_inline __u8 flannel_overlay_of(const struct net_device *dev, boo
 	return FLANNEL_OVERLAY_NONE;
 }
 
-/* The VNI of a VXLAN device: its private area (netdev_priv) is a struct vxlan_dev. */
-static __always_inline __u32 flannel_dev_vni(const struct net_device *dev)
+/*
+ * struct vxlan_dev is the vxlan module's type where VXLAN is a module (Debian,
+ * most distributions): the flavor `___mod_vxlan` tells the agent to relocate
+ * against that module's BTF too (agent/src/probes/mod.rs, modules_in_object).
+ * Where the module's BTF was not there at load (the module not loaded yet, no
+ * module BTF), the type does not exist, the read is poisoned, and it must be
+ * unreachable: a function that is not inlined, called behind
+ * bpf_core_type_exists() (as in ovs.bpf.c); the hop then carries no VNI.
+ */
+struct vxlan_config___mod_vxlan {
+	__be32 vni;
+} __attribute__((preserve_access_index));
+
+struct vxlan_dev___mod_vxlan {
+	struct vxlan_config___mod_vxlan cfg;
+} __attribute__((preserve_access_index));
+
+static __noinline __u32 flannel_vni_read(const void *dev)
 {
 	__u64 priv = ((__u64)bpf_core_type_size(struct net_device) + 31) & ~31ULL;
-	const struct vxlan_dev *vx = (const void *)dev + priv;
-	__be32 vni = BPF_CORE_READ(vx, cfg.vni);
+	const struct vxlan_dev___mod_vxlan *vx = dev + priv;
 
-	return bpf_ntohl(vni);
+	return bpf_ntohl(BPF_CORE_READ(vx, cfg.vni));
+}
+
+/* The VNI of a VXLAN device (its private area, netdev_priv, is a struct
+ * vxlan_dev) into t; nothing when the type is unknown here. */
+static __always_inline void flannel_dev_vni(const struct net_device *dev, struct flannel_tail *t)
+{
+	if (bpf_core_type_exists(struct vxlan_dev___mod_vxlan)) {
+		t->vni = flannel_vni_read(dev);
+		t->has_vni = 1;
+	}
 }
 
 /* An overlay device's hop: the inner packet enters it (encap) or emerges (decap). */
@@ -108,10 +133,8 @@ static __always_inline int flannel_overlay_hop(struct sk_buff *skb, const struct
 		return 0;
 	__builtin_memset(&r->t, 0, sizeof(r->t));
 	r->t.overlay = overlay;
-	if (overlay == FLANNEL_OVERLAY_VXLAN) {
-		r->t.vni = flannel_dev_vni(dev);
-		r->t.has_vni = 1;
-	}
+	if (overlay == FLANNEL_OVERLAY_VXLAN)
+		flannel_dev_vni(dev, &r->t);
 	vnt_submit(r);
 	return 0;
 }
@@ -247,10 +270,8 @@ static __always_inline int flannel_drop(struct sk_buff *skb, __u32 reason, bool 
 		flannel_outer(skb, typed, &r->t, r->e.encap);
 	} else {
 		r->t.overlay = overlay;
-		if (overlay == FLANNEL_OVERLAY_VXLAN) {
-			r->t.vni = flannel_dev_vni(dev);
-			r->t.has_vni = 1;
-		}
+		if (overlay == FLANNEL_OVERLAY_VXLAN)
+			flannel_dev_vni(dev, &r->t);
 	}
 	vnt_submit(r);
 	return 0;

@@ -286,18 +286,22 @@ fn overlay_name(overlay: u8) -> Option<&'static str> {
     }
 }
 
-/// One packet more on `metric`, for the VNI and device of a record.
+/// One packet more on `metric`, for the VNI and device of a record (no VNI
+/// label when the record has none: a TUN device, or a VXLAN device whose
+/// module's types were not known at load, docs/adr/018-flannel-tunnels.md).
 fn count(metric: u16, t: &Tail, p: &PacketObservation) -> MetricPoint {
+    let mut labels = Vec::with_capacity(2);
+    if t.has_vni != 0 {
+        labels.push(FieldValue::new(field::VNI, Value::U64(u64::from(t.vni))));
+    }
+    labels.push(FieldValue::new(
+        field::DEVICE,
+        Value::Str(p.ifname.to_str().into_owned().into()),
+    ));
     MetricPoint {
         metric,
         value: 1.0,
-        labels: vec![
-            FieldValue::new(field::VNI, Value::U64(u64::from(t.vni))),
-            FieldValue::new(
-                field::DEVICE,
-                Value::Str(p.ifname.to_str().into_owned().into()),
-            ),
-        ],
+        labels,
     }
 }
 
