@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 
 /// How long the agent may take to load and attach before it is ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same inside a VM tier guest (`VNT_VM_GUEST`, tests/vm/guest.sh): under
+/// software emulation the verifier alone takes seconds per program (4.3 s for
+/// one of flannel's on Debian's 6.1), and a run of two plugins loads a dozen.
+pub const READY_TIMEOUT_IN_GUEST: Duration = Duration::from_secs(120);
+
+fn ready_timeout() -> Duration {
+    if std::env::var_os("VNT_VM_GUEST").is_some() {
+        READY_TIMEOUT_IN_GUEST
+    } else {
+        READY_TIMEOUT
+    }
+}
 /// How long the agent may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -241,7 +253,8 @@ impl Agent {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let timeout = ready_timeout();
+        let deadline = Instant::now() + timeout;
         loop {
             if self.ready_file.exists() {
                 return Ok(());
@@ -257,7 +270,7 @@ impl Agent {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "agent not ready after {READY_TIMEOUT:?}: no ready file {}\n{}",
+                    "agent not ready after {timeout:?}: no ready file {}\n{}",
                     self.ready_file.display(),
                     self.context()
                 );
