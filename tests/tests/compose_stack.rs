@@ -301,9 +301,11 @@ fn compose_up_traces_reach_jaeger_metrics_reach_prometheus_and_down_leaves_nothi
     let jaeger = otel::jaeger_bin();
     let agent_bin = vnt_tests::locate_binary("vnt-agent", "VNT_AGENT_BIN");
     let veth_so = agent_bin.with_file_name("libvnt_plugin_veth.so");
+    let packed = ["veth", "ovs", "flannel"]
+        .map(|p| agent_bin.with_file_name(format!("libvnt_plugin_{p}.so")));
     ensure!(
-        agent_bin.starts_with(root.join("target/release")) && veth_so.is_file(),
-        "deploy/Dockerfile packs target/release/vnt-agent and libvnt_plugin_veth.so: \
+        agent_bin.starts_with(root.join("target/release")) && packed.iter().all(|so| so.is_file()),
+        "deploy/Dockerfile packs target/release/vnt-agent and the veth, ovs and flannel plugins: \
          build them with `cargo build --release` ({} given)",
         agent_bin.display()
     );
@@ -424,6 +426,30 @@ fn compose_up_traces_reach_jaeger_metrics_reach_prometheus_and_down_leaves_nothi
         "docker build -f deploy/Dockerfile failed:\n{}",
         String::from_utf8_lossy(&build.stderr)
     );
+    // The image ships every plugin of the workspace, not veth alone.
+    let ls = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/ls",
+            AGENT_IMAGE,
+            "/usr/local/lib/vnt/plugins",
+        ])
+        .stdin(Stdio::null())
+        .output()?;
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    for so in [
+        "libvnt_plugin_veth.so",
+        "libvnt_plugin_ovs.so",
+        "libvnt_plugin_flannel.so",
+    ] {
+        ensure!(
+            listed.lines().any(|l| l == so),
+            "the agent image has no {so} in /usr/local/lib/vnt/plugins: {listed:?} {}",
+            String::from_utf8_lossy(&ls.stderr)
+        );
+    }
     drop(base);
 
     // Two traced containers on Docker's bridge; B drops one UDP port.
