@@ -52,7 +52,7 @@ BEFORE_DIR=""
 BUILD=true
 OUT_DIR=""
 
-usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf 'bench-overhead: %s\n' "$*" >&2; }
 die() {
 	printf 'bench-overhead: error: %s\n' "$*" >&2
