@@ -600,7 +600,7 @@ pub fn module_btf(meta: &PluginMeta) -> Option<crate::kernel::btf::KernelBtf> {
             Some(btf)
         }
         Ok((_, missing)) => {
-            tracing::info!(plugin = %meta.name, modules = %missing.join(","), "modules not loaded: CO-RE reads of their types are relocated against vmlinux only");
+            tracing::info!(plugin = %meta.name, modules = %missing.join(","), "no module BTF (modules built in, or not loaded yet): CO-RE reads of their types are relocated against vmlinux only; reads of a module loaded later stay unavailable until restart");
             None
         }
         Err(e) => {
