@@ -170,6 +170,26 @@ static __always_inline bool vnt_skb_data_shared(struct sk_buff *skb, bool typed)
 }
 
 /*
+ * Whether skb:kfree_skb(skb, *reason) is a packet's death, for every plugin's
+ * drop hook; *reason becomes the reason to report. The tracepoint fires for
+ * drops and, since 6.2, also for frees that are not drops (reason
+ * SKB_CONSUMED). Enum values move between releases (on 6.0 and 6.1 the value
+ * 1 is SKB_DROP_REASON_NOT_SPECIFIED, not SKB_CONSUMED), so they come from
+ * the running kernel's BTF, never from a literal. A kernel without drop
+ * reasons passes 0: reported as NOT_SPECIFIED. One copy freed while another
+ * lives on (the clone a raw socket such as ping's got) is no death either.
+ */
+static __always_inline bool vnt_skb_dropped(struct sk_buff *skb, __u32 *reason, bool typed)
+{
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    *reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return false;
+	if (*reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		*reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
+	return !vnt_skb_data_shared(skb, typed);
+}
+
+/*
  * Copy the packet's first bytes into `h`: from the network header when it is
  * known (or when skb->data is there), else from skb->data as an Ethernet
  * frame (*from_l2 = 1). Sets *proto to skb->protocol (host order). Returns

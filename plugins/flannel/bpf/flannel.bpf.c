@@ -236,20 +236,14 @@ static __always_inline int flannel_daemon_read(struct sk_buff *skb, bool typed)
  * or TUN device (an FDB miss, no route to the remote VTEP). Counted per VNI
  * and device by the decoder; the journey's drop hop is the veth plugin's
  * (one free, one hop), so this record becomes a metric point, not a hop.
- * Same reason handling as veth's drop hook: SKB_CONSUMED is not a drop, and
- * the enum's values come from the running kernel's BTF.
+ * Which frees are drops: vnt_skb_dropped, as for veth's drop hook.
  */
 static __always_inline int flannel_drop(struct sk_buff *skb, __u32 reason, bool typed)
 {
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
-		return 0;
-	if (reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
-		reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
-	if (vnt_skb_data_shared(skb, typed))
+	if (!vnt_skb_dropped(skb, &reason, typed))
 		return 0;
 	const struct net_device *dev = SKB_DEV(typed, skb);
-	__u8 overlay = dev ? flannel_overlay_of(dev, typed) : FLANNEL_OVERLAY_NONE;
+	__u8 overlay = flannel_overlay_of(dev, typed); /* NONE without a device */
 	struct vnt_hook_ctx c = {
 		.hook = FLANNEL_HOOK_DROP,
 		.kind = VNT_EV_DROP,

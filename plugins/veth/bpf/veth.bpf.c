@@ -87,23 +87,10 @@ static __always_inline int veth_hop(struct sk_buff *skb, const struct net_device
 /* The receiving device of an skb: the peer after veth's eth_type_trans(). */
 #define SKB_DEV(typed, skb) VNT_READ(typed, skb, dev)
 
-/*
- * skb:kfree_skb fires for drops and, since 6.2, also for frees that are not
- * drops (reason SKB_CONSUMED). Enum values move between releases (on 6.0 and
- * 6.1 the value 1 is SKB_DROP_REASON_NOT_SPECIFIED, not SKB_CONSUMED), so
- * they come from the running kernel's BTF, never from a literal. A kernel
- * without drop reasons passes 0: reported as NOT_SPECIFIED.
- */
+/* A packet freed with a drop reason (vnt_skb_dropped says which frees are). */
 static __always_inline int veth_drop(struct sk_buff *skb, __u32 reason, bool typed)
 {
-	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
-	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
-		return 0;
-	if (reason == 0 && bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
-		reason = bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED);
-	/* One copy freed while another lives on (the clone a raw socket such
-	 * as ping's got): the packet did not die here. */
-	if (vnt_skb_data_shared(skb, typed))
+	if (!vnt_skb_dropped(skb, &reason, typed))
 		return 0;
 
 	struct vnt_hook_ctx c = {
