@@ -111,17 +111,21 @@ fn dropped_on_b(
     );
     let want = ja.len();
     ensure!(s.wait_traces(want)? >= want, "traces missing in Jaeger");
-    // Through the Collector's batches, host B's spans may land after A's.
+    // Through the Collector's batches, one host's spans may land after the
+    // other's: wait for both (the checks below say which is missing).
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in ja.keys() {
-        let has_b_drop = |spans: &[vnt_tests::otel::OSpan]| {
-            spans.iter().any(|x| {
-                x.resource.get("host.name") == Some(&s.name_b)
-                    && x.events.iter().any(|e| e.name == "packet dropped")
-            })
+        let both = |spans: &[vnt_tests::otel::OSpan]| {
+            let on = |x: &vnt_tests::otel::OSpan, host: &String| {
+                x.resource.get("host.name") == Some(host)
+            };
+            spans.iter().any(|x| on(x, &s.name_a))
+                && spans.iter().any(|x| {
+                    on(x, &s.name_b) && x.events.iter().any(|e| e.name == "packet dropped")
+                })
         };
         let mut spans = s.jaeger.trace_otlp(id)?;
-        while !has_b_drop(&spans) && Instant::now() < deadline {
+        while !both(&spans) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(250));
             spans = s.jaeger.trace_otlp(id)?;
         }
